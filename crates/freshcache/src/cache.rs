@@ -1,0 +1,960 @@
+//! The orchestrator: read-through L1 → L3, write-through, promotion with the remaining
+//! lifetime, prefix invalidation and coalesced loading.
+//!
+//! Freshness is decided here, on the entry actually read, against one clock reading per call.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SharedClock, SystemClock, Timestamp};
+use crate::config::Config;
+use crate::datatype::{DataTypeSpec, Placement, TtlOverride};
+use crate::entry::{Codec, Entry, Meta, checksum, encode_value};
+use crate::error::{Error, LoaderError, Result, clip};
+use crate::key::{Key, KeyPrefix};
+use crate::stats::{Stats, StatsReport, TierReport, TypeReport, ratio};
+use crate::tier::TierKind;
+use crate::tier::disk::DiskTier;
+use crate::tier::memory::{MemoryLookup, MemoryTier};
+
+/// Number of write stripes; writes to keys in one stripe are serialised.
+const STRIPES: usize = 64;
+
+/// A value to store, with what the producer knows about it.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[must_use]
+pub struct Value {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// How to read them.
+    pub codec: Codec,
+    /// When the signal was true, per its producer; age is measured from here.
+    pub as_of: Option<Timestamp>,
+    /// A per-call TTL, subject to the data type's override policy.
+    pub ttl: Option<Duration>,
+    /// Origin validator.
+    pub etag: Option<String>,
+    /// Origin validator.
+    pub last_modified: Option<String>,
+}
+
+impl Value {
+    /// Opaque bytes.
+    pub fn bytes(b: impl Into<Bytes>) -> Self {
+        Self {
+            bytes: b.into(),
+            ..Self::default()
+        }
+    }
+
+    /// `v` as JSON.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when `v` cannot be serialised.
+    pub fn json<T: Serialize + ?Sized>(v: &T) -> Result<Self> {
+        Ok(Self::bytes(encode_value("", v, Codec::Json)?).codec(Codec::Json))
+    }
+
+    /// `v` as MessagePack.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when `v` cannot be serialised.
+    pub fn msgpack<T: Serialize + ?Sized>(v: &T) -> Result<Self> {
+        Ok(Self::bytes(encode_value("", v, Codec::MsgPack)?).codec(Codec::MsgPack))
+    }
+
+    /// Sets the codec.
+    pub fn codec(mut self, c: Codec) -> Self {
+        self.codec = c;
+        self
+    }
+
+    /// Sets the producer's `as_of`.
+    pub fn as_of(mut self, t: Timestamp) -> Self {
+        self.as_of = Some(t);
+        self
+    }
+
+    /// Sets a per-call TTL.
+    pub fn ttl(mut self, d: Duration) -> Self {
+        self.ttl = Some(d);
+        self
+    }
+
+    /// Sets the ETag validator.
+    pub fn etag(mut self, e: impl Into<String>) -> Self {
+        self.etag = Some(e.into());
+        self
+    }
+
+    /// Sets the Last-Modified validator.
+    pub fn last_modified(mut self, lm: impl Into<String>) -> Self {
+        self.last_modified = Some(lm.into());
+        self
+    }
+}
+
+impl From<Bytes> for Value {
+    fn from(b: Bytes) -> Self {
+        Self::bytes(b)
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(b: Vec<u8>) -> Self {
+        Self::bytes(b)
+    }
+}
+
+impl From<&'static [u8]> for Value {
+    fn from(b: &'static [u8]) -> Self {
+        Self::bytes(Bytes::from_static(b))
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Self::bytes(s).codec(Codec::Text)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Self::bytes(Bytes::copy_from_slice(s.as_bytes())).codec(Codec::Text)
+    }
+}
+
+/// Where a returned value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// A cache tier.
+    Tier(TierKind),
+    /// The loader given to `get_or_fetch`, just now.
+    Loader,
+}
+
+impl Source {
+    /// Lowercase name for headers: `memory`, `redis`, `disk`, `loader`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Tier(t) => t.name(),
+            Source::Loader => "loader",
+        }
+    }
+}
+
+/// A value found in the cache.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// The entry.
+    pub entry: Arc<Entry>,
+    /// Where it came from.
+    pub source: Source,
+    /// The clock reading the lookup used.
+    pub now: Timestamp,
+}
+
+impl Hit {
+    /// The value bytes.
+    #[must_use]
+    pub fn value(&self) -> &Bytes {
+        &self.entry.value
+    }
+
+    /// The entry's metadata.
+    #[must_use]
+    pub fn meta(&self) -> &Meta {
+        &self.entry.meta
+    }
+
+    /// Age of the signal at lookup time.
+    #[must_use]
+    pub fn age(&self) -> Duration {
+        self.entry.meta.age(self.now)
+    }
+
+    /// Lifetime left at lookup time (zero for stale hits).
+    #[must_use]
+    pub fn remaining(&self) -> Duration {
+        self.entry.meta.remaining(self.now)
+    }
+}
+
+/// What a lookup found.
+#[derive(Clone, Debug)]
+#[must_use]
+pub enum Lookup {
+    /// A value within its TTL.
+    Fresh(Hit),
+    /// A value past its TTL, returned only because the call allowed it.
+    Stale(Hit),
+    /// Nothing usable.
+    Miss,
+}
+
+impl Lookup {
+    /// The hit if fresh.
+    #[must_use]
+    pub fn fresh(self) -> Option<Hit> {
+        match self {
+            Lookup::Fresh(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// True for [`Lookup::Fresh`].
+    #[must_use]
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, Lookup::Fresh(_))
+    }
+
+    /// True for [`Lookup::Miss`].
+    #[must_use]
+    pub fn is_miss(&self) -> bool {
+        matches!(self, Lookup::Miss)
+    }
+}
+
+/// Per-call read options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct ReadOptions {
+    /// Return an expired entry as [`Lookup::Stale`] if it expired at most this long ago.
+    /// Zero (the default) never returns stale data.
+    pub max_stale: Duration,
+}
+
+type Outcome = Option<std::result::Result<Arc<Entry>, LoaderError>>;
+
+#[derive(Debug, Default)]
+struct Stripe {
+    lock: Mutex<()>,
+    epoch: AtomicU64,
+}
+
+struct Inner {
+    config: Config,
+    clock: SharedClock,
+    memory: MemoryTier,
+    disk: DiskTier,
+    stats: Stats,
+    stripes: Box<[Stripe]>,
+    hasher: std::collections::hash_map::RandomState,
+    inflight: Mutex<HashMap<Arc<str>, watch::Receiver<Outcome>>>,
+}
+
+/// The cache: a cheap, cloneable handle.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("cache_dir", &self.inner.config.cache_dir)
+            .field("memory", &self.inner.memory)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Cache`] with a chosen clock.
+#[must_use]
+pub struct CacheBuilder {
+    config: Config,
+    clock: SharedClock,
+}
+
+impl CacheBuilder {
+    /// Uses `clock` instead of the system clock.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Uses a shared clock.
+    pub fn shared_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens the tiers.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Index`] when the cache directory or index cannot be opened.
+    pub fn open(self) -> Result<Cache> {
+        let Self { config, clock } = self;
+        if config.redis_url.is_some() {
+            tracing::warn!(
+                "cache.redis_url is set, but this build has no Redis tier yet; running on memory + disk"
+            );
+        }
+        let disk = DiskTier::open(
+            &config.cache_dir,
+            &config.metadata_path,
+            config.disk.inline_max,
+        )?;
+        let memory = MemoryTier::new(config.memory.max_bytes);
+        let stats = Stats::new(
+            config
+                .data_types
+                .types()
+                .iter()
+                .map(|t| t.name.to_string())
+                .collect(),
+        );
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                memory,
+                disk,
+                stats,
+                stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+                hasher: Default::default(),
+                inflight: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// The instant after which an entry of `ty` must not be served: its own `expires_at`, capped
+/// by the type's current TTL unless the type lets callers choose any TTL (so shortening a TTL
+/// in the config takes effect on entries already stored).
+fn deadline(meta: &Meta, ty: &DataTypeSpec) -> Timestamp {
+    if ty.ttl_override == TtlOverride::Any {
+        return meta.expires_at;
+    }
+    let cap = meta.as_of.unwrap_or(meta.stored_at).saturating_add(ty.ttl);
+    meta.expires_at.min(cap)
+}
+
+impl Cache {
+    /// Opens a cache on the system clock.
+    ///
+    /// # Errors
+    /// See [`CacheBuilder::open`].
+    pub fn open(config: Config) -> Result<Self> {
+        Self::builder(config).open()
+    }
+
+    /// A builder for choosing the clock.
+    pub fn builder(config: Config) -> CacheBuilder {
+        CacheBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The configuration in use.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The current time on the cache's clock.
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The data type `key` belongs to.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDataType`] or [`Error::InvalidKey`] (segment count).
+    pub fn data_type(&self, key: &Key) -> Result<&Arc<DataTypeSpec>> {
+        self.inner.config.data_types.resolve(key)
+    }
+
+    fn stripe(&self, key: &str) -> &Stripe {
+        let mut h = self.inner.hasher.build_hasher();
+        key.hash(&mut h);
+        &self.inner.stripes[(h.finish() as usize) % STRIPES]
+    }
+
+    fn lock(stripe: &Stripe) -> std::sync::MutexGuard<'_, ()> {
+        stripe.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Looks `key` up; never returns stale data.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDataType`] / [`Error::InvalidKey`] for keys outside every type;
+    /// [`Error::Index`] / [`Error::Io`] when the disk tier cannot be read.
+    pub async fn get(&self, key: &Key) -> Result<Lookup> {
+        self.get_with(key, ReadOptions::default()).await
+    }
+
+    /// Looks `key` up with per-call options.
+    ///
+    /// # Errors
+    /// See [`Cache::get`].
+    pub async fn get_with(&self, key: &Key, opts: ReadOptions) -> Result<Lookup> {
+        let now = self.inner.clock.now();
+        self.lookup(key, now, opts)
+    }
+
+    fn lookup(&self, key: &Key, now: Timestamp, opts: ReadOptions) -> Result<Lookup> {
+        let inner = &*self.inner;
+        let ty = inner.config.data_types.resolve(key)?;
+        let k = key.as_str();
+        let stale_ok = |meta: &Meta| {
+            !opts.max_stale.is_zero() && now < deadline(meta, ty).saturating_add(opts.max_stale)
+        };
+
+        match inner.memory.get(k, now) {
+            MemoryLookup::Fresh(e) if now < deadline(&e.meta, ty) => {
+                inner
+                    .stats
+                    .tier(TierKind::Memory, ty.id)
+                    .hits
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(Lookup::Fresh(Hit {
+                    entry: e,
+                    source: Source::Tier(TierKind::Memory),
+                    now,
+                }));
+            }
+            MemoryLookup::Fresh(e) => {
+                // Past the type's current TTL though within its stamped expiry.
+                inner.memory.remove(k);
+                inner
+                    .stats
+                    .tier(TierKind::Memory, ty.id)
+                    .expirations
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(e);
+            }
+            MemoryLookup::Expired(_) => {
+                inner
+                    .stats
+                    .tier(TierKind::Memory, ty.id)
+                    .expirations
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            MemoryLookup::Miss => {}
+        }
+        inner
+            .stats
+            .tier(TierKind::Memory, ty.id)
+            .misses
+            .fetch_add(1, Ordering::Relaxed);
+
+        let stripe = self.stripe(k);
+        let epoch = stripe.epoch.load(Ordering::Acquire);
+        let Some(entry) = inner.disk.get(k, now)? else {
+            inner
+                .stats
+                .tier(TierKind::Disk, ty.id)
+                .misses
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(Lookup::Miss);
+        };
+        let entry = Arc::new(entry);
+        if now < deadline(&entry.meta, ty) {
+            inner
+                .stats
+                .tier(TierKind::Disk, ty.id)
+                .hits
+                .fetch_add(1, Ordering::Relaxed);
+            if ty.placement == Placement::MemoryAndDisk {
+                // Promote with the entry's own expiry. Skip if any write to this stripe
+                // happened since the disk read began: the copy may be outdated or deleted.
+                let _g = Self::lock(stripe);
+                if stripe.epoch.load(Ordering::Acquire) == epoch {
+                    inner.memory.insert(key.as_arc().clone(), entry.clone());
+                }
+            }
+            return Ok(Lookup::Fresh(Hit {
+                entry,
+                source: Source::Tier(TierKind::Disk),
+                now,
+            }));
+        }
+        let disk_stats = inner.stats.tier(TierKind::Disk, ty.id);
+        disk_stats.expirations.fetch_add(1, Ordering::Relaxed);
+        disk_stats.misses.fetch_add(1, Ordering::Relaxed);
+        if stale_ok(&entry.meta) {
+            inner
+                .stats
+                .of_type(ty.id)
+                .stale_served
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(Lookup::Stale(Hit {
+                entry,
+                source: Source::Tier(TierKind::Disk),
+                now,
+            }));
+        }
+        if entry.meta.expires_at <= now {
+            // Lazy removal; a failure here only delays cleanup.
+            if let Err(e) = inner.disk.remove_expired(k, entry.meta.expires_at, now) {
+                tracing::debug!(error = %e, "lazy removal of an expired entry failed");
+            }
+        }
+        Ok(Lookup::Miss)
+    }
+
+    /// Stores `value` under `key` in every tier its type is placed in.
+    ///
+    /// Expiry is stamped once: `as_of` (or now) plus the type's TTL, or the per-call TTL the
+    /// type's policy allows. Returns the stored entry.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::TtlNotAllowed`], [`Error::AlreadyExpired`], key errors —
+    /// nothing is written; [`Error::Io`] / [`Error::Index`] when the disk write fails, in which
+    /// case the previous value (if any) is left as it was.
+    pub async fn set(&self, key: &Key, value: impl Into<Value>) -> Result<Arc<Entry>> {
+        let now = self.inner.clock.now();
+        self.store(key, value.into(), now)
+    }
+
+    fn store(&self, key: &Key, value: Value, now: Timestamp) -> Result<Arc<Entry>> {
+        let inner = &*self.inner;
+        let ty = inner.config.data_types.resolve(key)?;
+        let size = value.bytes.len() as u64;
+        if size > ty.max_value_size {
+            return Err(Error::TooLarge {
+                key: clip(key.as_str()),
+                data_type: ty.name.to_string(),
+                size,
+                max: ty.max_value_size,
+            });
+        }
+        let ttl = ty.effective_ttl(key, value.ttl)?;
+        // A producer clock ahead of ours cannot buy extra lifetime.
+        let as_of = value.as_of.map(|t| t.min(now));
+        let expires_at = as_of.unwrap_or(now).saturating_add(ttl);
+        if expires_at <= now {
+            return Err(Error::AlreadyExpired {
+                key: clip(key.as_str()),
+                age: now.duration_since(as_of.unwrap_or(now)),
+                ttl,
+            });
+        }
+        let entry = Arc::new(Entry {
+            meta: Meta {
+                data_type: ty.name.clone(),
+                stored_at: now,
+                expires_at,
+                as_of,
+                codec: value.codec,
+                etag: value.etag,
+                last_modified: value.last_modified,
+                checksum: checksum(&value.bytes),
+            },
+            value: value.bytes,
+        });
+        let stripe = self.stripe(key.as_str());
+        {
+            let _g = Self::lock(stripe);
+            inner
+                .disk
+                .put(key.as_str(), &entry, ty.compress_above, now)?;
+            match ty.placement {
+                Placement::MemoryAndDisk => {
+                    inner.memory.insert(key.as_arc().clone(), entry.clone());
+                }
+                Placement::DiskOnly => {
+                    inner.memory.remove(key.as_str());
+                }
+            }
+            stripe.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        inner
+            .stats
+            .of_type(ty.id)
+            .sets
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(entry)
+    }
+
+    /// Removes `key` from every tier; true when it was present.
+    ///
+    /// # Errors
+    /// Key errors; [`Error::Index`] when the disk delete fails (the memory copy is dropped
+    /// regardless, so the key is not served from this process).
+    pub async fn delete(&self, key: &Key) -> Result<bool> {
+        let inner = &*self.inner;
+        let ty = inner.config.data_types.resolve(key)?;
+        let stripe = self.stripe(key.as_str());
+        let _g = Self::lock(stripe);
+        let in_memory = inner.memory.remove(key.as_str());
+        stripe.epoch.fetch_add(1, Ordering::AcqRel);
+        let on_disk = inner.disk.remove(key.as_str())?;
+        stripe.epoch.fetch_add(1, Ordering::AcqRel);
+        inner
+            .stats
+            .of_type(ty.id)
+            .deletes
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(in_memory || on_disk)
+    }
+
+    fn bump_all_epochs(&self) {
+        for s in self.inner.stripes.iter() {
+            let _g = Self::lock(s);
+            s.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Removes every key starting with `prefix` (matched literally) from every tier; returns
+    /// how many distinct keys were removed.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the disk delete fails (memory copies are dropped regardless).
+    pub async fn invalidate_prefix(&self, prefix: &KeyPrefix) -> Result<u64> {
+        let inner = &*self.inner;
+        // Epochs move before and after, so a promotion racing with this call cannot put a
+        // removed value back into memory.
+        self.bump_all_epochs();
+        let mem = inner.memory.remove_prefix(prefix.as_str());
+        let disk = inner
+            .disk
+            .remove_prefix(prefix.as_str(), prefix.upper_bound().as_deref());
+        self.bump_all_epochs();
+        let mem_after = inner.memory.remove_prefix(prefix.as_str());
+        let disk = disk?;
+        let mut all: std::collections::HashSet<&str> = disk.iter().map(String::as_str).collect();
+        all.extend(mem.iter().chain(&mem_after).map(|k| &**k));
+        Ok(all.len() as u64)
+    }
+
+    /// Removes everything from every tier (the emergency flush); returns the count.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the disk delete fails.
+    pub async fn invalidate_all(&self) -> Result<u64> {
+        self.bump_all_epochs();
+        let n_mem = self.inner.memory.len() as u64;
+        self.inner.memory.clear();
+        let disk = self.inner.disk.remove_prefix("", None);
+        self.bump_all_epochs();
+        self.inner.memory.clear();
+        Ok((disk?.len() as u64).max(n_mem))
+    }
+
+    /// Returns the fresh value for `key`, calling `loader` on a miss — at most one loader per
+    /// key at a time in this process: concurrent callers wait for it and share its result.
+    /// A loader error reaches every waiter and is not cached.
+    ///
+    /// # Errors
+    /// [`Error::Loader`] when the loader fails; key, size and TTL errors for what it returned;
+    /// disk errors.
+    pub async fn get_or_fetch<F, Fut, V, E>(&self, key: &Key, loader: F) -> Result<Hit>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+        V: Into<Value>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let ty_id = self.data_type(key)?.id;
+        let mut loader = Some(loader);
+        loop {
+            if let Lookup::Fresh(h) = self.get(key).await? {
+                return Ok(h);
+            }
+            let role = {
+                let mut map = self
+                    .inner
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match map.get(key.as_str()) {
+                    Some(rx) => Err(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        map.insert(key.as_arc().clone(), rx);
+                        Ok(tx)
+                    }
+                }
+            };
+            match role {
+                Ok(tx) => {
+                    let _guard = InflightGuard {
+                        cache: self,
+                        key: key.as_arc().clone(),
+                    };
+                    // Another leader may have finished between our lookup and registration.
+                    if let Lookup::Fresh(h) = self.get(key).await? {
+                        let _ = tx.send(Some(Ok(h.entry.clone())));
+                        return Ok(h);
+                    }
+                    let Some(load) = loader.take() else {
+                        // Unreachable: a caller leads at most once, since it returns after.
+                        return Err(Error::corrupt("loader already used"));
+                    };
+                    self.inner
+                        .stats
+                        .of_type(ty_id)
+                        .loads
+                        .fetch_add(1, Ordering::Relaxed);
+                    let loaded = load().await;
+                    return match loaded {
+                        Ok(v) => {
+                            let now = self.inner.clock.now();
+                            match self.store(key, v.into(), now) {
+                                Ok(entry) => {
+                                    let _ = tx.send(Some(Ok(entry.clone())));
+                                    Ok(Hit {
+                                        entry,
+                                        source: Source::Loader,
+                                        now,
+                                    })
+                                }
+                                Err(e) => {
+                                    let shared: LoaderError = Arc::new(StoreFailed(e.to_string()));
+                                    let _ = tx.send(Some(Err(shared)));
+                                    Err(e)
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.inner
+                                .stats
+                                .of_type(ty_id)
+                                .load_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            let shared: LoaderError = Arc::new(e);
+                            let _ = tx.send(Some(Err(shared.clone())));
+                            Err(Error::Loader {
+                                key: clip(key.as_str()),
+                                source: shared,
+                            })
+                        }
+                    };
+                }
+                Err(mut rx) => {
+                    self.inner
+                        .stats
+                        .of_type(ty_id)
+                        .coalesced
+                        .fetch_add(1, Ordering::Relaxed);
+                    let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+                    match outcome {
+                        Ok(Some(Ok(entry))) => {
+                            return Ok(Hit {
+                                entry,
+                                source: Source::Loader,
+                                now: self.inner.clock.now(),
+                            });
+                        }
+                        Ok(Some(Err(e))) => {
+                            return Err(Error::Loader {
+                                key: clip(key.as_str()),
+                                source: e,
+                            });
+                        }
+                        // The leader was cancelled before finishing: try again, maybe as leader.
+                        Ok(None) | Err(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads `key` and decodes it (JSON or MessagePack, per its stored codec).
+    ///
+    /// # Errors
+    /// See [`Cache::get`]; [`Error::Codec`] when the value is not a `T`.
+    pub async fn get_typed<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>> {
+        match self.get(key).await? {
+            Lookup::Fresh(h) => h.entry.decode(key.as_str()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores `v` as JSON.
+    ///
+    /// # Errors
+    /// See [`Cache::set`]; [`Error::Codec`] when `v` cannot be serialised.
+    pub async fn set_json<T: Serialize + ?Sized>(&self, key: &Key, v: &T) -> Result<Arc<Entry>> {
+        self.set(key, Value::json(v)?).await
+    }
+
+    /// Stores `v` as MessagePack.
+    ///
+    /// # Errors
+    /// See [`Cache::set`]; [`Error::Codec`] when `v` cannot be serialised.
+    pub async fn set_msgpack<T: Serialize + ?Sized>(&self, key: &Key, v: &T) -> Result<Arc<Entry>> {
+        self.set(key, Value::msgpack(v)?).await
+    }
+
+    /// Writes buffered access times and counters to the index.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the writes fail; counters are kept for the next attempt.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.disk.flush_touches()?;
+        let deltas = self.inner.stats.take_deltas();
+        let rows: Vec<(&str, &str, &str, u64)> = deltas
+            .iter()
+            .map(|(t, y, n, v)| (*t, y.as_str(), *n, *v))
+            .collect();
+        if let Err(e) = self.inner.disk.add_counters(&rows) {
+            self.inner.stats.restore_deltas(&deltas);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Statistics per tier and data type: persisted totals plus this process's unflushed counts.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the index cannot be queried.
+    pub fn stats(&self) -> Result<StatsReport> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let disk = inner.disk.stats(now)?;
+        let mut counters = inner.disk.counters()?;
+        for (t, y, n, v) in inner.stats.unflushed() {
+            *counters.entry((t.to_owned(), y, n.to_owned())).or_default() += v;
+        }
+        let get = |t: &str, y: &str, n: &str| {
+            counters
+                .get(&(t.to_owned(), y.to_owned(), n.to_owned()))
+                .copied()
+                .unwrap_or(0)
+        };
+        let mem_types = inner.memory.per_type();
+        let mut types = Vec::new();
+        let mut tier_sums: HashMap<&str, (u64, u64, u64)> = HashMap::new();
+        for ty in inner.config.data_types.types() {
+            let name = &*ty.name;
+            for t in ["memory", "redis", "disk"] {
+                let s = tier_sums.entry(t).or_default();
+                s.0 += get(t, name, "hits");
+                s.1 += get(t, name, "misses");
+                s.2 += get(t, name, "expirations");
+            }
+            let hits = get("memory", name, "hits")
+                + get("redis", name, "hits")
+                + get("disk", name, "hits");
+            let misses = get("disk", name, "misses");
+            let d = disk.get(name).cloned().unwrap_or_default();
+            types.push(TypeReport {
+                data_type: name.to_owned(),
+                prefix: ty.prefix.clone(),
+                ttl_seconds: ty.ttl.as_secs_f64(),
+                entries: d.entries,
+                memory_entries: mem_types.get(name).map_or(0, |m| m.0),
+                bytes: d.value_bytes,
+                hits,
+                misses,
+                hit_ratio: ratio(hits, misses),
+                expirations: get("memory", name, "expirations")
+                    + get("redis", name, "expirations")
+                    + get("disk", name, "expirations"),
+                expired_on_disk: d.expired,
+                oldest_entry_age_seconds: d
+                    .oldest_stored_at
+                    .map(|t| now.duration_since(t).as_secs_f64()),
+                sets: get("all", name, "sets"),
+                loads: get("all", name, "loads"),
+                load_errors: get("all", name, "load_errors"),
+                coalesced: get("all", name, "coalesced"),
+            });
+        }
+        let sum = |t: &str| tier_sums.get(t).copied().unwrap_or_default();
+        let (mh, mm, me) = sum("memory");
+        let (dh, dm, de) = sum("disk");
+        let (rh, rm, re) = sum("redis");
+        let tiers = vec![
+            TierReport {
+                tier: "memory",
+                state: "up",
+                entries: inner.memory.len() as u64,
+                bytes: inner.memory.bytes(),
+                max_bytes: Some(inner.memory.max_bytes()),
+                hits: mh,
+                misses: mm,
+                hit_ratio: ratio(mh, mm),
+                expirations: me,
+                evictions: inner.memory.evictions(),
+            },
+            TierReport {
+                tier: "redis",
+                state: "disabled",
+                entries: 0,
+                bytes: 0,
+                max_bytes: None,
+                hits: rh,
+                misses: rm,
+                hit_ratio: ratio(rh, rm),
+                expirations: re,
+                evictions: 0,
+            },
+            TierReport {
+                tier: "disk",
+                state: "up",
+                entries: disk.values().map(|d| d.entries).sum(),
+                bytes: disk.values().map(|d| d.stored_bytes).sum(),
+                max_bytes: Some(inner.config.cleanup.max_size_bytes),
+                hits: dh,
+                misses: dm,
+                hit_ratio: ratio(dh, dm),
+                expirations: de,
+                evictions: 0,
+            },
+        ];
+        Ok(StatsReport {
+            schema_version: 1,
+            generated_at: now.to_string(),
+            cache_dir: inner.config.cache_dir.display().to_string(),
+            tiers,
+            data_types: types,
+            corrupt_entries: inner.disk.corrupt_count(),
+        })
+    }
+
+    /// Checks that the disk tier answers (for readiness probes).
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the index cannot be queried.
+    pub fn ping(&self) -> Result<()> {
+        self.inner.disk.len().map(|_| ())
+    }
+}
+
+/// Removes a key's in-flight registration when its leader finishes or is cancelled.
+struct InflightGuard<'a> {
+    cache: &'a Cache,
+    key: Arc<str>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.cache
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+/// A loaded value that could not be stored, as seen by waiting callers.
+#[derive(Debug, thiserror::Error)]
+#[error("loaded value could not be stored: {0}")]
+struct StoreFailed(String);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let deltas = self.stats.take_deltas();
+        let rows: Vec<(&str, &str, &str, u64)> = deltas
+            .iter()
+            .map(|(t, y, n, v)| (*t, y.as_str(), *n, *v))
+            .collect();
+        let _ = self.disk.add_counters(&rows);
+    }
+}

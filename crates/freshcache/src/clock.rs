@@ -1,0 +1,179 @@
+//! Time as the cache sees it: an injected [`Clock`] returning UTC [`Timestamp`]s.
+//!
+//! Every freshness decision reads the clock once per operation and passes `now` down, so a
+//! [`ManualClock`] moved by tests decides expiry exactly as the system clock does in production.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A wall-clock UTC instant, in milliseconds since the Unix epoch.
+///
+/// Stored timestamps outlive the process (they go to disk and, later, Redis), so they are
+/// wall-clock rather than monotonic. Arithmetic saturates instead of panicking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The Unix epoch.
+    pub const EPOCH: Timestamp = Timestamp(0);
+
+    /// A timestamp from milliseconds since the Unix epoch.
+    #[must_use]
+    pub const fn from_millis(ms: u64) -> Self {
+        Self(ms)
+    }
+
+    /// A timestamp from whole seconds since the Unix epoch.
+    #[must_use]
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(secs.saturating_mul(1000))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    #[must_use]
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// This instant moved forward by `d`, saturating at the far future.
+    #[must_use]
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// This instant moved back by `d`, saturating at the epoch.
+    #[must_use]
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_sub(ms))
+    }
+
+    /// The time from `earlier` to `self`, or zero when `earlier` is later.
+    #[must_use]
+    pub fn duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
+    /// As a [`SystemTime`], for formatting HTTP dates.
+    #[must_use]
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+
+    /// From a [`SystemTime`]; instants before the epoch clamp to it.
+    #[must_use]
+    pub fn from_system_time(t: SystemTime) -> Self {
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        Self(ms)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = humantime::format_rfc3339_millis(self.to_system_time());
+        write!(f, "{t}")
+    }
+}
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current UTC instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+}
+
+/// A clock that moves only when told to; cloning shares the same time.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    now_ms: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A manual clock standing at `start`.
+    #[must_use]
+    pub fn new(start: Timestamp) -> Self {
+        Self {
+            now_ms: Arc::new(AtomicU64::new(start.as_millis())),
+        }
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let _ = self
+            .now_ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+                Some(cur.saturating_add(ms))
+            });
+    }
+
+    /// Sets the clock to `t`, which may be earlier than now (a wall clock stepping back).
+    pub fn set(&self, t: Timestamp) {
+        self.now_ms.store(t.as_millis(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.now_ms.load(Ordering::SeqCst))
+    }
+}
+
+/// A shared clock handle.
+pub type SharedClock = Arc<dyn Clock>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_told_and_clones_share_time() {
+        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let other = clock.clone();
+        assert_eq!(clock.now(), Timestamp::from_secs(100));
+        other.advance(Duration::from_millis(1500));
+        assert_eq!(clock.now(), Timestamp::from_millis(101_500));
+        clock.set(Timestamp::from_secs(5));
+        assert_eq!(other.now(), Timestamp::from_secs(5));
+    }
+
+    #[test]
+    fn arithmetic_saturates_instead_of_panicking() {
+        let t = Timestamp::from_millis(10);
+        assert_eq!(t.saturating_sub(Duration::from_secs(1)), Timestamp::EPOCH);
+        assert_eq!(
+            Timestamp::from_millis(u64::MAX).saturating_add(Duration::from_secs(1)),
+            Timestamp::from_millis(u64::MAX)
+        );
+        assert_eq!(t.duration_since(Timestamp::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            Timestamp::from_secs(2).duration_since(t),
+            Duration::from_millis(1990)
+        );
+    }
+
+    #[test]
+    fn system_clock_is_after_2020_and_displays_as_rfc3339() {
+        let now = SystemClock.now();
+        assert!(now > Timestamp::from_secs(1_577_836_800));
+        assert_eq!(
+            Timestamp::from_secs(1_700_000_000).to_string(),
+            "2023-11-14T22:13:20.000Z"
+        );
+    }
+}

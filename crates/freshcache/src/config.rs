@@ -1,0 +1,988 @@
+//! Configuration: the raw file as written (`config/runtime.yml`) and the validated [`Config`].
+//!
+//! The seed's file loads unchanged: numbers under `ttl:` are hours, strings are durations
+//! (`60s`, `24h`, `1h 30m`). Environment variables `FRESHCACHE_<SECTION>__<FIELD>` override the
+//! file (`FRESHCACHE_CACHE__CACHE_DIR=/var/cache/fc`). Every error names the file, the line
+//! when known, the field and the reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::datatype::{DataTypeSpec, Placement, Registry, TtlOverride};
+use crate::error::{ConfigError, Result};
+
+/// The prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "FRESHCACHE_";
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// A lifetime as written in the file: a number of hours, or a duration string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtlValue(pub Duration);
+
+impl<'de> Deserialize<'de> for TtlValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TtlValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of hours (e.g. 24, 0.5) or a duration such as \"60s\"")
+            }
+            fn visit_f64<E: de::Error>(self, h: f64) -> std::result::Result<TtlValue, E> {
+                hours(h).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, h: u64) -> std::result::Result<TtlValue, E> {
+                hours(h as f64).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, h: i64) -> std::result::Result<TtlValue, E> {
+                hours(h as f64).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<TtlValue, E> {
+                parse_duration(s).map(TtlValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn hours(h: f64) -> std::result::Result<TtlValue, String> {
+    if !h.is_finite() || h <= 0.0 {
+        return Err(format!("ttl must be a positive number of hours, got {h}"));
+    }
+    // Milliseconds are the stored precision; 0.017 h is exactly 61.2 s.
+    let ms = (h * 3_600_000.0).round();
+    if ms < 1.0 || ms > 100.0 * 365.0 * 86_400_000.0 {
+        return Err(format!("ttl of {h} hours is outside 1ms..100 years"));
+    }
+    Ok(TtlValue(Duration::from_millis(ms as u64)))
+}
+
+/// Parses `60s`, `24h`, `1h 30m`, `250ms`; a bare number is refused to avoid unit guesses.
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like \"60s\" or \"24h\": {e}"))?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("duration {s:?} is shorter than 1ms"));
+    }
+    Ok(d)
+}
+
+/// A byte size: a plain number of bytes or a string such as `64KiB`, `16MB`, `1.5GiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes or a size such as \"64KiB\" or \"10GB\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("size must not be negative, got {n}")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<ByteSize, E> {
+                parse_size(s).map(ByteSize).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses a size string: number plus `B`, `KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`, `TB`, `TiB`.
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like \"64KiB\" or \"10GB\""))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "kib" | "k" => 1024.0,
+        "mb" => 1e6,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "tb" => 1e12,
+        "tib" | "t" => 1024f64.powi(4),
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// `{min, max}` key segment counts, prefix included.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawSegments {
+    /// Fewest segments.
+    pub min: usize,
+    /// Most segments.
+    pub max: usize,
+}
+
+/// A data type as written under `cache.data_types.<name>`; missing fields keep built-in
+/// values for the seed types.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataType {
+    /// Key prefix.
+    pub prefix: Option<String>,
+    /// Lifetime (hours or a duration string).
+    pub ttl: Option<TtlValue>,
+    /// Largest value.
+    pub max_value_size: Option<ByteSize>,
+    /// Tiers that hold the type.
+    pub placement: Option<Placement>,
+    /// Compress values above this size.
+    pub compress_above: Option<ByteSize>,
+    /// Allowed segment counts.
+    pub segments: Option<RawSegments>,
+    /// Per-call TTL policy.
+    pub ttl_override: Option<TtlOverride>,
+}
+
+/// `cache.cleanup`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCleanup {
+    /// Cron expression for the scheduled sweep.
+    pub interval: Option<String>,
+    /// Disk tier size limit in gigabytes (10^9 bytes).
+    pub max_size_gb: Option<f64>,
+}
+
+/// `cache.monitoring`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMonitoring {
+    /// Alert when TTL violations exceed this fraction of checked signals.
+    pub ttl_violation_threshold: Option<f64>,
+    /// Alert when the hit ratio falls below this fraction.
+    pub cache_hit_ratio_threshold: Option<f64>,
+}
+
+/// `cache.memory`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemory {
+    /// Byte budget of the memory tier (keys, values and bookkeeping).
+    pub max_bytes: Option<ByteSize>,
+}
+
+/// `cache.disk`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    /// Entries whose stored form is at most this size live inline in SQLite.
+    pub inline_max: Option<ByteSize>,
+}
+
+/// The `cache:` section as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Redis URL; absent means embedded mode (memory + disk).
+    pub redis_url: Option<String>,
+    /// Directory for blobs and, by default, the index.
+    pub cache_dir: Option<PathBuf>,
+    /// SQLite index path; defaults to `<cache_dir>/metadata.db`.
+    pub metadata_path: Option<PathBuf>,
+    /// TTL per data type name.
+    pub ttl: Option<BTreeMap<String, TtlValue>>,
+    /// Cleanup schedule and limits.
+    pub cleanup: Option<RawCleanup>,
+    /// Alert thresholds.
+    pub monitoring: Option<RawMonitoring>,
+    /// Memory tier.
+    pub memory: Option<RawMemory>,
+    /// Disk tier.
+    pub disk: Option<RawDisk>,
+    /// Data type declarations and overrides.
+    pub data_types: Option<BTreeMap<String, RawDataType>>,
+    /// Type used for keys whose prefix matches no declared type.
+    pub default_data_type: Option<String>,
+}
+
+/// The `server:` section as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Bearer token required on mutating routes.
+    pub auth_token: Option<String>,
+}
+
+/// The whole file. Sections other than `cache:` and `server:` belong to the rest of the
+/// pipeline's `runtime.yml` and are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// The cache section.
+    pub cache: Option<RawCache>,
+    /// The service section.
+    pub server: Option<RawServer>,
+}
+
+/// Memory tier settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryConfig {
+    /// Byte budget.
+    pub max_bytes: u64,
+}
+
+/// Disk tier settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskConfig {
+    /// Entries up to this stored size live inline in the index.
+    pub inline_max: u64,
+}
+
+/// Cleanup settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CleanupConfig {
+    /// Cron expression (5 or 6 fields).
+    pub interval: String,
+    /// Disk tier limit in bytes.
+    pub max_size_bytes: u64,
+}
+
+/// Alert thresholds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MonitoringConfig {
+    /// Fraction of checked signals.
+    pub ttl_violation_threshold: f64,
+    /// Fraction of lookups.
+    pub cache_hit_ratio_threshold: f64,
+}
+
+/// Service settings.
+#[derive(Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Bearer token for mutating routes.
+    pub auth_token: Option<String>,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// Redis URL (the Redis tier); `None` runs embedded.
+    pub redis_url: Option<String>,
+    /// Directory for blobs.
+    pub cache_dir: PathBuf,
+    /// SQLite index file.
+    pub metadata_path: PathBuf,
+    /// Data types by prefix.
+    pub data_types: Registry,
+    /// Memory tier.
+    pub memory: MemoryConfig,
+    /// Disk tier.
+    pub disk: DiskConfig,
+    /// Cleanup.
+    pub cleanup: CleanupConfig,
+    /// Alert thresholds.
+    pub monitoring: MonitoringConfig,
+    /// Service.
+    pub server: ServerConfig,
+}
+
+impl Default for Config {
+    /// The embedded default: memory + disk under `data/cache`, seed TTLs 24 h / 1 h / 60 s.
+    fn default() -> Self {
+        match Self::from_raw(RawConfig::default(), None, "") {
+            Ok(c) => c,
+            Err(e) => unreachable!("built-in defaults are valid: {e}"),
+        }
+    }
+}
+
+fn builtin_types() -> Vec<(&'static str, DataTypeSpec)> {
+    let spec =
+        |name: &str, prefix: &str, ttl: u64, max: u64, compress: u64, seg: (usize, usize)| {
+            DataTypeSpec {
+                id: 0,
+                name: name.into(),
+                prefix: prefix.into(),
+                ttl: Duration::from_secs(ttl),
+                max_value_size: max,
+                placement: Placement::MemoryAndDisk,
+                compress_above: compress,
+                segments: seg.0..=seg.1,
+                ttl_override: TtlOverride::ShorterOnly,
+            }
+        };
+    vec![
+        (
+            "llm_features",
+            spec(
+                "llm_features",
+                "llm:features:",
+                24 * 3600,
+                64 * MIB,
+                16 * KIB,
+                (4, 4),
+            ),
+        ),
+        (
+            "news_articles",
+            spec("news_articles", "news:", 3600, 16 * MIB, 4 * KIB, (3, 4)),
+        ),
+        (
+            "odds_data",
+            spec("odds_data", "odds:", 60, MIB, 16 * KIB, (3, 3)),
+        ),
+    ]
+}
+
+/// Collects `FRESHCACHE_A__B=v` pairs as (`["a","b"]`, var name, value).
+fn env_overrides<I>(vars: I) -> Vec<(Vec<String>, String, String)>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut out: Vec<_> = vars
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(ENV_PREFIX)?;
+            if !rest.contains("__") {
+                return None;
+            }
+            let path = rest.split("__").map(str::to_ascii_lowercase).collect();
+            Some((path, k, v))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn set_path(root: &mut serde_json::Value, path: &[String], value: serde_json::Value) -> bool {
+    let mut cur = root;
+    for (i, seg) in path.iter().enumerate() {
+        if cur.is_null() {
+            *cur = serde_json::Value::Object(serde_json::Map::new());
+        }
+        let Some(obj) = cur.as_object_mut() else {
+            return false;
+        };
+        if i + 1 == path.len() {
+            obj.insert(seg.clone(), value);
+            return true;
+        }
+        cur = obj.entry(seg.clone()).or_insert(serde_json::Value::Null);
+    }
+    false
+}
+
+/// An environment value read as a YAML scalar (so `30`, `true`, `1.5` keep their types).
+fn scalar(v: &str) -> serde_json::Value {
+    serde_saphyr::from_str::<serde_json::Value>(v)
+        .ok()
+        .filter(|j| !j.is_object() && !j.is_array() && !j.is_null())
+        .unwrap_or_else(|| serde_json::Value::String(v.to_owned()))
+}
+
+/// Best-effort line of a dotted field path in the YAML text (1-based).
+fn locate(text: &str, path: &str) -> Option<u64> {
+    let mut want = path.split('.').peekable();
+    let mut min_indent = 0usize;
+    let mut current = want.next()?;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let name = trimmed
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
+        if indent >= min_indent && name == current && trimmed.contains(':') {
+            match want.next() {
+                Some(next) => {
+                    current = next;
+                    min_indent = indent + 1;
+                }
+                None => return Some(i as u64 + 1),
+            }
+        }
+    }
+    None
+}
+
+fn deser_error(file: Option<&Path>, text: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let line = e.location().map(|l| l.line()).filter(|&l| l > 0);
+    let field = line
+        .and_then(|l| text.lines().nth(usize::try_from(l).ok()?.checked_sub(1)?))
+        .and_then(|l| l.trim_start().split(':').next())
+        .map(|s| s.trim().trim_start_matches("- ").to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "(document)".into());
+    let mut reason = e.to_string();
+    // The library's message carries its own location prefix/snippet; keep the first line.
+    if let Some(first) = reason.lines().next() {
+        reason = first.to_owned();
+    }
+    ConfigError {
+        file: file.map(Path::to_path_buf),
+        line,
+        field,
+        reason,
+    }
+}
+
+fn parse_yaml<T: DeserializeOwned>(file: Option<&Path>, text: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| deser_error(file, text, &e))
+}
+
+impl Config {
+    /// Loads `path`, applying overrides from the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line, field and reason.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Loads `path`, applying overrides from `env` (name, value) pairs.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line, field and reason.
+    pub fn load_with_env<I>(path: &Path, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            line: None,
+            field: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::from_yaml_str(&text, Some(path), env)
+    }
+
+    /// Parses YAML text (`file` is used in messages), applying `env` overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line, field and reason.
+    pub fn from_yaml_str<I>(text: &str, file: Option<&Path>, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        // First pass straight from the text, so errors in the file carry their line.
+        let mut raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            parse_yaml(file, text)?
+        };
+        let overrides = env_overrides(env);
+        if !overrides.is_empty() {
+            let mut tree: serde_json::Value = if text.trim().is_empty() {
+                serde_json::Value::Object(serde_json::Map::new())
+            } else {
+                parse_yaml(file, text)?
+            };
+            for (path, var, value) in &overrides {
+                if !set_path(&mut tree, path, scalar(value)) {
+                    return Err(ConfigError {
+                        file: None,
+                        line: None,
+                        field: var.clone(),
+                        reason: "does not name a configuration field".into(),
+                    });
+                }
+            }
+            raw = serde_json::from_value(tree).map_err(|e| ConfigError {
+                file: None,
+                line: None,
+                field: overrides
+                    .iter()
+                    .map(|(_, var, _)| var.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: format!("environment override is invalid: {e}"),
+            })?;
+        }
+        Self::from_raw(raw, file, text)
+    }
+
+    /// Validates a raw config; `text` is the file content used to locate fields.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field and reason.
+    pub fn from_raw(raw: RawConfig, file: Option<&Path>, text: &str) -> Result<Self, ConfigError> {
+        let err = |field: &str, reason: String| ConfigError {
+            file: file.map(Path::to_path_buf),
+            line: locate(text, field),
+            field: field.to_owned(),
+            reason,
+        };
+        let cache = raw.cache.unwrap_or_default();
+        let server = raw.server.unwrap_or_default();
+
+        // Data types: built-ins, then declarations, then the `ttl:` map.
+        let mut types: Vec<(String, DataTypeSpec)> = builtin_types()
+            .into_iter()
+            .map(|(n, s)| (n.to_owned(), s))
+            .collect();
+        for (name, rt) in cache.data_types.unwrap_or_default() {
+            let field = format!("cache.data_types.{name}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(err(&field, "type names use a-z, 0-9 and _".into()));
+            }
+            let idx = match types.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    let Some(prefix) = rt.prefix.clone() else {
+                        return Err(err(&field, "a new data type needs a prefix".into()));
+                    };
+                    let Some(ttl) = rt.ttl else {
+                        return Err(err(&field, "a new data type needs a ttl".into()));
+                    };
+                    types.push((
+                        name.clone(),
+                        DataTypeSpec {
+                            id: 0,
+                            name: name.as_str().into(),
+                            prefix,
+                            ttl: ttl.0,
+                            max_value_size: MIB,
+                            placement: Placement::MemoryAndDisk,
+                            compress_above: 16 * KIB,
+                            segments: 2..=16,
+                            ttl_override: TtlOverride::ShorterOnly,
+                        },
+                    ));
+                    types.len() - 1
+                }
+            };
+            let spec = &mut types[idx].1;
+            if let Some(p) = rt.prefix {
+                spec.prefix = p;
+            }
+            if let Some(t) = rt.ttl {
+                spec.ttl = t.0;
+            }
+            if let Some(m) = rt.max_value_size {
+                spec.max_value_size = m.0;
+            }
+            if let Some(p) = rt.placement {
+                spec.placement = p;
+            }
+            if let Some(c) = rt.compress_above {
+                spec.compress_above = c.0;
+            }
+            if let Some(s) = rt.segments {
+                spec.segments = s.min..=s.max;
+            }
+            if let Some(o) = rt.ttl_override {
+                spec.ttl_override = o;
+            }
+        }
+        for (name, ttl) in cache.ttl.unwrap_or_default() {
+            match types.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, spec)) => spec.ttl = ttl.0,
+                None => {
+                    return Err(err(
+                        &format!("cache.ttl.{name}"),
+                        format!(
+                            "unknown data type {name:?}; declare it under cache.data_types (known: {})",
+                            types
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        for (name, spec) in &types {
+            let field = format!("cache.data_types.{name}");
+            if let Err(e) = crate::key::KeyPrefix::parse(&spec.prefix) {
+                return Err(err(&format!("{field}.prefix"), e.to_string()));
+            }
+            if spec.max_value_size == 0 {
+                return Err(err(
+                    &format!("{field}.max_value_size"),
+                    "must be > 0".into(),
+                ));
+            }
+            if spec.segments.start() < &2 || spec.segments.start() > spec.segments.end() {
+                return Err(err(
+                    &format!("{field}.segments"),
+                    "needs 2 <= min <= max".into(),
+                ));
+            }
+            if let Some((other, _)) = types
+                .iter()
+                .find(|(n, s)| n != name && s.prefix == spec.prefix)
+            {
+                return Err(err(
+                    &format!("{field}.prefix"),
+                    format!("prefix {:?} is also used by {other}", spec.prefix),
+                ));
+            }
+        }
+        let default = match cache.default_data_type {
+            None => None,
+            Some(d) => Some(types.iter().position(|(n, _)| *n == d).ok_or_else(|| {
+                err(
+                    "cache.default_data_type",
+                    format!("unknown data type {d:?}"),
+                )
+            })?),
+        };
+
+        let cache_dir = cache
+            .cache_dir
+            .unwrap_or_else(|| PathBuf::from("data/cache"));
+        if cache_dir.as_os_str().is_empty() {
+            return Err(err("cache.cache_dir", "must not be empty".into()));
+        }
+        let metadata_path = cache
+            .metadata_path
+            .unwrap_or_else(|| cache_dir.join("metadata.db"));
+
+        let cleanup = cache.cleanup.unwrap_or_default();
+        let interval = cleanup.interval.unwrap_or_else(|| "0 2 * * *".into());
+        let fields = interval.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(err(
+                "cache.cleanup.interval",
+                format!("{interval:?} is not a 5- or 6-field cron expression"),
+            ));
+        }
+        let gb = cleanup.max_size_gb.unwrap_or(10.0);
+        if !gb.is_finite() || gb <= 0.0 {
+            return Err(err(
+                "cache.cleanup.max_size_gb",
+                format!("must be > 0, got {gb}"),
+            ));
+        }
+
+        let mon = cache.monitoring.unwrap_or_default();
+        let frac = |field: &str, v: Option<f64>, dflt: f64| {
+            let v = v.unwrap_or(dflt);
+            if (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(err(field, format!("must be a fraction in 0..=1, got {v}")))
+            }
+        };
+        let monitoring = MonitoringConfig {
+            ttl_violation_threshold: frac(
+                "cache.monitoring.ttl_violation_threshold",
+                mon.ttl_violation_threshold,
+                0.01,
+            )?,
+            cache_hit_ratio_threshold: frac(
+                "cache.monitoring.cache_hit_ratio_threshold",
+                mon.cache_hit_ratio_threshold,
+                0.8,
+            )?,
+        };
+
+        let max_bytes = cache
+            .memory
+            .and_then(|m| m.max_bytes)
+            .map_or(256 * MIB, |b| b.0);
+        if max_bytes < 64 * KIB {
+            return Err(err(
+                "cache.memory.max_bytes",
+                "must be at least 64KiB".into(),
+            ));
+        }
+        let inline_max = cache
+            .disk
+            .and_then(|d| d.inline_max)
+            .map_or(8 * KIB, |b| b.0);
+        if inline_max > MIB {
+            return Err(err("cache.disk.inline_max", "must be at most 1MiB".into()));
+        }
+
+        if let Some(url) = &cache.redis_url {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+cluster://")
+                || url.starts_with("unix://"))
+            {
+                return Err(err(
+                    "cache.redis_url",
+                    "must start with redis://, rediss://, redis+cluster:// or unix://".into(),
+                ));
+            }
+        }
+
+        let listen_text = server.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|e| {
+            err(
+                "server.listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8080: {e}"),
+            )
+        })?;
+        let auth_token = server.auth_token.filter(|t| !t.is_empty());
+
+        Ok(Config {
+            source: file.map(Path::to_path_buf),
+            redis_url: cache.redis_url,
+            cache_dir,
+            metadata_path,
+            data_types: Registry::new(types.into_iter().map(|(_, s)| s).collect(), default),
+            memory: MemoryConfig { max_bytes },
+            disk: DiskConfig { inline_max },
+            cleanup: CleanupConfig {
+                interval,
+                max_size_bytes: (gb * 1e9) as u64,
+            },
+            monitoring,
+            server: ServerConfig { listen, auth_token },
+        })
+    }
+
+    /// The same configuration with its cache directory (and index) moved under `dir`.
+    #[must_use]
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = dir.into();
+        self.metadata_path = self.cache_dir.join("metadata.db");
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"# config/runtime.yml
+cache:
+  redis_url: "redis://localhost:6379"
+  cache_dir: "data/cache"
+  metadata_path: "data/cache/metadata.db"
+  
+  # TTL configurations (hours)
+  ttl:
+    llm_features: 24
+    news_articles: 1
+    odds_data: 0.017  # 1 minute
+    
+  # Cleanup schedule
+  cleanup:
+    interval: "0 2 * * *"  # Daily at 2 AM
+    max_size_gb: 10
+    
+  # Monitoring
+  monitoring:
+    ttl_violation_threshold: 0.01  # 1%
+    cache_hit_ratio_threshold: 0.8  # 80%
+"#;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn ttl(c: &Config, name: &str) -> Duration {
+        c.data_types.by_name(name).unwrap().ttl
+    }
+
+    #[test]
+    fn seed_config_loads_unchanged_with_hours_as_numbers() {
+        let c = Config::from_yaml_str(SEED, Some(Path::new("seed.yml")), no_env()).unwrap();
+        assert_eq!(ttl(&c, "llm_features"), Duration::from_secs(24 * 3600));
+        assert_eq!(ttl(&c, "news_articles"), Duration::from_secs(3600));
+        assert_eq!(ttl(&c, "odds_data"), Duration::from_millis(61_200));
+        assert_eq!(c.redis_url.as_deref(), Some("redis://localhost:6379"));
+        assert_eq!(c.cleanup.interval, "0 2 * * *");
+        assert_eq!(c.cleanup.max_size_bytes, 10_000_000_000);
+        assert_eq!(c.metadata_path, PathBuf::from("data/cache/metadata.db"));
+        assert!((c.monitoring.cache_hit_ratio_threshold - 0.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn shipped_default_file_is_the_embedded_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/runtime.yml");
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert_eq!(c.redis_url, None);
+        assert_eq!(c.cache_dir, PathBuf::from("data/cache"));
+        assert_eq!(ttl(&c, "llm_features"), Duration::from_secs(24 * 3600));
+        assert_eq!(ttl(&c, "news_articles"), Duration::from_secs(3600));
+        assert_eq!(ttl(&c, "odds_data"), Duration::from_secs(60));
+        let d = Config::default();
+        assert_eq!(c.data_types, d.data_types);
+    }
+
+    #[test]
+    fn durations_and_declared_types_are_accepted() {
+        let text = r#"
+cache:
+  ttl:
+    odds_data: 60s
+    news_articles: "1h 30m"
+  data_types:
+    weather:
+      prefix: "weather:"
+      ttl: 10m
+      max_value_size: 64KiB
+      placement: disk_only
+      segments: {min: 2, max: 3}
+      ttl_override: never
+  default_data_type: weather
+"#;
+        let c = Config::from_yaml_str(text, None, no_env()).unwrap();
+        assert_eq!(ttl(&c, "odds_data"), Duration::from_secs(60));
+        assert_eq!(ttl(&c, "news_articles"), Duration::from_secs(5400));
+        let w = c.data_types.by_name("weather").unwrap();
+        assert_eq!(w.ttl, Duration::from_secs(600));
+        assert_eq!(w.max_value_size, 65536);
+        assert_eq!(w.placement, Placement::DiskOnly);
+        assert_eq!(w.ttl_override, TtlOverride::Never);
+        let k = crate::key::Key::parse("other:x").unwrap();
+        assert_eq!(&*c.data_types.resolve(&k).unwrap().name, "weather");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = vec![
+            (
+                "FRESHCACHE_CACHE__CACHE_DIR".to_owned(),
+                "/tmp/fc-env".to_owned(),
+            ),
+            (
+                "FRESHCACHE_CACHE__TTL__ODDS_DATA".to_owned(),
+                "30s".to_owned(),
+            ),
+            (
+                "FRESHCACHE_CACHE__CLEANUP__MAX_SIZE_GB".to_owned(),
+                "2".to_owned(),
+            ),
+            ("FRESHCACHE_CONFIG".to_owned(), "ignored.yml".to_owned()),
+            ("OTHER__THING".to_owned(), "ignored".to_owned()),
+        ];
+        let c = Config::from_yaml_str(SEED, None, env).unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/tmp/fc-env"));
+        assert_eq!(ttl(&c, "odds_data"), Duration::from_secs(30));
+        assert_eq!(c.cleanup.max_size_bytes, 2_000_000_000);
+        // metadata_path was explicit in the file and stays.
+        assert_eq!(c.metadata_path, PathBuf::from("data/cache/metadata.db"));
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let env = vec![(
+            "FRESHCACHE_CACHE__TTL__ODDS_DATA".to_owned(),
+            "soon".to_owned(),
+        )];
+        let e = Config::from_yaml_str(SEED, None, env).unwrap_err();
+        assert_eq!(e.field, "FRESHCACHE_CACHE__TTL__ODDS_DATA");
+        assert!(e.reason.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_report_file_line_field_and_reason() {
+        let text = "cache:\n  ttl:\n    odds_data: soon\n";
+        let e = Config::from_yaml_str(text, Some(Path::new("r.yml")), no_env()).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some(Path::new("r.yml")));
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(e.field, "odds_data");
+        assert!(e.reason.contains("duration"), "{e}");
+
+        let text = "cache:\n  cache_dir: x\n  ttl:\n    odds_data: -1\n";
+        let e = Config::from_yaml_str(text, Some(Path::new("r.yml")), no_env()).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.reason.contains("positive"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_refused_with_their_line() {
+        let e = Config::from_yaml_str("cache:\n  cache_dirr: x\n", None, no_env()).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.reason.contains("cache_dirr"), "{e}");
+
+        let e =
+            Config::from_yaml_str("cache:\n  ttl:\n    weather: 1\n", None, no_env()).unwrap_err();
+        assert_eq!(e.field, "cache.ttl.weather");
+        assert_eq!(e.line, Some(3));
+        assert!(e.reason.contains("unknown data type"), "{e}");
+
+        let text = "server:\n  listen: nowhere\n";
+        let e = Config::from_yaml_str(text, None, no_env()).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("server.listen", Some(2)));
+
+        let text = "cache:\n  cleanup:\n    interval: daily\n";
+        let e = Config::from_yaml_str(text, None, no_env()).unwrap_err();
+        assert_eq!(e.field, "cache.cleanup.interval");
+
+        let text = "cache:\n  data_types:\n    a:\n      prefix: \"odds:\"\n      ttl: 1\n";
+        let e = Config::from_yaml_str(text, None, no_env()).unwrap_err();
+        assert!(e.reason.contains("also used"), "{e}");
+    }
+
+    #[test]
+    fn other_sections_of_runtime_yml_are_left_alone() {
+        let text = "model:\n  name: x\ncache:\n  cache_dir: /tmp/x\n";
+        let c = Config::from_yaml_str(text, None, no_env()).unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("1.5 MiB").unwrap(), 1_572_864);
+        assert_eq!(parse_size("12").unwrap(), 12);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn auth_token_is_redacted_in_debug_output() {
+        let c = Config::from_yaml_str("server:\n  auth_token: s3cret\n", None, no_env()).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.server.auth_token.as_deref(), Some("s3cret"));
+    }
+}

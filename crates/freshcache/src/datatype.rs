@@ -1,0 +1,242 @@
+//! Data types: what a key prefix means for TTL, size, placement and compression.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result, clip};
+use crate::key::Key;
+
+/// Which tiers hold entries of a type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Placement {
+    /// Memory (L1) and disk (L3): hot, small signals.
+    #[default]
+    MemoryAndDisk,
+    /// Disk only: large objects that would crowd the memory tier.
+    DiskOnly,
+}
+
+/// Whether a caller may choose a TTL other than the type's on a `set`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TtlOverride {
+    /// The type's TTL always applies.
+    Never,
+    /// A caller may shorten the TTL, never lengthen it.
+    #[default]
+    ShorterOnly,
+    /// A caller may choose any TTL.
+    Any,
+}
+
+/// Everything the cache knows about one data type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataTypeSpec {
+    /// Position in the registry; indexes per-type statistics.
+    pub id: usize,
+    /// Name, e.g. `odds_data`.
+    pub name: Arc<str>,
+    /// Key prefix, e.g. `odds:`.
+    pub prefix: String,
+    /// Lifetime of a value from when it was produced or stored.
+    pub ttl: Duration,
+    /// Largest value accepted, in bytes.
+    pub max_value_size: u64,
+    /// Tiers that hold the type.
+    pub placement: Placement,
+    /// Values larger than this many bytes are compressed on disk.
+    pub compress_above: u64,
+    /// Allowed number of `:`-separated key segments, prefix included.
+    pub segments: RangeInclusive<usize>,
+    /// Per-call TTL policy.
+    pub ttl_override: TtlOverride,
+}
+
+impl DataTypeSpec {
+    /// The TTL for a write that asked for `requested`, per this type's policy.
+    ///
+    /// # Errors
+    /// [`Error::TtlNotAllowed`] when the policy refuses the requested TTL.
+    pub fn effective_ttl(&self, key: &Key, requested: Option<Duration>) -> Result<Duration> {
+        let Some(req) = requested else {
+            return Ok(self.ttl);
+        };
+        let refuse = |reason: String| Error::TtlNotAllowed {
+            key: clip(key.as_str()),
+            requested: req,
+            reason,
+        };
+        if req < Duration::from_millis(1) {
+            return Err(refuse("ttl must be at least 1ms".into()));
+        }
+        match self.ttl_override {
+            TtlOverride::Any => Ok(req),
+            TtlOverride::ShorterOnly if req <= self.ttl => Ok(req),
+            TtlOverride::ShorterOnly => Err(refuse(format!(
+                "{} allows only ttls up to {:?}",
+                self.name, self.ttl
+            ))),
+            TtlOverride::Never => Err(refuse(format!(
+                "{} does not allow per-call ttls",
+                self.name
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for DataTypeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// The declared data types, resolved by longest matching key prefix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Registry {
+    types: Vec<Arc<DataTypeSpec>>,
+    default: Option<usize>,
+}
+
+impl Registry {
+    /// A registry of `types` (ids are reassigned to positions) with an optional fallback type.
+    #[must_use]
+    pub fn new(types: Vec<DataTypeSpec>, default: Option<usize>) -> Self {
+        let types = types
+            .into_iter()
+            .enumerate()
+            .map(|(id, mut t)| {
+                t.id = id;
+                Arc::new(t)
+            })
+            .collect();
+        Self { types, default }
+    }
+
+    /// Every declared type, in id order.
+    #[must_use]
+    pub fn types(&self) -> &[Arc<DataTypeSpec>] {
+        &self.types
+    }
+
+    /// The type named `name`.
+    #[must_use]
+    pub fn by_name(&self, name: &str) -> Option<&Arc<DataTypeSpec>> {
+        self.types.iter().find(|t| &*t.name == name)
+    }
+
+    /// The type a key belongs to, checking its segment count.
+    ///
+    /// # Errors
+    /// [`Error::UnknownDataType`] when no prefix matches and no default type is set;
+    /// [`Error::InvalidKey`] when the segment count is outside the type's range.
+    pub fn resolve(&self, key: &Key) -> Result<&Arc<DataTypeSpec>> {
+        let ty = self
+            .types
+            .iter()
+            .filter(|t| key.as_str().starts_with(&t.prefix))
+            .max_by_key(|t| t.prefix.len())
+            .or_else(|| self.default.and_then(|i| self.types.get(i)))
+            .ok_or_else(|| Error::UnknownDataType {
+                key: clip(key.as_str()),
+                known: self
+                    .types
+                    .iter()
+                    .map(|t| t.prefix.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let n = key.segment_count();
+        if !ty.segments.contains(&n) {
+            return Err(Error::InvalidKey {
+                key: clip(key.as_str()),
+                reason: format!(
+                    "{} keys have {}..={} segments, this one has {n}",
+                    ty.name,
+                    ty.segments.start(),
+                    ty.segments.end()
+                ),
+            });
+        }
+        Ok(ty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn registry() -> Registry {
+        Config::default().data_types
+    }
+
+    #[test]
+    fn seed_prefixes_resolve_to_their_types() {
+        let r = registry();
+        let name = |k: &str| r.resolve(&Key::parse(k).unwrap()).unwrap().name.to_string();
+        assert_eq!(name("llm:features:c1:2026-11-24"), "llm_features");
+        assert_eq!(name("news:espn:a1"), "news_articles");
+        assert_eq!(name("odds:g1:1700000000"), "odds_data");
+    }
+
+    #[test]
+    fn unknown_prefix_is_an_error_not_an_infinite_ttl() {
+        let err = registry()
+            .resolve(&Key::parse("weather:nyc").unwrap())
+            .unwrap_err();
+        assert!(matches!(err, Error::UnknownDataType { .. }), "{err}");
+        assert!(err.to_string().contains("odds:"));
+    }
+
+    #[test]
+    fn segment_count_is_checked_per_type() {
+        let r = registry();
+        for bad in ["odds:g1", "odds:g1:1:2", "llm:features:c1", "news:espn"] {
+            let err = r.resolve(&Key::parse(bad).unwrap()).unwrap_err();
+            assert!(matches!(err, Error::InvalidKey { .. }), "{bad}: {err}");
+        }
+        assert!(
+            r.resolve(&Key::parse("news:espn:a1:etag9").unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn ttl_override_policies() {
+        let r = registry();
+        let key = Key::parse("odds:g1:1").unwrap();
+        let mut odds = (**r.by_name("odds_data").unwrap()).clone();
+        assert_eq!(
+            odds.effective_ttl(&key, None).unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            odds.effective_ttl(&key, Some(Duration::from_secs(5)))
+                .unwrap(),
+            Duration::from_secs(5)
+        );
+        assert!(
+            odds.effective_ttl(&key, Some(Duration::from_secs(61)))
+                .is_err()
+        );
+        assert!(odds.effective_ttl(&key, Some(Duration::ZERO)).is_err());
+        odds.ttl_override = TtlOverride::Never;
+        assert!(
+            odds.effective_ttl(&key, Some(Duration::from_secs(5)))
+                .is_err()
+        );
+        odds.ttl_override = TtlOverride::Any;
+        assert_eq!(
+            odds.effective_ttl(&key, Some(Duration::from_secs(3600)))
+                .unwrap(),
+            Duration::from_secs(3600)
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The library's one error type.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error from a user-supplied loader, shared by every caller that waited on it.
+pub type LoaderError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in freshcache.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key breaks the key rules; nothing was read or written.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The offending key (truncated when very long).
+        key: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// No data type is declared for the key's prefix and no default type is configured.
+    #[error("no data type matches key {key:?}; known prefixes: {known}")]
+    UnknownDataType {
+        /// The key.
+        key: String,
+        /// The configured prefixes, comma-separated.
+        known: String,
+    },
+    /// The value is larger than its data type allows; nothing was written.
+    #[error("value for {key:?} is {size} bytes; data type {data_type} allows at most {max}")]
+    TooLarge {
+        /// The key.
+        key: String,
+        /// The data type's name.
+        data_type: String,
+        /// The value's size in bytes.
+        size: u64,
+        /// The type's limit in bytes.
+        max: u64,
+    },
+    /// A per-call TTL the data type's policy does not allow.
+    #[error("ttl {requested:?} for {key:?} is not allowed: {reason}")]
+    TtlNotAllowed {
+        /// The key.
+        key: String,
+        /// The requested TTL.
+        requested: Duration,
+        /// Why the policy refuses it.
+        reason: String,
+    },
+    /// The producer's `as_of` puts the value past its TTL already; nothing was written.
+    #[error("value for {key:?} is already stale: produced {age:?} ago, ttl {ttl:?}")]
+    AlreadyExpired {
+        /// The key.
+        key: String,
+        /// Age of the signal at the time of the write.
+        age: Duration,
+        /// The TTL that applies.
+        ttl: Duration,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Stored bytes failed verification (checksum, framing, key mismatch).
+    #[error("corrupt entry: {reason}")]
+    Corrupt {
+        /// What failed.
+        reason: String,
+    },
+    /// A value could not be encoded or decoded with its codec.
+    #[error("codec error for {key:?}: {reason}")]
+    Codec {
+        /// The key.
+        key: String,
+        /// What the serde format reported.
+        reason: String,
+    },
+    /// A filesystem operation failed.
+    #[error("i/o error on {}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The SQLite index failed.
+    #[error("index database {}: {source}", path.display())]
+    Index {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The loader given to `get_or_fetch` failed; every waiting caller sees the same error.
+    #[error("loader for {key:?} failed: {source}")]
+    Loader {
+        /// The key.
+        key: String,
+        /// The loader's error.
+        #[source]
+        source: LoaderError,
+    },
+}
+
+impl Error {
+    /// True when retrying the same call later may succeed (I/O, a busy index, a loader).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::Index { .. } | Error::Loader { .. }
+        )
+    }
+
+    /// True when the caller's input was refused (bad key, size, TTL, config, codec).
+    #[must_use]
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidKey { .. }
+                | Error::UnknownDataType { .. }
+                | Error::TooLarge { .. }
+                | Error::TtlNotAllowed { .. }
+                | Error::AlreadyExpired { .. }
+                | Error::Config(_)
+                | Error::Codec { .. }
+        )
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Shortens untrusted text for error messages.
+pub(crate) fn clip(s: &str) -> String {
+    const MAX: usize = 120;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+/// A configuration problem: which file, where, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `None` for built-in defaults.
+    pub file: Option<PathBuf>,
+    /// 1-based line when known.
+    pub line: Option<u64>,
+    /// Dotted field path, e.g. `cache.ttl.odds_data`, or an environment variable.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{}:{line}: ", file.display())?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            (None, _) => f.write_str("config: ")?,
+        }
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_error_names_file_line_field_and_reason() {
+        let e = ConfigError {
+            file: Some("config/runtime.yml".into()),
+            line: Some(7),
+            field: "cache.ttl.odds_data".into(),
+            reason: "not a duration".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "config/runtime.yml:7: cache.ttl.odds_data: not a duration"
+        );
+    }
+
+    #[test]
+    fn clip_keeps_short_text_and_shortens_long_text_on_a_char_boundary() {
+        assert_eq!(clip("odds:g1"), "odds:g1");
+        let long = "é".repeat(200);
+        let c = clip(&long);
+        assert!(c.len() < 200 && c.ends_with("(400 bytes)"));
+    }
+
+    #[test]
+    fn predicates_split_input_errors_from_transient_ones() {
+        let bad = Error::InvalidKey {
+            key: "x".into(),
+            reason: "r".into(),
+        };
+        assert!(bad.is_invalid_input() && !bad.is_transient());
+        let io = Error::io("/x", io::Error::other("boom"));
+        assert!(io.is_transient() && !io.is_invalid_input());
+    }
+}

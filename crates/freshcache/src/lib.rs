@@ -1,0 +1,53 @@
+//! freshcache: a multi-tier cache for time-sensitive signals that never serves a value past
+//! its TTL.
+//!
+//! Values live in memory (L1) and on disk (L3: blob files indexed by SQLite). Every entry
+//! carries its own expiry, stamped once when written and checked on every read at every tier
+//! against an injected clock. A hit in a lower tier is promoted upward with its remaining
+//! lifetime, never a fresh one.
+//!
+//! ```no_run
+//! # async fn demo() -> freshcache::Result<()> {
+//! use freshcache::{Cache, Config, Key, Lookup};
+//!
+//! let cache = Cache::open(Config::default())?;
+//! let key = Key::odds("g42", 1_700_000_000)?;
+//! cache.set(&key, "1.91").await?;
+//! if let Lookup::Fresh(hit) = cache.get(&key).await? {
+//!     println!("{:?} from {}, {:?} left", hit.value(), hit.source.name(), hit.remaining());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the raw `runtime.yml` and the validated [`Config`].
+//! - [`key`]: validated hierarchical [`Key`]s and [`KeyPrefix`]es.
+//! - [`datatype`]: data types resolved from key prefixes (TTL, size, placement).
+//! - [`clock`]: the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
+//! - [`entry`]: [`Entry`] = value bytes + [`Meta`]; serde codecs.
+//! - [`codec`]: the versioned, checksummed on-disk envelope.
+//! - [`tier`]: the memory and disk tiers.
+//! - [`cache`]: the orchestrator ([`Cache`]).
+//! - [`stats`]: counters and the stats report.
+//! - [`error`]: the [`Error`] type.
+
+pub mod cache;
+pub mod clock;
+pub mod codec;
+pub mod config;
+pub mod datatype;
+pub mod entry;
+pub mod error;
+pub mod key;
+pub mod stats;
+pub mod tier;
+
+pub use cache::{Cache, CacheBuilder, Hit, Lookup, ReadOptions, Source, Value};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use config::Config;
+pub use datatype::{DataTypeSpec, Placement, TtlOverride};
+pub use entry::{Codec, Entry, Meta};
+pub use error::{ConfigError, Error, Result};
+pub use key::{Key, KeyPrefix};
+pub use stats::StatsReport;
+pub use tier::TierKind;

@@ -1,0 +1,940 @@
+//! L3: value envelopes as blob files (or inline for small ones), indexed by SQLite.
+//!
+//! Layout under the cache directory:
+//!
+//! ```text
+//! metadata.db            the index (WAL mode; several processes may share it)
+//! blobs/ab/ab12…ef.blob  envelopes named by random 128-bit ids, never by key
+//! tmp/                   blobs being written
+//! ```
+//!
+//! Write order: envelope written to `tmp/` → renamed into `blobs/` → index row committed →
+//! the replaced blob removed. A crash at any point leaves either the old row (and maybe an
+//! orphan blob that repair deletes) or the new row with its complete blob. Reads verify the
+//! envelope checksum and the key inside it; a bad or missing blob is a miss that removes its
+//! row and is counted.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::clock::Timestamp;
+use crate::codec;
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+
+/// How long a writer waits for another process's transaction before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pending access-time updates are written once this many have accumulated.
+const TOUCH_BATCH: usize = 256;
+/// Idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    key           TEXT PRIMARY KEY NOT NULL,
+    data_type     TEXT NOT NULL,
+    stored_at     INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    as_of         INTEGER,
+    access_at     INTEGER NOT NULL,
+    access_count  INTEGER NOT NULL DEFAULT 0,
+    size          INTEGER NOT NULL,
+    stored_size   INTEGER NOT NULL,
+    codec         TEXT NOT NULL,
+    checksum      INTEGER NOT NULL,
+    etag          TEXT,
+    last_modified TEXT,
+    file          TEXT,
+    inline_value  BLOB
+);
+CREATE INDEX IF NOT EXISTS entries_expires_at ON entries(expires_at);
+CREATE INDEX IF NOT EXISTS entries_access_at ON entries(access_at);
+CREATE TABLE IF NOT EXISTS counters (
+    tier      TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    value     INTEGER NOT NULL,
+    PRIMARY KEY (tier, data_type, name)
+);
+CREATE TABLE IF NOT EXISTS schema_info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO schema_info VALUES ('version', '1');
+";
+
+/// Per-data-type totals held on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskTypeStats {
+    /// Rows.
+    pub entries: u64,
+    /// Value bytes (uncompressed).
+    pub value_bytes: u64,
+    /// Bytes as stored (envelopes, possibly compressed).
+    pub stored_bytes: u64,
+    /// Rows already past their expiry, awaiting cleanup.
+    pub expired: u64,
+    /// Earliest `stored_at`.
+    pub oldest_stored_at: Option<Timestamp>,
+}
+
+/// Where a stored envelope lives.
+enum Location {
+    Inline(Vec<u8>),
+    File(String),
+}
+
+/// The L3 tier.
+pub struct DiskTier {
+    db_path: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+    inline_max: u64,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    touches: Mutex<HashMap<String, u64>>,
+    corrupt: AtomicU64,
+}
+
+impl std::fmt::Debug for DiskTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskTier")
+            .field("db_path", &self.db_path)
+            .field("blobs", &self.blobs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A blob name as stored in the index: `ab/<32 hex>.blob`. Anything else is refused before it
+/// is joined to a path, so a tampered row cannot point outside the cache directory.
+fn valid_blob_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 2 + 1 + 32 + 5
+        && b[2] == b'/'
+        && name.ends_with(".blob")
+        && b[..2] == b[3..5]
+        && b[..2]
+            .iter()
+            .chain(&b[3..35])
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+fn new_blob_name() -> String {
+    let id = format!("{:032x}", fastrand::u128(..));
+    format!("{}/{id}.blob", &id[..2])
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl DiskTier {
+    /// Opens (creating if needed) the tier in `dir` with its index at `db_path`.
+    ///
+    /// Safe to call from several processes at once on the same directory.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directories cannot be created; [`Error::Index`] when the index
+    /// cannot be opened or is not a freshcache index.
+    pub fn open(dir: &Path, db_path: &Path, inline_max: u64) -> Result<Self> {
+        let blobs = dir.join("blobs");
+        let tmp = dir.join("tmp");
+        for d in [dir, &blobs, &tmp] {
+            fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let writer = Self::connect(db_path)?;
+        let db = |source| Error::Index {
+            path: db_path.to_path_buf(),
+            source,
+        };
+        // Several processes may race to create the schema; IMMEDIATE serialises them and
+        // the busy timeout makes the losers wait instead of failing.
+        let mut attempts = 0;
+        loop {
+            let r = writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"));
+            match r {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && attempts < 50 => {
+                    let _ = writer.execute_batch("ROLLBACK");
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    let _ = writer.execute_batch("ROLLBACK");
+                    return Err(db(e));
+                }
+            }
+        }
+        let version: Option<String> = writer
+            .query_row(
+                "SELECT value FROM schema_info WHERE name = 'version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if version.as_deref() != Some("1") {
+            return Err(db(rusqlite::Error::InvalidQuery));
+        }
+        Ok(Self {
+            db_path: db_path.to_path_buf(),
+            blobs,
+            tmp,
+            inline_max,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            touches: Mutex::new(HashMap::new()),
+            corrupt: AtomicU64::new(0),
+        })
+    }
+
+    fn connect(db_path: &Path) -> Result<Connection> {
+        let db = |source| Error::Index {
+            path: db_path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            db_path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        // Switching to WAL needs a moment of exclusive access; retry while another opener has it.
+        let mut attempts = 0;
+        loop {
+            match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e) if is_busy(&e) && attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(db(e)),
+            }
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;")
+            .map_err(db)?;
+        Ok(conn)
+    }
+
+    fn db_err(&self, source: rusqlite::Error) -> Error {
+        Error::Index {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => Self::connect(&self.db_path)?,
+        };
+        let out = f(&conn).map_err(|e| self.db_err(e));
+        let mut pool = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn).map_err(|e| self.db_err(e))
+    }
+
+    /// The index file.
+    #[must_use]
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The blob directory.
+    #[must_use]
+    pub fn blob_dir(&self) -> &Path {
+        &self.blobs
+    }
+
+    /// Corrupt or missing blobs found (and removed) since start.
+    #[must_use]
+    pub fn corrupt_count(&self) -> u64 {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+
+    fn blob_path(&self, name: &str) -> PathBuf {
+        self.blobs.join(name)
+    }
+
+    /// Reads and verifies the entry for `key`, whatever its expiry; `None` when absent.
+    /// A damaged or missing blob is removed, counted, and reported as `None`.
+    ///
+    /// # Errors
+    /// [`Error::Index`] or [`Error::Io`] when the index or a blob cannot be read at all.
+    pub fn get(&self, key: &str, now: Timestamp) -> Result<Option<Entry>> {
+        let row = self.with_reader(|c| {
+            c.prepare_cached("SELECT file, inline_value FROM entries WHERE key = ?1")?
+                .query_row([key], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?,
+                    ))
+                })
+                .optional()
+        })?;
+        let loc = match row {
+            None => return Ok(None),
+            Some((Some(file), _)) => Location::File(file),
+            Some((None, Some(inline))) => Location::Inline(inline),
+            Some((None, None)) => {
+                self.drop_damaged(key, None, "row has neither file nor inline value");
+                return Ok(None);
+            }
+        };
+        let (bytes, file) = match loc {
+            Location::Inline(b) => (b, None),
+            Location::File(name) => {
+                if !valid_blob_name(&name) {
+                    self.drop_damaged(key, Some(&name), "index names an invalid blob path");
+                    return Ok(None);
+                }
+                let path = self.blob_path(&name);
+                match fs::read(&path) {
+                    Ok(b) => (b, Some(name)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.drop_damaged(key, Some(&name), "blob file is missing");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+            }
+        };
+        match codec::decode(key, &bytes) {
+            Ok(entry) => {
+                self.touch(key, now);
+                Ok(Some(entry))
+            }
+            Err(e) => {
+                self.drop_damaged(key, file.as_deref(), &e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    fn drop_damaged(&self, key: &str, file: Option<&str>, why: &str) {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key, why, "disk tier: damaged entry removed");
+        let removed = self.with_writer(|c| {
+            c.execute(
+                "DELETE FROM entries WHERE key = ?1 AND file IS ?2",
+                params![key, file],
+            )
+        });
+        if let (Ok(n), Some(name)) = (removed, file) {
+            if n > 0 && valid_blob_name(name) {
+                let _ = fs::remove_file(self.blob_path(name));
+            }
+        }
+    }
+
+    fn touch(&self, key: &str, now: Timestamp) {
+        let flush = {
+            let mut t = self
+                .touches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.insert(key.to_owned(), now.as_millis());
+            t.len() >= TOUCH_BATCH
+        };
+        if flush {
+            let _ = self.flush_touches();
+        }
+    }
+
+    /// Writes pending access times to the index (they feed LRU eviction).
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the update fails; the pending times are dropped either way.
+    pub fn flush_touches(&self) -> Result<()> {
+        let pending = std::mem::take(
+            &mut *self
+                .touches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE entries SET access_at = max(access_at, ?2),
+                         access_count = access_count + 1 WHERE key = ?1",
+                )?;
+                for (k, t) in &pending {
+                    st.execute(params![k, i64_of(*t)])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Stores `entry` under `key`, compressing values above `compress_above` bytes.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the blob cannot be written (disk full, read-only) and
+    /// [`Error::Index`] when the row cannot be committed; nothing changes in either case.
+    pub fn put(&self, key: &str, entry: &Entry, compress_above: u64, now: Timestamp) -> Result<()> {
+        let envelope = codec::encode(key, entry, compress_above)?;
+        let stored_size = envelope.len() as u64;
+        let loc = if stored_size <= self.inline_max {
+            Location::Inline(envelope)
+        } else {
+            let name = new_blob_name();
+            self.write_blob(&name, &envelope)?;
+            Location::File(name)
+        };
+        let (file, inline) = match &loc {
+            Location::Inline(b) => (None, Some(b.as_slice())),
+            Location::File(n) => (Some(n.as_str()), None),
+        };
+        let m = &entry.meta;
+        let committed = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let old: Option<Option<String>> = tx
+                .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO entries (key, data_type, stored_at, expires_at, as_of,
+                     access_at, access_count, size, stored_size, codec, checksum, etag,
+                     last_modified, file, inline_value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                key,
+                &*m.data_type,
+                i64_of(m.stored_at.as_millis()),
+                i64_of(m.expires_at.as_millis()),
+                m.as_of.map(|t| i64_of(t.as_millis())),
+                i64_of(now.as_millis()),
+                i64_of(entry.size()),
+                i64_of(stored_size),
+                m.codec.name(),
+                m.checksum as i64,
+                m.etag,
+                m.last_modified,
+                file,
+                inline,
+            ])?;
+            tx.commit()?;
+            Ok(old.flatten())
+        });
+        match committed {
+            Ok(old) => {
+                if let Some(old) = old.filter(|o| Some(o.as_str()) != file && valid_blob_name(o)) {
+                    let _ = fs::remove_file(self.blob_path(&old));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(name) = file {
+                    let _ = fs::remove_file(self.blob_path(name));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_blob(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let tmp_path = self.tmp.join(format!("{}.tmp", &name[3..35]));
+        let final_path = self.blob_path(name);
+        let write = || -> io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp_path)?;
+            f.write_all(bytes)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(Error::io(&tmp_path, e));
+        }
+        let rename = || -> io::Result<()> {
+            match fs::rename(&tmp_path, &final_path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Some(parent) = final_path.parent() {
+                        fs::create_dir_all(parent)?;
+                    }
+                    fs::rename(&tmp_path, &final_path)
+                }
+                other => other,
+            }
+        };
+        rename().map_err(|e| {
+            let _ = fs::remove_file(&tmp_path);
+            Error::io(&final_path, e)
+        })
+    }
+
+    /// Removes `key`; true when a row was removed.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the delete cannot be committed.
+    pub fn remove(&self, key: &str) -> Result<bool> {
+        let old = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let old: Option<Option<String>> = tx
+                .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
+                .execute([key])?;
+            tx.commit()?;
+            Ok(old)
+        })?;
+        if let Some(Some(name)) = &old {
+            if valid_blob_name(name) {
+                let _ = fs::remove_file(self.blob_path(name));
+            }
+        }
+        Ok(old.is_some())
+    }
+
+    /// Removes `key` only if the stored entry still expires at `expires_at` and that is not
+    /// after `now` (so a concurrent newer write survives). True when removed.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the delete cannot be committed.
+    pub fn remove_expired(&self, key: &str, expires_at: Timestamp, now: Timestamp) -> Result<bool> {
+        if expires_at > now {
+            return Ok(false);
+        }
+        let removed = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let old: Option<Option<String>> = tx
+                .prepare_cached("SELECT file FROM entries WHERE key = ?1 AND expires_at = ?2")?
+                .query_row(params![key, i64_of(expires_at.as_millis())], |r| r.get(0))
+                .optional()?;
+            if old.is_some() {
+                tx.prepare_cached("DELETE FROM entries WHERE key = ?1 AND expires_at = ?2")?
+                    .execute(params![key, i64_of(expires_at.as_millis())])?;
+            }
+            tx.commit()?;
+            Ok(old)
+        })?;
+        if let Some(Some(name)) = &removed {
+            if valid_blob_name(name) {
+                let _ = fs::remove_file(self.blob_path(name));
+            }
+        }
+        Ok(removed.is_some())
+    }
+
+    /// Removes every key that starts with `prefix` (a literal byte range, so `%`, `_` and `*`
+    /// match only themselves); returns the removed keys.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the delete cannot be committed.
+    pub fn remove_prefix(&self, prefix: &str, upper: Option<&str>) -> Result<Vec<String>> {
+        let rows = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows: Vec<(String, Option<String>)> = match upper {
+                Some(up) => tx
+                    .prepare_cached("SELECT key, file FROM entries WHERE key >= ?1 AND key < ?2")?
+                    .query_map(params![prefix, up], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?,
+                None => tx
+                    .prepare_cached("SELECT key, file FROM entries WHERE key >= ?1")?
+                    .query_map(params![prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            // Range bounds are exact for prefixes in the key alphabet; the filter keeps the
+            // rule exact for anything else an older index might hold.
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .collect();
+            {
+                let mut del = tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
+                for (k, _) in &rows {
+                    del.execute([k])?;
+                }
+            }
+            tx.commit()?;
+            Ok(rows)
+        })?;
+        for (_, file) in &rows {
+            if let Some(name) = file.as_deref().filter(|n| valid_blob_name(n)) {
+                let _ = fs::remove_file(self.blob_path(name));
+            }
+        }
+        Ok(rows.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Per-data-type totals at `now`.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the query fails.
+    pub fn stats(&self, now: Timestamp) -> Result<HashMap<String, DiskTypeStats>> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT data_type, COUNT(*), COALESCE(SUM(size),0), COALESCE(SUM(stored_size),0),
+                        SUM(expires_at <= ?1), MIN(stored_at)
+                 FROM entries GROUP BY data_type",
+            )?;
+            let rows = st.query_map([i64_of(now.as_millis())], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    DiskTypeStats {
+                        entries: r.get::<_, i64>(1)?.max(0) as u64,
+                        value_bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                        stored_bytes: r.get::<_, i64>(3)?.max(0) as u64,
+                        expired: r.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
+                        oldest_stored_at: r
+                            .get::<_, Option<i64>>(5)?
+                            .map(|t| Timestamp::from_millis(t.max(0) as u64)),
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Adds deltas to the persisted counters: `(tier, data_type, name, delta)`.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the update fails.
+    pub fn add_counters(&self, deltas: &[(&str, &str, &str, u64)]) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO counters (tier, data_type, name, value) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tier, data_type, name) DO UPDATE SET value = value + excluded.value",
+                )?;
+                for (tier, ty, name, d) in deltas {
+                    st.execute(params![tier, ty, name, i64_of(*d)])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Every persisted counter: `((tier, data_type, name), value)`.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the query fails.
+    pub fn counters(&self) -> Result<HashMap<(String, String, String), u64>> {
+        self.with_reader(|c| {
+            let mut st = c.prepare_cached("SELECT tier, data_type, name, value FROM counters")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    (r.get(0)?, r.get(1)?, r.get(2)?),
+                    r.get::<_, i64>(3)?.max(0) as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Number of rows in the index.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the query fails.
+    pub fn len(&self) -> Result<u64> {
+        self.with_reader(|c| {
+            c.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+        })
+    }
+
+    /// True when the index holds no rows.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the query fails.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl Drop for DiskTier {
+    fn drop(&mut self) {
+        let _ = self.flush_touches();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Codec, Meta, checksum};
+    use bytes::Bytes;
+
+    fn entry(value: &[u8], expires_ms: u64) -> Entry {
+        Entry {
+            meta: Meta {
+                data_type: "news_articles".into(),
+                stored_at: Timestamp::from_millis(1),
+                expires_at: Timestamp::from_millis(expires_ms),
+                as_of: None,
+                codec: Codec::Text,
+                etag: Some("\"e1\"".into()),
+                last_modified: None,
+                checksum: checksum(value),
+            },
+            value: Bytes::copy_from_slice(value),
+        }
+    }
+
+    fn open(dir: &Path) -> DiskTier {
+        DiskTier::open(dir, &dir.join("metadata.db"), 1024).unwrap()
+    }
+
+    fn blob_files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(dir.join("blobs")).unwrap() {
+            for f in fs::read_dir(shard.unwrap().path()).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn small_values_live_inline_and_large_ones_in_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        let now = Timestamp::from_millis(5);
+        t.put("news:a:1", &entry(b"small", 100), 1 << 20, now)
+            .unwrap();
+        assert!(blob_files(dir.path()).is_empty());
+        let big = vec![42u8; 64 * 1024];
+        t.put("news:a:2", &entry(&big, 100), 1 << 20, now).unwrap();
+        let files = blob_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let name = files[0].file_name().unwrap().to_str().unwrap();
+        assert!(!name.contains("news"), "blob named after its key: {name}");
+        assert_eq!(
+            t.get("news:a:1", now).unwrap().unwrap().value,
+            &b"small"[..]
+        );
+        assert_eq!(t.get("news:a:2", now).unwrap().unwrap().value, big);
+        assert_eq!(t.len().unwrap(), 2);
+    }
+
+    #[test]
+    fn overwrite_replaces_the_blob_and_removes_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        let now = Timestamp::from_millis(5);
+        t.put("news:a:1", &entry(&[1u8; 4096], 100), u64::MAX, now)
+            .unwrap();
+        let first = blob_files(dir.path());
+        t.put("news:a:1", &entry(&[2u8; 4096], 100), u64::MAX, now)
+            .unwrap();
+        let second = blob_files(dir.path());
+        assert_eq!(second.len(), 1);
+        assert_ne!(first, second);
+        assert_eq!(t.get("news:a:1", now).unwrap().unwrap().value[0], 2);
+        t.put("news:a:1", &entry(b"tiny", 100), u64::MAX, now)
+            .unwrap();
+        assert!(blob_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_blob_is_a_counted_miss_that_removes_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        let now = Timestamp::from_millis(5);
+        t.put("news:a:1", &entry(&[9u8; 8192], 100), u64::MAX, now)
+            .unwrap();
+        let file = blob_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&file).unwrap();
+        bytes[4000] ^= 1;
+        fs::write(&file, bytes).unwrap();
+        assert!(t.get("news:a:1", now).unwrap().is_none());
+        assert_eq!(t.corrupt_count(), 1);
+        assert_eq!(t.len().unwrap(), 0);
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn a_missing_blob_or_a_tampered_path_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        let now = Timestamp::from_millis(5);
+        t.put("news:a:1", &entry(&[9u8; 8192], 100), u64::MAX, now)
+            .unwrap();
+        fs::remove_file(blob_files(dir.path()).pop().unwrap()).unwrap();
+        assert!(t.get("news:a:1", now).unwrap().is_none());
+        t.put("news:a:2", &entry(&[9u8; 8192], 100), u64::MAX, now)
+            .unwrap();
+        t.with_writer(|c| c.execute("UPDATE entries SET file = '../../../etc/passwd'", []))
+            .unwrap();
+        assert!(t.get("news:a:2", now).unwrap().is_none());
+        assert_eq!(t.corrupt_count(), 2);
+    }
+
+    #[test]
+    fn garbage_in_an_inline_row_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        let now = Timestamp::from_millis(5);
+        t.put("news:a:1", &entry(b"v", 100), u64::MAX, now).unwrap();
+        t.with_writer(|c| c.execute("UPDATE entries SET inline_value = x'00ff'", []))
+            .unwrap();
+        assert!(t.get("news:a:1", now).unwrap().is_none());
+        assert_eq!(t.len().unwrap(), 0);
+    }
+
+    #[test]
+    fn remove_expired_spares_a_newer_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        t.put(
+            "news:a:1",
+            &entry(b"new", 500),
+            u64::MAX,
+            Timestamp::from_millis(5),
+        )
+        .unwrap();
+        // A reader saw an older copy expiring at 100: the newer row must survive.
+        assert!(
+            !t.remove_expired(
+                "news:a:1",
+                Timestamp::from_millis(100),
+                Timestamp::from_millis(200)
+            )
+            .unwrap()
+        );
+        assert!(
+            !t.remove_expired(
+                "news:a:1",
+                Timestamp::from_millis(500),
+                Timestamp::from_millis(499)
+            )
+            .unwrap()
+        );
+        assert!(
+            t.remove_expired(
+                "news:a:1",
+                Timestamp::from_millis(500),
+                Timestamp::from_millis(500)
+            )
+            .unwrap()
+        );
+        assert!(t.is_empty().unwrap());
+    }
+
+    #[test]
+    fn prefix_removal_is_literal_for_sql_wildcards() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        let now = Timestamp::from_millis(5);
+        let keys = [
+            "news:a%:1",
+            "news:ab:1",
+            "news:a_:1",
+            "news:a_:2",
+            "news:a*:1",
+            "news:aX:1",
+        ];
+        for k in keys {
+            t.put(k, &entry(&[1u8; 2048], 100), u64::MAX, now).unwrap();
+        }
+        let mut gone = t.remove_prefix("news:a_:", Some("news:a_;")).unwrap();
+        gone.sort();
+        assert_eq!(gone, ["news:a_:1", "news:a_:2"]);
+        assert_eq!(
+            t.remove_prefix("news:a%", Some("news:a&")).unwrap(),
+            ["news:a%:1"]
+        );
+        assert_eq!(
+            t.remove_prefix("news:a*", Some("news:a+")).unwrap(),
+            ["news:a*:1"]
+        );
+        assert_eq!(t.len().unwrap(), 2);
+        assert_eq!(blob_files(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn counters_accumulate_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let t = open(dir.path());
+            t.add_counters(&[("memory", "odds_data", "hits", 3)])
+                .unwrap();
+        }
+        let t = open(dir.path());
+        t.add_counters(&[("memory", "odds_data", "hits", 4)])
+            .unwrap();
+        let c = t.counters().unwrap();
+        assert_eq!(c[&("memory".into(), "odds_data".into(), "hits".into())], 7);
+    }
+
+    #[test]
+    fn blob_names_are_validated_before_use() {
+        assert!(valid_blob_name(&new_blob_name()));
+        for bad in [
+            "../x.blob",
+            "ab/../../etc/passwd",
+            "ab/cd.blob",
+            "AB/ab00000000000000000000000000000000.blob",
+        ] {
+            assert!(!valid_blob_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stats_group_by_type_and_count_expired_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(dir.path());
+        t.put(
+            "news:a:1",
+            &entry(b"abc", 100),
+            u64::MAX,
+            Timestamp::from_millis(5),
+        )
+        .unwrap();
+        t.put(
+            "news:a:2",
+            &entry(b"de", 300),
+            u64::MAX,
+            Timestamp::from_millis(5),
+        )
+        .unwrap();
+        let s = t.stats(Timestamp::from_millis(200)).unwrap();
+        let n = &s["news_articles"];
+        assert_eq!((n.entries, n.value_bytes, n.expired), (2, 5, 1));
+        assert_eq!(n.oldest_stored_at, Some(Timestamp::from_millis(1)));
+    }
+}
