@@ -1,1 +1,279 @@
-fn main() {}
+//! Tier benchmarks: freshcache beside a raw baseline measured in the same run.
+//!
+//! - L1 hits: `Cache::get` on the embedded default vs a raw `RwLock<HashMap>` and a bare
+//!   quick_cache map (256 B values, Zipf(0.99) key choice, one thread).
+//! - Disk tier: 64 KiB `set` / `get` through a disk-only data type vs raw files
+//!   (write to a temp file + rename; read the whole file), page cache warm.
+//!
+//! `cargo bench -p freshcache --bench tiers` for the full run; `-- --smoke` for tiny sizes (the
+//! test command runs that to check the bench works; it asserts nothing about timing).
+//! Sizes: `--keys N` (L1 keys), `--disk-keys N`, `--ops N` (L1 lookups per contender).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use freshcache::{Cache, Config, Key, Lookup, Value};
+
+struct Args {
+    keys: usize,
+    disk_keys: usize,
+    ops: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        keys: 100_000,
+        disk_keys: 2_000,
+        ops: 2_000_000,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let next = || argv.get(i + 1).and_then(|v| v.parse().ok());
+        match argv[i].as_str() {
+            "--smoke" => {
+                a = Args {
+                    keys: 500,
+                    disk_keys: 20,
+                    ops: 5_000,
+                }
+            }
+            "--keys" => a.keys = next().unwrap_or(a.keys),
+            "--disk-keys" => a.disk_keys = next().unwrap_or(a.disk_keys),
+            "--ops" => a.ops = next().unwrap_or(a.ops),
+            _ => {}
+        }
+        i += 1;
+    }
+    a
+}
+
+/// Zipf(s) sampler over `n` ranks by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut acc = 0.0;
+        for k in 1..=n {
+            acc += 1.0 / (k as f64).powf(s);
+            cdf.push(acc);
+        }
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Self { cdf }
+    }
+    fn sample(&self, rng: &mut fastrand::Rng) -> usize {
+        let u = rng.f64();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+struct Measure {
+    name: String,
+    ops: usize,
+    elapsed: Duration,
+    lat: Vec<u32>,
+}
+
+impl Measure {
+    fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = self.lat.clone();
+        v.sort_unstable();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(v[i]) / 1000.0
+    }
+}
+
+/// Runs `op` over `seq`: one pass untimed per op for throughput, one sampled pass for latency.
+fn measure(name: &str, seq: &[usize], mut op: impl FnMut(usize)) -> Measure {
+    for &i in seq.iter().take(seq.len() / 10) {
+        op(i);
+    }
+    let start = Instant::now();
+    for &i in seq {
+        op(i);
+    }
+    let elapsed = start.elapsed();
+    let mut lat = Vec::with_capacity(seq.len().min(200_000));
+    for &i in seq.iter().take(200_000) {
+        let t = Instant::now();
+        op(i);
+        lat.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
+    }
+    Measure {
+        name: name.to_owned(),
+        ops: seq.len(),
+        elapsed,
+        lat,
+    }
+}
+
+fn print_table(title: &str, rows: &[Measure], baseline: &str) {
+    let base = rows
+        .iter()
+        .find(|m| m.name == baseline)
+        .map_or(f64::NAN, Measure::per_sec);
+    println!("\n{title}");
+    println!(
+        "  {:<34} {:>13} {:>10} {:>10} {:>12}",
+        "contender", "ops/s", "p50 µs", "p99 µs", "vs baseline"
+    );
+    for m in rows {
+        println!(
+            "  {:<34} {:>13.0} {:>10.2} {:>10.2} {:>11.2}x",
+            m.name,
+            m.per_sec(),
+            m.pct(0.5),
+            m.pct(0.99),
+            m.per_sec() / base
+        );
+    }
+}
+
+fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
+    let config = Config::default().with_cache_dir(dir.join("l1"));
+    let cache = Cache::open(config).unwrap();
+    let keys: Vec<Key> = (0..a.keys)
+        .map(|i| Key::odds(format!("g{i}"), 1_700_000_000).unwrap())
+        .collect();
+    let value = Bytes::from(vec![7u8; 256]);
+    rt.block_on(async {
+        for k in &keys {
+            cache.set(k, Value::bytes(value.clone())).await.unwrap();
+        }
+    });
+    let zipf = Zipf::new(a.keys, 0.99);
+    let mut rng = fastrand::Rng::with_seed(42);
+    let seq: Vec<usize> = (0..a.ops).map(|_| zipf.sample(&mut rng)).collect();
+
+    let raw: RwLock<HashMap<String, Bytes>> = RwLock::new(
+        keys.iter()
+            .map(|k| (k.to_string(), value.clone()))
+            .collect(),
+    );
+    let qc: quick_cache::sync::Cache<String, Bytes> = quick_cache::sync::Cache::new(a.keys * 2);
+    for k in &keys {
+        qc.insert(k.to_string(), value.clone());
+    }
+
+    let mut rows = Vec::new();
+    rows.push(measure("raw RwLock<HashMap> get", &seq, |i| {
+        black_box(raw.read().unwrap().get(keys[i].as_str()).cloned());
+    }));
+    rows.push(measure("bare quick_cache get", &seq, |i| {
+        black_box(qc.get(keys[i].as_str()));
+    }));
+    let mut misses = 0usize;
+    rows.push(measure("freshcache Cache::get (L1 hit)", &seq, |i| {
+        let l = rt.block_on(cache.get(&keys[i])).unwrap();
+        if !matches!(l, Lookup::Fresh(_)) {
+            misses += 1;
+        }
+        let _ = black_box(l);
+    }));
+    assert_eq!(misses, 0, "every L1 lookup should be a fresh hit");
+    print_table(
+        &format!(
+            "L1 hits: {} keys x 256 B, Zipf(0.99), 1 thread, {} lookups",
+            a.keys, a.ops
+        ),
+        &rows,
+        "raw RwLock<HashMap> get",
+    );
+}
+
+fn disk_tier(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
+    let yaml = format!(
+        "cache:\n  cache_dir: {}\n  data_types:\n    blob:\n      prefix: \"blob:\"\n      ttl: 1h\n      max_value_size: 4MiB\n      placement: disk_only\n      compress_above: 1GiB\n",
+        dir.join("l3").display()
+    );
+    let config = Config::from_yaml_str(&yaml, None, Vec::new()).unwrap();
+    let cache = Cache::open(config).unwrap();
+    let n = a.disk_keys;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let values: Vec<Bytes> = (0..n.min(64))
+        .map(|_| Bytes::from((0..64 * 1024).map(|_| rng.u8(..)).collect::<Vec<u8>>()))
+        .collect();
+    let keys: Vec<Key> = (0..n)
+        .map(|i| Key::parse(&format!("blob:k{i}")).unwrap())
+        .collect();
+    let raw_dir = dir.join("raw");
+    std::fs::create_dir_all(&raw_dir).unwrap();
+    let order: Vec<usize> = (0..n).collect();
+    let mut shuffled = order.clone();
+    rng.shuffle(&mut shuffled);
+
+    let mut sets = Vec::new();
+    sets.push(measure("raw files: write tmp + rename", &order, |i| {
+        let tmp = raw_dir.join(format!("{i}.tmp"));
+        std::fs::write(&tmp, &values[i % values.len()]).unwrap();
+        std::fs::rename(&tmp, raw_dir.join(format!("{i}.bin"))).unwrap();
+    }));
+    sets.push(measure("freshcache Cache::set (disk)", &order, |i| {
+        rt.block_on(cache.set(&keys[i], Value::bytes(values[i % values.len()].clone())))
+            .unwrap();
+    }));
+    print_table(
+        &format!("Disk tier set: {n} x 64 KiB (no fsync for either)"),
+        &sets,
+        "raw files: write tmp + rename",
+    );
+
+    let mut gets = Vec::new();
+    gets.push(measure("raw files: read", &shuffled, |i| {
+        black_box(std::fs::read(raw_dir.join(format!("{i}.bin"))).unwrap());
+    }));
+    let mut misses = 0usize;
+    gets.push(measure(
+        "freshcache Cache::get (disk hit)",
+        &shuffled,
+        |i| {
+            let l = rt.block_on(cache.get(&keys[i])).unwrap();
+            if !matches!(l, Lookup::Fresh(_)) {
+                misses += 1;
+            }
+            let _ = black_box(l);
+        },
+    ));
+    assert_eq!(misses, 0, "every disk lookup should be a fresh hit");
+    print_table(
+        &format!("Disk tier get: {n} x 64 KiB, page cache warm"),
+        &gets,
+        "raw files: read",
+    );
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "freshcache tier benchmark (build: {})",
+        if cfg!(debug_assertions) {
+            "debug: figures are not representative"
+        } else {
+            "release"
+        }
+    );
+    memory_hits(&a, &rt, dir.path());
+    disk_tier(&a, &rt, dir.path());
+}

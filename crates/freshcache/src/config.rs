@@ -460,11 +460,17 @@ fn deser_error(file: Option<&Path>, text: &str, e: &serde_saphyr::Error) -> Conf
         .map(|s| s.trim().trim_start_matches("- ").to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "(document)".into());
-    let mut reason = e.to_string();
-    // The library's message carries its own location prefix/snippet; keep the first line.
-    if let Some(first) = reason.lines().next() {
-        reason = first.to_owned();
-    }
+    // The library's message carries its own "error: line L column C:" prefix and a snippet;
+    // the location is reported separately, so keep only the reason.
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or_default();
+    let reason = first
+        .strip_prefix("error: ")
+        .unwrap_or(first)
+        .split_once(": ")
+        .filter(|(loc, _)| loc.starts_with("line "))
+        .map_or(first, |(_, rest)| rest)
+        .to_owned();
     ConfigError {
         file: file.map(Path::to_path_buf),
         line,

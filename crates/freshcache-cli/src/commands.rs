@@ -1,0 +1,151 @@
+//! One function per subcommand.
+
+use std::io::{IsTerminal, Read, Write};
+
+use anyhow::anyhow;
+use freshcache::{Cache, Key, KeyPrefix, Lookup, Value};
+
+use crate::output;
+use crate::{Cli, CmdResult, Command, ConfigCommand, Failure, load_config};
+
+pub(crate) async fn run(cli: Cli) -> CmdResult {
+    let config = load_config(&cli.config)?;
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { json },
+        } => {
+            output::config_summary(&config, json.json);
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            let cache = Cache::open(config)?;
+            crate::server::serve(cache, listen).await
+        }
+        command => {
+            let cache = Cache::open(config)?;
+            let result = run_entry_command(&cache, command).await;
+            if let Err(e) = cache.flush() {
+                tracing::warn!(error = %e, "could not persist counters");
+            }
+            result
+        }
+    }
+}
+
+async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
+    match command {
+        Command::Get { key, json } => get(cache, &key, json.json).await,
+        Command::Set {
+            key,
+            file,
+            ttl,
+            codec,
+            as_of,
+            json,
+        } => {
+            let key = Key::parse(&key)?;
+            let bytes = read_input(file.as_deref())?;
+            let mut value = Value::bytes(bytes).codec(codec.into());
+            if let Some(t) = ttl {
+                value = value.ttl(t);
+            }
+            if let Some(t) = as_of {
+                value = value.as_of(t);
+            }
+            let entry = cache.set(&key, value).await?;
+            output::stored(&key, &entry, json.json);
+            Ok(())
+        }
+        Command::Del { key, json } => {
+            let key = Key::parse(&key)?;
+            let existed = cache.delete(&key).await?;
+            output::deleted(&key, existed, json.json);
+            Ok(())
+        }
+        Command::Invalidate {
+            prefix,
+            all,
+            yes,
+            json,
+        } => {
+            let removed = if all {
+                confirm_flush(yes)?;
+                cache.invalidate_all().await?
+            } else {
+                let p = prefix
+                    .ok_or_else(|| Failure::Invalid(anyhow!("a PREFIX or --all is required")))?;
+                cache.invalidate_prefix(&KeyPrefix::parse(&p)?).await?
+            };
+            output::invalidated(removed, json.json);
+            Ok(())
+        }
+        Command::Stats { json } => {
+            let report = cache.stats()?;
+            output::stats(&report, json.json);
+            Ok(())
+        }
+        Command::Serve { .. } | Command::Config { .. } => Ok(()),
+    }
+}
+
+async fn get(cache: &Cache, key: &str, json: bool) -> CmdResult {
+    let key = Key::parse(key)?;
+    match cache.get(&key).await? {
+        Lookup::Fresh(hit) => {
+            if json {
+                output::hit_json(&key, &hit);
+            } else {
+                let mut out = std::io::stdout().lock();
+                out.write_all(hit.value())?;
+                out.flush()?;
+            }
+            Ok(())
+        }
+        Lookup::Stale(_) | Lookup::Miss => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"key": key.as_str(), "found": false})
+                );
+            } else {
+                eprintln!("miss: {key}");
+            }
+            Err(Failure::Miss)
+        }
+    }
+}
+
+fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>, Failure> {
+    match file {
+        None => read_stdin(),
+        Some(p) if p.as_os_str() == "-" => read_stdin(),
+        Some(p) => std::fs::read(p)
+            .map_err(|e| Failure::Invalid(anyhow!("cannot read {}: {e}", p.display()))),
+    }
+}
+
+fn read_stdin() -> Result<Vec<u8>, Failure> {
+    let mut buf = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn confirm_flush(yes: bool) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Invalid(anyhow!(
+            "invalidate --all removes every entry; pass --yes to confirm when not on a terminal"
+        )));
+    }
+    eprint!("Remove EVERY entry from every tier? Type 'yes' to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(Failure::Invalid(anyhow!("not confirmed; nothing removed")))
+    }
+}

@@ -1,0 +1,401 @@
+//! `freshcache serve`: the HTTP API over a [`Cache`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use freshcache::{Cache, Codec, Error, Key, KeyPrefix, Lookup, ReadOptions, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{CmdResult, Failure};
+
+/// How often counters and access times are written to the index.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct AppState {
+    cache: Cache,
+    token: Option<Arc<str>>,
+}
+
+/// An error as the API reports it: a status and a JSON body `{error, message}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let (status, code) = match &e {
+            Error::InvalidKey { .. } => (StatusCode::BAD_REQUEST, "invalid_key"),
+            Error::UnknownDataType { .. } => (StatusCode::BAD_REQUEST, "unknown_data_type"),
+            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::TtlNotAllowed { .. } => (StatusCode::BAD_REQUEST, "ttl_not_allowed"),
+            Error::AlreadyExpired { .. } => (StatusCode::BAD_REQUEST, "already_expired"),
+            Error::Codec { .. } => (StatusCode::BAD_REQUEST, "codec"),
+            Error::Loader { .. } => (StatusCode::BAD_GATEWAY, "loader"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Compares without an early exit, so response time does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs Authorization: Bearer <token>",
+        ))
+    }
+}
+
+fn parse_key(raw: &str) -> ApiResult<Key> {
+    Key::parse(raw).map_err(ApiError::from)
+}
+
+fn header_value(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+async fn get_entry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let key = parse_key(&raw)?;
+    let mut opts = ReadOptions::default();
+    if let Some(s) = q.get("max_stale") {
+        opts.max_stale = freshcache::config::parse_duration(s)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e))?;
+    }
+    let (hit, stale) = match state.cache.get_with(&key, opts).await? {
+        Lookup::Fresh(h) => (h, false),
+        Lookup::Stale(h) => (h, true),
+        Lookup::Miss => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "miss",
+                format!("no fresh value for {key}"),
+            ));
+        }
+    };
+    let m = hit.meta();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(m.codec.media_type()),
+    );
+    headers.insert("x-cache-tier", HeaderValue::from_static(hit.source.name()));
+    headers.insert(header::AGE, HeaderValue::from(hit.age().as_secs()));
+    if let Some(v) = header_value(&httpdate::fmt_http_date(m.expires_at.to_system_time())) {
+        headers.insert(header::EXPIRES, v);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        header_value(&format!("max-age={}", hit.remaining().as_secs()))
+            .unwrap_or(HeaderValue::from_static("no-cache")),
+    );
+    if let Some(v) = m.etag.as_deref().and_then(header_value) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Some(v) = m.last_modified.as_deref().and_then(header_value) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    if stale {
+        headers.insert("x-cache-stale", HeaderValue::from_static("true"));
+        headers.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 - \"Response is Stale\""),
+        );
+    }
+    Ok((StatusCode::OK, headers, hit.value().clone()).into_response())
+}
+
+async fn put_entry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&state, &headers)?;
+    let key = parse_key(&raw)?;
+    let codec = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Codec::Bytes, Codec::from_media_type);
+    let mut value = Value::bytes(body).codec(codec);
+    if let Some(s) = q.get("ttl") {
+        let ttl = freshcache::config::parse_duration(s)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e))?;
+        value = value.ttl(ttl);
+    }
+    if let Some(s) = q.get("as_of") {
+        let secs: u64 = s.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "as_of is Unix seconds",
+            )
+        })?;
+        value = value.as_of(freshcache::Timestamp::from_secs(secs));
+    }
+    let entry = state.cache.set(&key, value).await?;
+    let m = &entry.meta;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "key": key.as_str(),
+            "data_type": &*m.data_type,
+            "size": entry.size(),
+            "stored_at": m.stored_at.to_string(),
+            "expires_at": m.expires_at.to_string(),
+        })),
+    )
+        .into_response())
+}
+
+async fn delete_entry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&state, &headers)?;
+    let key = parse_key(&raw)?;
+    if state.cache.delete(&key).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "miss",
+            format!("{key} was not cached"),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateBody {
+    prefix: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn invalidate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&state, &headers)?;
+    let req: InvalidateBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("expected {{\"prefix\": \"news:espn:\"}} or {{\"all\": true}}: {e}"),
+        )
+    })?;
+    let removed = match (req.prefix, req.all) {
+        (Some(p), false) => {
+            state
+                .cache
+                .invalidate_prefix(&KeyPrefix::parse(&p)?)
+                .await?
+        }
+        (None, true) => state.cache.invalidate_all().await?,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "give exactly one of \"prefix\" or \"all\": true",
+            ));
+        }
+    };
+    Ok(Json(json!({"removed": removed})).into_response())
+}
+
+async fn stats(State(state): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(state.cache.stats()?).into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let redis = if state.cache.config().redis_url.is_some() {
+        "unsupported"
+    } else {
+        "disabled"
+    };
+    match state.cache.ping() {
+        Ok(()) => Json(json!({"status": "ready", "tiers": {"memory": "up", "disk": "up", "redis": redis}}))
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "tiers": {"memory": "up", "disk": "down", "redis": redis}, "message": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// The API routes over `cache`.
+fn router(cache: Cache) -> Router {
+    let max_body = cache
+        .config()
+        .data_types
+        .types()
+        .iter()
+        .map(|t| t.max_value_size)
+        .max()
+        .unwrap_or(1 << 20);
+    let token = cache.config().server.auth_token.as_deref().map(Arc::from);
+    let state = AppState { cache, token };
+    Router::new()
+        .route(
+            "/v1/cache/{key}",
+            get(get_entry).put(put_entry).delete(delete_entry),
+        )
+        .route("/v1/invalidate", post(invalidate))
+        .route("/v1/stats", get(stats))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(max_body)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        ))
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs the service until SIGTERM / Ctrl-C.
+pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult {
+    let addr = listen.unwrap_or(cache.config().server.listen);
+    if !addr.ip().is_loopback() && cache.config().server.auth_token.is_none() {
+        return Err(Failure::Invalid(anyhow!(
+            "refusing to listen on non-loopback {addr} without server.auth_token \
+             (or FRESHCACHE_SERVER__AUTH_TOKEN)"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Runtime(anyhow!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, cache_dir = %cache.config().cache_dir.display(), "freshcache serving");
+    println!("freshcache listening on http://{local}");
+
+    let flusher = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = cache.flush() {
+                    tracing::warn!(error = %e, "could not persist counters");
+                }
+            }
+        })
+    };
+    let result = axum::serve(listener, router(cache.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    flusher.abort();
+    if let Err(e) = cache.flush() {
+        tracing::warn!(error = %e, "could not persist counters at shutdown");
+    }
+    result.map_err(|e| Failure::Runtime(anyhow!("server error: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison_needs_exact_equality() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret!"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `freshcache` binary: commands and the HTTP service.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod commands;
+mod server;
+mod support;

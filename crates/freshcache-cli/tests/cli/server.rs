@@ -1,0 +1,307 @@
+//! The HTTP service over a real socket on 127.0.0.1.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::support::Env;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn put_then_get_returns_the_value_with_cache_headers() {
+    let env = Env::new();
+    let server = env.serve();
+    let c = client();
+    let url = server.url("/v1/cache/odds:g1:1700000000");
+    let r = c
+        .put(&url)
+        .header("content-type", "application/json")
+        .body("{\"home\":1.91}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["data_type"], "odds_data");
+
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers().clone();
+    assert_eq!(h["x-cache-tier"], "memory");
+    assert_eq!(h["content-type"], "application/json");
+    assert!(h["age"].to_str().unwrap().parse::<u64>().unwrap() <= 1);
+    let expires = httpdate::parse_http_date(h["expires"].to_str().unwrap()).unwrap();
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(55) && left <= Duration::from_secs(60),
+        "{left:?}"
+    );
+    assert_eq!(r.bytes().await.unwrap(), "{\"home\":1.91}");
+}
+
+#[tokio::test]
+async fn bad_keys_are_400_misses_404_and_big_bodies_413() {
+    let env = Env::new();
+    let server = env.serve();
+    let c = client();
+    for key in ["news:..:x", "weather:x:1", "odds:g1", "news:a%20b:c"] {
+        let r = c
+            .put(server.url(&format!("/v1/cache/{key}")))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{key}");
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert!(v["error"].is_string() && v["message"].is_string());
+        let r = c
+            .get(server.url(&format!("/v1/cache/{key}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{key}");
+    }
+    let r = c
+        .get(server.url("/v1/cache/odds:nothing:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let r = c
+        .put(server.url("/v1/cache/odds:g1:1"))
+        .body(vec![0u8; 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = c
+        .put(server.url("/v1/cache/odds:g1:1?ttl=2h"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    let stats: serde_json::Value = c
+        .get(server.url("/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let disk = stats["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == "disk")
+        .unwrap();
+    assert_eq!(disk["entries"], 0, "a refused write stored something");
+}
+
+#[tokio::test]
+async fn delete_and_prefix_invalidation() {
+    let env = Env::new();
+    let server = env.serve();
+    let c = client();
+    for k in ["news:espn:1", "news:espn:2", "news:bbc:1", "odds:g1:1"] {
+        let r = c
+            .put(server.url(&format!("/v1/cache/{k}")))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = c
+        .delete(server.url("/v1/cache/odds:g1:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c
+        .delete(server.url("/v1/cache/odds:g1:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .post(server.url("/v1/invalidate"))
+        .body("{\"prefix\": \"news:espn:\"}")
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["removed"], 2);
+    assert_eq!(
+        c.get(server.url("/v1/cache/news:espn:1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get(server.url("/v1/cache/news:bbc:1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = c
+        .post(server.url("/v1/invalidate"))
+        .body("{\"nope\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn health_readiness_and_stats() {
+    let env = Env::new();
+    let server = env.serve();
+    let c = client();
+    assert_eq!(
+        c.get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let r: serde_json::Value = c
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "ready");
+    assert_eq!(r["tiers"]["disk"], "up");
+    assert_eq!(r["tiers"]["redis"], "disabled");
+    c.put(server.url("/v1/cache/odds:g1:1"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    c.get(server.url("/v1/cache/odds:g1:1"))
+        .send()
+        .await
+        .unwrap();
+    c.get(server.url("/v1/cache/odds:g2:1"))
+        .send()
+        .await
+        .unwrap();
+    let s: serde_json::Value = c
+        .get(server.url("/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let odds = s["data_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["data_type"] == "odds_data")
+        .unwrap();
+    assert_eq!(
+        (odds["hits"].as_u64(), odds["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn mutating_routes_need_the_bearer_token_when_one_is_set() {
+    let env = Env::with_extra("server:\n  auth_token: \"s3cret\"\n");
+    let server = env.serve();
+    let c = client();
+    let url = server.url("/v1/cache/odds:g1:1");
+    assert_eq!(
+        c.put(&url).body("v").send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong = c
+        .put(&url)
+        .bearer_auth("s3cre")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        c.get(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let ok = c
+        .put(&url)
+        .bearer_auth("s3cret")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        c.delete(&url).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = c
+        .post(server.url("/v1/invalidate"))
+        .body("{\"all\": true}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_a_restart_serves_from_disk() {
+    let env = Env::new();
+    let server = env.serve();
+    let c = client();
+    let r = c
+        .put(server.url("/v1/cache/llm:features:c1:2026-11-24"))
+        .body(vec![3u8; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+
+    let server = env.serve();
+    let r = c
+        .get(server.url("/v1/cache/llm:features:c1:2026-11-24"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-cache-tier"], "disk");
+    assert_eq!(r.bytes().await.unwrap().len(), 100_000);
+    let r = c
+        .get(server.url("/v1/cache/llm:features:c1:2026-11-24"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-cache-tier"],
+        "memory",
+        "a disk hit is promoted"
+    );
+}
