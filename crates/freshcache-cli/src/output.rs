@@ -8,10 +8,10 @@ use freshcache::{Codec, Config, Hit, Key};
 use serde_json::json;
 
 fn value_json(codec: Codec, bytes: &[u8]) -> serde_json::Value {
-    if codec == Codec::Json {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
-            return json!({"value": v});
-        }
+    if codec == Codec::Json
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        return json!({"value": v});
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => json!({"value_text": s}),

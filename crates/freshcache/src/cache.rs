@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -377,9 +377,8 @@ impl Cache {
     }
 
     fn stripe(&self, key: &str) -> &Stripe {
-        let mut h = self.inner.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.inner.stripes[(h.finish() as usize) % STRIPES]
+        let h = self.inner.hasher.hash_one(key);
+        &self.inner.stripes[(h as usize) % STRIPES]
     }
 
     fn lock(stripe: &Stripe) -> std::sync::MutexGuard<'_, ()> {

@@ -136,6 +136,15 @@ impl<'a> Reader<'a> {
 /// [`Error::Corrupt`] on any mismatch: magic, version, trailer checksum, lengths, key,
 /// decompression, value checksum.
 pub fn decode(expected_key: &str, buf: &[u8]) -> Result<Entry> {
+    decode_bytes(expected_key, Bytes::copy_from_slice(buf))
+}
+
+/// Like [`decode`], taking ownership so an uncompressed value is a view into `buf`, not a copy.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
+    let buf: &[u8] = &owned;
     if buf.len() < MAGIC.len() + 1 + 8 {
         return Err(Error::corrupt("envelope too short"));
     }
@@ -172,6 +181,7 @@ pub fn decode(expected_key: &str, buf: &[u8]) -> Result<Entry> {
     let etag = r.str16()?;
     let last_modified = r.str16()?;
     let payload_len = usize::try_from(r.u64()?).map_err(|_| Error::corrupt("payload length"))?;
+    let payload_start = r.pos;
     let payload = r.take(payload_len)?;
     if r.pos != body.len() {
         return Err(Error::corrupt("trailing bytes in envelope"));
@@ -181,15 +191,21 @@ pub fn decode(expected_key: &str, buf: &[u8]) -> Result<Entry> {
     }
     let value = if flags & FLAG_ZSTD != 0 {
         let cap = usize::try_from(value_len).map_err(|_| Error::corrupt("value length"))?;
-        Bytes::from(
+        let v = Bytes::from(
             zstd::bulk::decompress(payload, cap)
                 .map_err(|e| Error::corrupt(format!("zstd: {e}")))?,
-        )
+        );
+        // The trailer vouches for the compressed bytes; this vouches for what came out.
+        if checksum(&v) != value_sum {
+            return Err(Error::corrupt("value checksum mismatch"));
+        }
+        v
     } else {
-        Bytes::copy_from_slice(payload)
+        // Stored as is: the trailer checksum already covers these exact bytes.
+        owned.slice(payload_start..payload_start + payload.len())
     };
-    if value.len() as u64 != value_len || checksum(&value) != value_sum {
-        return Err(Error::corrupt("value checksum mismatch"));
+    if value.len() as u64 != value_len {
+        return Err(Error::corrupt("value length mismatch"));
     }
     Ok(Entry {
         meta: Meta {

@@ -58,7 +58,7 @@ fn hours(h: f64) -> std::result::Result<TtlValue, String> {
     }
     // Milliseconds are the stored precision; 0.017 h is exactly 61.2 s.
     let ms = (h * 3_600_000.0).round();
-    if ms < 1.0 || ms > 100.0 * 365.0 * 86_400_000.0 {
+    if !(1.0..=100.0 * 365.0 * 86_400_000.0).contains(&ms) {
         return Err(format!("ttl of {h} hours is outside 1ms..100 years"));
     }
     Ok(TtlValue(Duration::from_millis(ms as u64)))
@@ -753,17 +753,15 @@ impl Config {
             return Err(err("cache.disk.inline_max", "must be at most 1MiB".into()));
         }
 
-        if let Some(url) = &cache.redis_url {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+cluster://")
-                || url.starts_with("unix://"))
-            {
-                return Err(err(
-                    "cache.redis_url",
-                    "must start with redis://, rediss://, redis+cluster:// or unix://".into(),
-                ));
-            }
+        if let Some(url) = &cache.redis_url
+            && !["redis://", "rediss://", "redis+cluster://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(err(
+                "cache.redis_url",
+                "must start with redis://, rediss://, redis+cluster:// or unix://".into(),
+            ));
         }
 
         let listen_text = server.listen.unwrap_or_else(|| "127.0.0.1:8080".into());

@@ -129,13 +129,12 @@ impl Stats {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (tier, ty, name, d) in deltas {
-            if let Some(i) = keys
+            if let Some(slot) = keys
                 .iter()
                 .position(|(t, y, n, _)| t == tier && y == ty && n == name)
+                .and_then(|i| flushed.get_mut(i))
             {
-                if let Some(slot) = flushed.get_mut(i) {
-                    *slot = slot.saturating_sub(*d);
-                }
+                *slot = slot.saturating_sub(*d);
             }
         }
     }

@@ -290,6 +290,14 @@ impl DiskTier {
         self.blobs.join(name)
     }
 
+    /// Deletes a blob whose row is gone. Best effort: a leftover file is an orphan that repair
+    /// removes, never a value that could be served.
+    fn remove_blob(&self, name: Option<&str>) {
+        if let Some(name) = name.filter(|n| valid_blob_name(n)) {
+            let _ = fs::remove_file(self.blob_path(name));
+        }
+    }
+
     /// Reads and verifies the entry for `key`, whatever its expiry; `None` when absent.
     /// A damaged or missing blob is removed, counted, and reported as `None`.
     ///
@@ -333,7 +341,7 @@ impl DiskTier {
                 }
             }
         };
-        match codec::decode(key, &bytes) {
+        match codec::decode_bytes(key, bytes.into()) {
             Ok(entry) => {
                 self.touch(key, now);
                 Ok(Some(entry))
@@ -354,10 +362,8 @@ impl DiskTier {
                 params![key, file],
             )
         });
-        if let (Ok(n), Some(name)) = (removed, file) {
-            if n > 0 && valid_blob_name(name) {
-                let _ = fs::remove_file(self.blob_path(name));
-            }
+        if matches!(removed, Ok(n) if n > 0) {
+            self.remove_blob(file);
         }
     }
 
@@ -457,15 +463,11 @@ impl DiskTier {
         });
         match committed {
             Ok(old) => {
-                if let Some(old) = old.filter(|o| Some(o.as_str()) != file && valid_blob_name(o)) {
-                    let _ = fs::remove_file(self.blob_path(&old));
-                }
+                self.remove_blob(old.as_deref().filter(|o| Some(*o) != file));
                 Ok(())
             }
             Err(e) => {
-                if let Some(name) = file {
-                    let _ = fs::remove_file(self.blob_path(name));
-                }
+                self.remove_blob(file);
                 Err(e)
             }
         }
@@ -519,11 +521,7 @@ impl DiskTier {
             tx.commit()?;
             Ok(old)
         })?;
-        if let Some(Some(name)) = &old {
-            if valid_blob_name(name) {
-                let _ = fs::remove_file(self.blob_path(name));
-            }
-        }
+        self.remove_blob(old.as_ref().and_then(Option::as_deref));
         Ok(old.is_some())
     }
 
@@ -549,11 +547,7 @@ impl DiskTier {
             tx.commit()?;
             Ok(old)
         })?;
-        if let Some(Some(name)) = &removed {
-            if valid_blob_name(name) {
-                let _ = fs::remove_file(self.blob_path(name));
-            }
-        }
+        self.remove_blob(removed.as_ref().and_then(Option::as_deref));
         Ok(removed.is_some())
     }
 
@@ -591,9 +585,7 @@ impl DiskTier {
             Ok(rows)
         })?;
         for (_, file) in &rows {
-            if let Some(name) = file.as_deref().filter(|n| valid_blob_name(n)) {
-                let _ = fs::remove_file(self.blob_path(name));
-            }
+            self.remove_blob(file.as_deref());
         }
         Ok(rows.into_iter().map(|(k, _)| k).collect())
     }
