@@ -903,7 +903,7 @@ impl Cache {
                 misses: dm,
                 hit_ratio: ratio(dh, dm),
                 expirations: de,
-                evictions: 0,
+                evictions: inner.disk.eviction_count(),
             },
         ];
         Ok(StatsReport {
@@ -914,6 +914,11 @@ impl Cache {
             data_types: types,
             corrupt_entries: inner.disk.corrupt_count(),
         })
+    }
+
+    /// The disk tier, for maintenance.
+    pub(crate) fn disk(&self) -> &DiskTier {
+        &self.inner.disk
     }
 
     /// Checks that the disk tier answers (for readiness probes).

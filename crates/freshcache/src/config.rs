@@ -698,12 +698,8 @@ impl Config {
 
         let cleanup = cache.cleanup.unwrap_or_default();
         let interval = cleanup.interval.unwrap_or_else(|| "0 2 * * *".into());
-        let fields = interval.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
-            return Err(err(
-                "cache.cleanup.interval",
-                format!("{interval:?} is not a 5- or 6-field cron expression"),
-            ));
+        if let Err(reason) = crate::maintenance::Schedule::parse(&interval) {
+            return Err(err("cache.cleanup.interval", reason));
         }
         let gb = cleanup.max_size_gb.unwrap_or(10.0);
         if !gb.is_finite() || gb <= 0.0 {

@@ -28,6 +28,8 @@
 //! - [`codec`]: the versioned, checksummed on-disk envelope.
 //! - [`tier`]: the memory and disk tiers.
 //! - [`cache`]: the orchestrator ([`Cache`]).
+//! - [`maintenance`]: cleanup passes (expired sweep, size limit, repair), `doctor`, the
+//!   cron [`maintenance::Schedule`].
 //! - [`stats`]: counters and the stats report.
 //! - [`error`]: the [`Error`] type.
 
@@ -39,6 +41,7 @@ pub mod datatype;
 pub mod entry;
 pub mod error;
 pub mod key;
+pub mod maintenance;
 pub mod stats;
 pub mod tier;
 

@@ -29,6 +29,8 @@ use crate::codec;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 
+pub mod upkeep;
+
 /// How long a writer waits for another process's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pending access-time updates are written once this many have accumulated.
@@ -56,6 +58,32 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_expires_at ON entries(expires_at);
 CREATE INDEX IF NOT EXISTS entries_access_at ON entries(access_at);
+CREATE INDEX IF NOT EXISTS entries_file ON entries(file) WHERE file IS NOT NULL;
+-- Stored bytes per data type, kept exact by triggers in the same transaction as every write,
+-- so every process sees one total without scanning the table.
+CREATE TABLE IF NOT EXISTS type_totals (
+    data_type TEXT PRIMARY KEY NOT NULL,
+    entries   INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS entries_totals_insert AFTER INSERT ON entries BEGIN
+    INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
+    ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_totals_delete AFTER DELETE ON entries BEGIN
+    UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
+    WHERE data_type = OLD.data_type;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_totals_update AFTER UPDATE OF stored_size, data_type ON entries BEGIN
+    UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
+    WHERE data_type = OLD.data_type;
+    INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
+    ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TABLE IF NOT EXISTS maintenance (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     tier      TEXT NOT NULL,
     data_type TEXT NOT NULL,
@@ -98,6 +126,8 @@ pub struct DiskTier {
     readers: Mutex<Vec<Connection>>,
     touches: Mutex<HashMap<String, u64>>,
     corrupt: AtomicU64,
+    max_bytes: AtomicU64,
+    evictions: AtomicU64,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -199,6 +229,8 @@ impl DiskTier {
             readers: Mutex::new(Vec::new()),
             touches: Mutex::new(HashMap::new()),
             corrupt: AtomicU64::new(0),
+            max_bytes: AtomicU64::new(u64::MAX),
+            evictions: AtomicU64::new(0),
         })
     }
 
@@ -272,6 +304,23 @@ impl DiskTier {
     #[must_use]
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// Sets the byte limit for stored entries; a write that crosses it evicts down to 90 %.
+    pub fn set_size_limit(&self, bytes: u64) {
+        self.max_bytes.store(bytes.max(1), Ordering::Relaxed);
+    }
+
+    /// The byte limit.
+    #[must_use]
+    pub fn size_limit(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries evicted for size by this process.
+    #[must_use]
+    pub fn eviction_count(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// The blob directory.
@@ -436,11 +485,19 @@ impl DiskTier {
                 .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
                 .query_row([key], |r| r.get(0))
                 .optional()?;
+            // An upsert (not INSERT OR REPLACE) so the totals triggers see an update.
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO entries (key, data_type, stored_at, expires_at, as_of,
+                "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
                      access_at, access_count, size, stored_size, codec, checksum, etag,
                      last_modified, file, inline_value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (key) DO UPDATE SET data_type = excluded.data_type,
+                     stored_at = excluded.stored_at, expires_at = excluded.expires_at,
+                     as_of = excluded.as_of, access_at = excluded.access_at, access_count = 0,
+                     size = excluded.size, stored_size = excluded.stored_size,
+                     codec = excluded.codec, checksum = excluded.checksum, etag = excluded.etag,
+                     last_modified = excluded.last_modified, file = excluded.file,
+                     inline_value = excluded.inline_value",
             )?
             .execute(params![
                 key,
@@ -458,12 +515,24 @@ impl DiskTier {
                 file,
                 inline,
             ])?;
+            let total: i64 = tx
+                .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
+                .query_row([], |r| r.get(0))?;
             tx.commit()?;
-            Ok(old.flatten())
+            Ok((old.flatten(), total.max(0) as u64))
         });
         match committed {
-            Ok(old) => {
+            Ok((old, total)) => {
                 self.remove_blob(old.as_deref().filter(|o| Some(*o) != file));
+                let limit = self.max_bytes.load(Ordering::Relaxed);
+                if total > limit {
+                    // Evict now rather than at the next scheduled cleanup: a nightly run
+                    // alone would let the disk fill. Failure here does not undo the write.
+                    let target = limit / 10 * 9;
+                    if let Err(e) = self.evict(target, now, upkeep::Mode::Apply) {
+                        tracing::warn!(error = %e, "disk tier: eviction after write failed");
+                    }
+                }
                 Ok(())
             }
             Err(e) => {

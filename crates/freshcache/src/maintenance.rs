@@ -1,0 +1,228 @@
+//! Scheduled cleanup: one pass is [`Cache::cleanup`] at a given instant; [`Schedule`] says
+//! when the next pass is due (a cron expression, evaluated in UTC).
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cache::Cache;
+use crate::clock::Timestamp;
+use crate::error::{ConfigError, Result};
+use crate::tier::disk::upkeep::{Mode, Removed, RepairReport, VerifyReport};
+
+/// Files younger than this are never treated as orphans: they may belong to a write in flight.
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(600);
+
+/// Options for one cleanup pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct CleanupOptions {
+    /// Apply, or only report what would be done.
+    pub mode: Mode,
+    /// Minimum age of a file before it may be removed as an orphan.
+    pub orphan_grace: Duration,
+}
+
+impl Default for CleanupOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Apply,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
+        }
+    }
+}
+
+/// A step of a cleanup pass, reported to a progress callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Removing expired entries.
+    Expired,
+    /// Evicting to the size limit.
+    SizeLimit,
+    /// Repairing rows and files that disagree.
+    Repair,
+    /// Done.
+    Done,
+}
+
+/// What one cleanup pass did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CleanupReport {
+    /// True for a dry run.
+    pub dry_run: bool,
+    /// Expired entries removed.
+    pub expired: Removed,
+    /// Entries evicted to respect the size limit.
+    pub evicted: Removed,
+    /// Repairs.
+    pub repaired: RepairReport,
+    /// Stored bytes freed in all.
+    pub bytes_freed: u64,
+    /// Stored bytes after the pass.
+    pub bytes_after: u64,
+    /// The size limit in bytes.
+    pub size_limit: u64,
+    /// Wall time the pass took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Cache {
+    /// Runs one cleanup pass at `now`: expired sweep, size-limit eviction (down to the limit),
+    /// repair. Safe to run from several processes at once and alongside writers.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the index cannot be read or changed; work already committed
+    /// stays done.
+    pub fn cleanup_at(
+        &self,
+        now: Timestamp,
+        opts: CleanupOptions,
+        mut progress: impl FnMut(Phase),
+    ) -> Result<CleanupReport> {
+        let started = Instant::now();
+        let disk = self.disk();
+        let limit = disk.size_limit();
+        progress(Phase::Expired);
+        let expired = disk.sweep_expired(now, opts.mode)?;
+        progress(Phase::SizeLimit);
+        let evicted = if opts.mode == Mode::DryRun {
+            // The dry-run sweep removed nothing, so evict() would count the same expired rows
+            // again; discount them from the target instead.
+            let mut r = disk.evict(limit.saturating_add(expired.bytes), now, Mode::DryRun)?;
+            r.entries = r.entries.saturating_sub(expired.entries);
+            r.bytes = r.bytes.saturating_sub(expired.bytes);
+            r
+        } else {
+            disk.evict(limit, now, Mode::Apply)?
+        };
+        progress(Phase::Repair);
+        let repaired = disk.repair(opts.orphan_grace, opts.mode)?;
+        let bytes_after = disk.total_bytes()?;
+        if opts.mode == Mode::Apply {
+            disk.record_cleanup(now)?;
+        }
+        progress(Phase::Done);
+        Ok(CleanupReport {
+            dry_run: opts.mode == Mode::DryRun,
+            bytes_freed: expired.bytes + evicted.bytes + repaired.orphan_bytes,
+            expired,
+            evicted,
+            repaired,
+            bytes_after,
+            size_limit: limit,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Runs one cleanup pass now (on the cache's clock).
+    ///
+    /// # Errors
+    /// See [`Cache::cleanup_at`].
+    pub fn cleanup(&self, opts: CleanupOptions) -> Result<CleanupReport> {
+        self.cleanup_at(self.now(), opts, |_| {})
+    }
+
+    /// Verifies the disk tier: SQLite integrity, every entry's checksums, rows against files.
+    /// With [`Mode::Apply`] (`doctor --repair`) it also fixes what it finds.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the index cannot be read.
+    pub fn doctor(&self, mode: Mode, orphan_grace: Duration) -> Result<VerifyReport> {
+        self.disk().verify(orphan_grace, mode)
+    }
+
+    /// When the last cleanup pass completed (any process), if one has.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the query fails.
+    pub fn last_cleanup(&self) -> Result<Option<Timestamp>> {
+        self.disk().last_cleanup()
+    }
+}
+
+/// When cleanup runs: a 5- or 6-field cron expression in UTC.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    cron: croner::Cron,
+    text: String,
+}
+
+impl Schedule {
+    /// Parses a cron expression such as `"0 2 * * *"` (daily at 02:00 UTC).
+    ///
+    /// # Errors
+    /// A message saying why the expression is invalid.
+    pub fn parse(expr: &str) -> std::result::Result<Self, String> {
+        let fields = expr.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(format!("{expr:?} is not a 5- or 6-field cron expression"));
+        }
+        let cron = croner::Cron::from_str(expr)
+            .map_err(|e| format!("{expr:?} is not a valid cron expression: {e}"))?;
+        Ok(Self {
+            cron,
+            text: expr.to_owned(),
+        })
+    }
+
+    /// Parses the configured `cache.cleanup.interval`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field.
+    pub fn from_config(config: &crate::Config) -> std::result::Result<Self, ConfigError> {
+        Self::parse(&config.cleanup.interval).map_err(|reason| ConfigError {
+            file: config.source.clone(),
+            line: None,
+            field: "cache.cleanup.interval".into(),
+            reason,
+        })
+    }
+
+    /// The first run strictly after `t`.
+    #[must_use]
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let ms = i64::try_from(t.as_millis()).ok()?;
+        let dt = chrono::DateTime::from_timestamp_millis(ms)?;
+        let next = self.cron.find_next_occurrence(&dt, false).ok()?;
+        u64::try_from(next.timestamp_millis())
+            .ok()
+            .map(Timestamp::from_millis)
+    }
+
+    /// The expression as written.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_schedule_runs_daily_at_two_utc() {
+        let s = Schedule::parse("0 2 * * *").unwrap();
+        // 2023-11-14T22:13:20Z -> next is 2023-11-15T02:00:00Z
+        let next = s.next_after(Timestamp::from_secs(1_700_000_000)).unwrap();
+        assert_eq!(next, Timestamp::from_secs(1_700_013_600));
+        let after = s.next_after(next).unwrap();
+        assert_eq!(after.duration_since(next), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn bad_expressions_are_refused() {
+        for bad in [
+            "daily",
+            "0 2 * *",
+            "61 2 * * *",
+            "0 25 * * *",
+            "* * * * * * * *",
+        ] {
+            assert!(Schedule::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Schedule::parse("*/5 * * * *").is_ok());
+    }
+}

@@ -1,0 +1,465 @@
+//! Upkeep of the disk tier: expired sweeps, size eviction, repair and verification.
+//!
+//! Every removal is a conditional delete (the row must still be the one that was judged), made
+//! in its own transaction, with blobs removed after commit — so several processes may clean
+//! the same directory at once, alongside writers, without losing a live entry.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{DiskTier, i64_of, valid_blob_name};
+use crate::clock::Timestamp;
+use crate::codec;
+use crate::error::Result;
+
+/// Rows handled per transaction, so writers are never blocked for long.
+const BATCH: usize = 500;
+
+/// Whether upkeep changes anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Remove and repair.
+    Apply,
+    /// Only count what would be removed.
+    DryRun,
+}
+
+/// Entries and bytes removed (or that would be).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Removed {
+    /// Entries.
+    pub entries: u64,
+    /// Stored bytes.
+    pub bytes: u64,
+}
+
+impl Removed {
+    fn add(&mut self, bytes: u64) {
+        self.entries += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What a repair found and fixed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    /// Rows whose blob file was missing or misnamed (removed).
+    pub rows_without_blob: u64,
+    /// Blob files no row refers to (removed once older than the grace period).
+    pub orphan_blobs: u64,
+    /// Bytes of orphan blobs.
+    pub orphan_bytes: u64,
+    /// Leftover temp files from interrupted writes (removed once older than the grace period).
+    pub temp_files: u64,
+    /// Whether the per-type totals disagreed with the rows (and were recomputed).
+    pub totals_rebuilt: bool,
+}
+
+/// What a verification found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// SQLite's `quick_check` verdict (`ok` when sound).
+    pub index_integrity: String,
+    /// Rows checked.
+    pub rows: u64,
+    /// Rows whose stored envelope fails verification (first few keys in `corrupt_keys`).
+    pub corrupt_entries: u64,
+    /// Up to 20 keys of corrupt entries.
+    pub corrupt_keys: Vec<String>,
+    /// Orphans, missing blobs, temp files, totals drift.
+    pub repair: RepairReport,
+}
+
+impl VerifyReport {
+    /// True when index and blobs agree and every entry verifies.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.index_integrity == "ok"
+            && self.corrupt_entries == 0
+            && self.repair.rows_without_blob == 0
+            && self.repair.orphan_blobs == 0
+            && self.repair.temp_files == 0
+            && !self.repair.totals_rebuilt
+    }
+}
+
+fn older_than(path: &std::path::Path, grace: Duration) -> bool {
+    if grace.is_zero() {
+        return true;
+    }
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age >= grace)
+}
+
+impl DiskTier {
+    /// Stored bytes of every entry, from the trigger-maintained totals.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the query fails.
+    pub fn total_bytes(&self) -> Result<u64> {
+        self.with_reader(|c| {
+            c.prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .map(|v| v.max(0) as u64)
+        })
+    }
+
+    /// Removes rows already expired at `now`, with their blobs, in batches.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when a batch cannot be committed (earlier batches stay done).
+    pub fn sweep_expired(&self, now: Timestamp, mode: Mode) -> Result<Removed> {
+        let now_ms = i64_of(now.as_millis());
+        if mode == Mode::DryRun {
+            return self.with_reader(|c| {
+                c.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(stored_size), 0) FROM entries WHERE expires_at <= ?1",
+                    [now_ms],
+                    |r| {
+                        Ok(Removed {
+                            entries: r.get::<_, i64>(0)?.max(0) as u64,
+                            bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                        })
+                    },
+                )
+            });
+        }
+        let mut total = Removed::default();
+        loop {
+            let (removed, files) = self.with_writer(|c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let rows: Vec<(String, i64, Option<String>, i64)> = tx
+                    .prepare_cached(
+                        "SELECT key, expires_at, file, stored_size FROM entries
+                         WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+                    )?
+                    .query_map(params![now_ms, BATCH as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut removed = Removed::default();
+                let mut files = Vec::new();
+                {
+                    let mut del = tx
+                        .prepare_cached("DELETE FROM entries WHERE key = ?1 AND expires_at = ?2")?;
+                    for (key, exp, file, size) in rows {
+                        if del.execute(params![key, exp])? > 0 {
+                            removed.add(size.max(0) as u64);
+                            files.extend(file);
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok((removed, files))
+            })?;
+            for f in &files {
+                self.remove_blob(Some(f));
+            }
+            total.entries += removed.entries;
+            total.bytes += removed.bytes;
+            if removed.entries < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Evicts entries until stored bytes are at most `target`: expired ones first, then the
+    /// least recently used.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the index cannot be read or a batch committed.
+    pub fn evict(&self, target: u64, now: Timestamp, mode: Mode) -> Result<Removed> {
+        // Recent reads decide what is least recently used.
+        let _ = self.flush_touches();
+        let mut total = self.total_bytes()?;
+        if total <= target {
+            return Ok(Removed::default());
+        }
+        let expired = self.sweep_expired(now, mode)?;
+        total = total.saturating_sub(expired.bytes);
+        let mut evicted = Removed::default();
+        if mode == Mode::DryRun {
+            self.with_reader(|c| {
+                let mut st = c.prepare_cached(
+                    "SELECT stored_size FROM entries WHERE expires_at > ?1 ORDER BY access_at",
+                )?;
+                let mut rows = st.query([i64_of(now.as_millis())])?;
+                while total > target {
+                    let Some(row) = rows.next()? else { break };
+                    let size = row.get::<_, i64>(0)?.max(0) as u64;
+                    evicted.add(size);
+                    total = total.saturating_sub(size);
+                }
+                Ok(())
+            })?;
+        } else {
+            while total > target {
+                let (removed, files) = self.with_writer(|c| {
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let rows: Vec<(String, i64, Option<String>, i64)> = tx
+                        .prepare_cached(
+                            "SELECT key, access_at, file, stored_size FROM entries
+                             ORDER BY access_at LIMIT ?1",
+                        )?
+                        .query_map([64i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })?
+                        .collect::<rusqlite::Result<_>>()?;
+                    let mut removed = Removed::default();
+                    let mut files = Vec::new();
+                    let mut left = total;
+                    {
+                        let mut del = tx.prepare_cached(
+                            "DELETE FROM entries WHERE key = ?1 AND access_at = ?2",
+                        )?;
+                        for (key, at, file, size) in rows {
+                            if left <= target {
+                                break;
+                            }
+                            if del.execute(params![key, at])? > 0 {
+                                let size = size.max(0) as u64;
+                                removed.add(size);
+                                left = left.saturating_sub(size);
+                                files.extend(file);
+                            }
+                        }
+                    }
+                    tx.commit()?;
+                    Ok((removed, files))
+                })?;
+                for f in &files {
+                    self.remove_blob(Some(f));
+                }
+                if removed.entries == 0 {
+                    // Nothing left to evict, or others are evicting the same rows.
+                    total = self.total_bytes()?;
+                    if total > target && self.len()? == 0 {
+                        break;
+                    }
+                    if total > target {
+                        continue;
+                    }
+                    break;
+                }
+                self.evictions.fetch_add(removed.entries, Ordering::Relaxed);
+                evicted.entries += removed.entries;
+                evicted.bytes += removed.bytes;
+                total = total.saturating_sub(removed.bytes);
+            }
+        }
+        Ok(Removed {
+            entries: expired.entries + evicted.entries,
+            bytes: expired.bytes + evicted.bytes,
+        })
+    }
+
+    fn blob_files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        let Ok(shards) = fs::read_dir(&self.blobs) else {
+            return out;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = format!(
+                    "{}/{}",
+                    shard.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                );
+                out.push((name, f.path()));
+            }
+        }
+        out
+    }
+
+    /// Finds (and with [`Mode::Apply`] fixes) disagreements between rows and files: rows whose
+    /// blob is gone, blobs no row refers to, temp files left by interrupted writes, and drift in
+    /// the per-type totals. Files younger than `grace` are left alone: they may belong to a
+    /// write that has not committed yet.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the index cannot be read or fixed.
+    pub fn repair(&self, grace: Duration, mode: Mode) -> Result<RepairReport> {
+        let mut report = RepairReport::default();
+        let rows: Vec<(String, String)> = self.with_reader(|c| {
+            c.prepare_cached("SELECT key, file FROM entries WHERE file IS NOT NULL")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })?;
+        let mut referenced = HashSet::with_capacity(rows.len());
+        for (key, file) in rows {
+            if valid_blob_name(&file) && self.blob_path(&file).is_file() {
+                referenced.insert(file);
+                continue;
+            }
+            report.rows_without_blob += 1;
+            if mode == Mode::Apply {
+                self.with_writer(|c| {
+                    c.execute(
+                        "DELETE FROM entries WHERE key = ?1 AND file = ?2",
+                        params![key, file],
+                    )
+                })?;
+            }
+        }
+        for (name, path) in self.blob_files() {
+            if referenced.contains(&name) || !older_than(&path, grace) {
+                continue;
+            }
+            // Re-check against the index: a writer may have committed since the scan.
+            let still_orphan = self
+                .with_reader(|c| {
+                    c.prepare_cached("SELECT 1 FROM entries WHERE file = ?1")?
+                        .query_row([&name], |_| Ok(()))
+                        .optional()
+                })?
+                .is_none();
+            if still_orphan {
+                report.orphan_blobs += 1;
+                report.orphan_bytes += fs::metadata(&path).map_or(0, |m| m.len());
+                if mode == Mode::Apply {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        if let Ok(tmp) = fs::read_dir(&self.tmp) {
+            for f in tmp.flatten() {
+                let path = f.path();
+                if older_than(&path, grace) {
+                    report.temp_files += 1;
+                    if mode == Mode::Apply {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        report.totals_rebuilt = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let drift: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM (
+                    SELECT data_type, COUNT(*) AS n, SUM(stored_size) AS b FROM entries GROUP BY data_type
+                    EXCEPT SELECT data_type, entries, bytes FROM type_totals WHERE entries > 0
+                 ) ",
+                [],
+                |r| r.get(0),
+            )?;
+            let stale: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM type_totals t WHERE entries <> 0 AND NOT EXISTS
+                    (SELECT 1 FROM entries e WHERE e.data_type = t.data_type)",
+                [],
+                |r| r.get(0),
+            )?;
+            let rebuilt = drift > 0 || stale > 0;
+            if rebuilt && mode == Mode::Apply {
+                tx.execute_batch(
+                    "DELETE FROM type_totals;
+                     INSERT INTO type_totals (data_type, entries, bytes)
+                         SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;",
+                )?;
+            }
+            tx.commit()?;
+            Ok(rebuilt)
+        })?;
+        Ok(report)
+    }
+
+    /// Checks SQLite integrity, decodes every stored entry (checksums and keys), and looks for
+    /// disagreements between rows and files. With [`Mode::Apply`], corrupt entries are removed
+    /// and disagreements repaired.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the index cannot be read.
+    pub fn verify(&self, grace: Duration, mode: Mode) -> Result<VerifyReport> {
+        let index_integrity: String =
+            self.with_reader(|c| c.query_row("PRAGMA quick_check", [], |r| r.get(0)))?;
+        let mut report = VerifyReport {
+            index_integrity,
+            ..VerifyReport::default()
+        };
+        let keys: Vec<String> = self.with_reader(|c| {
+            c.prepare_cached("SELECT key FROM entries")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })?;
+        for key in keys {
+            report.rows += 1;
+            let row = self.with_reader(|c| {
+                c.prepare_cached("SELECT file, inline_value FROM entries WHERE key = ?1")?
+                    .query_row([&key], |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            r.get::<_, Option<Vec<u8>>>(1)?,
+                        ))
+                    })
+                    .optional()
+            })?;
+            let bytes = match row {
+                None => continue,
+                Some((Some(file), _)) => {
+                    if !valid_blob_name(&file) {
+                        continue; // counted by repair as a row without blob
+                    }
+                    match fs::read(self.blob_path(&file)) {
+                        Ok(b) => b,
+                        Err(_) => continue, // counted by repair
+                    }
+                }
+                Some((None, inline)) => inline.unwrap_or_default(),
+            };
+            if codec::decode_bytes(&key, bytes.into()).is_err() {
+                report.corrupt_entries += 1;
+                if report.corrupt_keys.len() < 20 {
+                    report.corrupt_keys.push(key.clone());
+                }
+                if mode == Mode::Apply {
+                    self.remove(&key)?;
+                }
+            }
+        }
+        report.repair = self.repair(grace, mode)?;
+        Ok(report)
+    }
+
+    /// When the last completed cleanup finished, if one has.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the query fails.
+    pub fn last_cleanup(&self) -> Result<Option<Timestamp>> {
+        self.with_reader(|c| {
+            c.query_row(
+                "SELECT value FROM maintenance WHERE name = 'last_cleanup_ms'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.map(|ms| Timestamp::from_millis(ms.max(0) as u64)))
+        })
+    }
+
+    /// Records a completed cleanup at `at`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the write fails.
+    pub fn record_cleanup(&self, at: Timestamp) -> Result<()> {
+        self.with_writer(|c| {
+            c.execute(
+                "INSERT INTO maintenance (name, value) VALUES ('last_cleanup_ms', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                [i64_of(at.as_millis())],
+            )
+            .map(|_| ())
+        })
+    }
+}
