@@ -3,6 +3,8 @@
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::anyhow;
+use freshcache::maintenance::CleanupOptions;
+use freshcache::tier::disk::upkeep::Mode;
 use freshcache::{Cache, Key, KeyPrefix, Lookup, Value};
 
 use crate::output;
@@ -78,6 +80,48 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
             };
             output::invalidated(removed, json.json);
             Ok(())
+        }
+        Command::Cleanup {
+            dry_run,
+            orphan_grace,
+            json,
+        } => {
+            let opts = CleanupOptions {
+                mode: if dry_run { Mode::DryRun } else { Mode::Apply },
+                orphan_grace,
+            };
+            let show = std::io::stderr().is_terminal() && !json.json;
+            let report = cache.cleanup_at(cache.now(), opts, |phase| {
+                if show {
+                    output::progress(phase);
+                }
+            })?;
+            output::cleanup(&report, json.json);
+            Ok(())
+        }
+        Command::Doctor {
+            repair,
+            orphan_grace,
+            json,
+        } => {
+            let mode = if repair { Mode::Apply } else { Mode::DryRun };
+            let report = cache.doctor(mode, orphan_grace)?;
+            output::doctor(&report, repair, json.json);
+            if report.is_clean() || repair {
+                Ok(())
+            } else {
+                Err(Failure::Miss)
+            }
+        }
+        Command::Inspect { key, json } => {
+            let key = Key::parse(&key)?;
+            let ins = cache.inspect(&key)?;
+            output::inspect(&key, &ins, json.json);
+            if ins.entry.is_some() {
+                Ok(())
+            } else {
+                Err(Failure::Miss)
+            }
         }
         Command::Stats { json } => {
             let report = cache.stats()?;

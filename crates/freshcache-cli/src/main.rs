@@ -100,6 +100,36 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Remove expired entries, evict to the size limit, repair rows and files that disagree.
+    Cleanup {
+        /// Report what would be done without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave files younger than this alone (they may belong to a write in flight).
+        #[arg(long, value_parser = parse_duration_or_zero, default_value = "10m")]
+        orphan_grace: std::time::Duration,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Verify index integrity, every entry's checksums, and rows against files; exits 1 when
+    /// something is wrong, unless --repair fixed it.
+    Doctor {
+        /// Fix what is found: remove corrupt entries, orphans and dangling rows.
+        #[arg(long)]
+        repair: bool,
+        /// Leave files younger than this alone (they may belong to a write in flight).
+        #[arg(long, value_parser = parse_duration_or_zero, default_value = "10m")]
+        orphan_grace: std::time::Duration,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show where an entry lives, its age, remaining TTL, size, codec and validators.
+    Inspect {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Statistics per tier and per data type.
     Stats {
         #[command(flatten)]
@@ -142,6 +172,13 @@ impl From<CodecArg> for freshcache::Codec {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     freshcache::config::parse_duration(s)
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))
 }
 
 fn parse_timestamp(s: &str) -> Result<freshcache::Timestamp, String> {

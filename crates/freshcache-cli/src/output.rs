@@ -3,8 +3,10 @@
 use std::fmt::Write as _;
 
 use freshcache::entry::Entry;
+use freshcache::maintenance::{CleanupReport, Phase};
 use freshcache::stats::StatsReport;
-use freshcache::{Codec, Config, Hit, Key};
+use freshcache::tier::disk::upkeep::VerifyReport;
+use freshcache::{Codec, Config, Hit, Inspection, Key};
 use serde_json::json;
 
 fn value_json(codec: Codec, bytes: &[u8]) -> serde_json::Value {
@@ -261,5 +263,167 @@ mod tests {
             json!({"value": {"a": 1}})
         );
         assert_eq!(value_json(Codec::Text, b"hi"), json!({"value_text": "hi"}));
+    }
+}
+
+pub(crate) fn progress(phase: Phase) {
+    let text = match phase {
+        Phase::Expired => "[1/3] removing expired entries…",
+        Phase::SizeLimit => "[2/3] enforcing the size limit…",
+        Phase::Repair => "[3/3] repairing rows and files…",
+        _ => "done",
+    };
+    eprintln!("{text}");
+}
+
+pub(crate) fn cleanup(r: &CleanupReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!("cleanup{}:", if r.dry_run { " (dry run)" } else { "" });
+    println!(
+        "  expired:  {verb} {} entries ({})",
+        r.expired.entries,
+        bytes_h(r.expired.bytes)
+    );
+    println!(
+        "  evicted:  {verb} {} entries ({}) for the {} limit",
+        r.evicted.entries,
+        bytes_h(r.evicted.bytes),
+        bytes_h(r.size_limit)
+    );
+    println!(
+        "  repaired: {} rows without blob, {} orphan blobs ({}), {} temp files{}",
+        r.repaired.rows_without_blob,
+        r.repaired.orphan_blobs,
+        bytes_h(r.repaired.orphan_bytes),
+        r.repaired.temp_files,
+        if r.repaired.totals_rebuilt {
+            ", totals rebuilt"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  freed {} in {} ms; {} stored now",
+        bytes_h(r.bytes_freed),
+        r.duration_ms,
+        bytes_h(r.bytes_after)
+    );
+}
+
+pub(crate) fn doctor(r: &VerifyReport, repaired: bool, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["clean"] = json!(r.is_clean());
+        v["repaired"] = json!(repaired);
+        println!("{v}");
+        return;
+    }
+    println!("index integrity: {}", r.index_integrity);
+    println!("entries checked: {}", r.rows);
+    println!(
+        "corrupt entries: {}{}",
+        r.corrupt_entries,
+        if r.corrupt_keys.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.corrupt_keys.join(", "))
+        }
+    );
+    println!("rows without blob: {}", r.repair.rows_without_blob);
+    println!(
+        "orphan blobs: {} ({})",
+        r.repair.orphan_blobs,
+        bytes_h(r.repair.orphan_bytes)
+    );
+    println!("leftover temp files: {}", r.repair.temp_files);
+    println!(
+        "totals drift: {}",
+        if r.repair.totals_rebuilt { "yes" } else { "no" }
+    );
+    if r.is_clean() {
+        println!("clean");
+    } else if repaired {
+        println!("repaired");
+    } else {
+        println!("problems found; run `freshcache doctor --repair` to fix");
+    }
+}
+
+pub(crate) fn inspect(key: &Key, ins: &Inspection, json: bool) {
+    let Some(entry) = &ins.entry else {
+        if json {
+            println!("{}", json!({"key": key.as_str(), "found": false}));
+        } else {
+            eprintln!("not cached: {key}");
+        }
+        return;
+    };
+    let m = &entry.meta;
+    let mut v = meta_json(key, entry);
+    v["found"] = json!(true);
+    v["fresh"] = json!(ins.fresh);
+    v["in_memory"] = json!(ins.in_memory);
+    v["on_disk"] = json!(ins.disk.is_some());
+    v["age_seconds"] = json!(m.age(ins.now).as_secs_f64());
+    v["remaining_seconds"] = json!(m.remaining(ins.now).as_secs_f64());
+    if let Some(d) = &ins.disk {
+        v["disk"] = json!({
+            "stored_size": d.stored_size,
+            "location": d.file.as_deref().map_or_else(|| "inline".to_owned(), |f| format!("blobs/{f}")),
+            "last_access": d.access_at.to_string(),
+            "access_count": d.access_count,
+        });
+    }
+    if json {
+        println!("{v}");
+        return;
+    }
+    println!("key:        {key}");
+    println!("data type:  {}", m.data_type);
+    println!(
+        "status:     {}",
+        if ins.fresh { "fresh" } else { "EXPIRED" }
+    );
+    let tiers: Vec<&str> = [
+        (ins.in_memory, "memory (this process)"),
+        (ins.disk.is_some(), "disk"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    println!("tiers:      {}", tiers.join(", "));
+    println!("stored at:  {}", m.stored_at);
+    if let Some(a) = m.as_of {
+        println!("as of:      {a}");
+    }
+    println!("expires at: {}", m.expires_at);
+    println!("age:        {}", age_h(Some(m.age(ins.now).as_secs_f64())));
+    println!(
+        "remaining:  {}",
+        age_h(Some(m.remaining(ins.now).as_secs_f64()))
+    );
+    println!("size:       {} ({})", bytes_h(entry.size()), m.codec.name());
+    if let Some(d) = &ins.disk {
+        println!(
+            "on disk:    {} as {}, {} reads, last {}",
+            bytes_h(d.stored_size),
+            d.file
+                .as_deref()
+                .map_or_else(|| "inline row".to_owned(), |f| format!("blobs/{f}")),
+            d.access_count,
+            d.access_at
+        );
+    }
+    println!("checksum:   {:016x}", m.checksum);
+    if let Some(e) = &m.etag {
+        println!("etag:       {e}");
+    }
+    if let Some(lm) = &m.last_modified {
+        println!("last-modified: {lm}");
     }
 }

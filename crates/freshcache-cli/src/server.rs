@@ -13,7 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use freshcache::maintenance::{CleanupOptions, Schedule};
 use freshcache::{Cache, Codec, Error, Key, KeyPrefix, Lookup, ReadOptions, Value};
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -26,6 +29,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 struct AppState {
     cache: Cache,
     token: Option<Arc<str>>,
+    registry: Arc<Registry>,
 }
 
 /// An error as the API reports it: a status and a JSON body `{error, message}`.
@@ -275,6 +279,18 @@ async fn stats(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(Json(state.cache.stats()?).into_response())
 }
 
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut body = String::new();
+    match prometheus_text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -307,7 +323,13 @@ fn router(cache: Cache) -> Router {
         .max()
         .unwrap_or(1 << 20);
     let token = cache.config().server.auth_token.as_deref().map(Arc::from);
-    let state = AppState { cache, token };
+    let mut registry = Registry::default();
+    freshcache::metrics::register(&mut registry, &cache);
+    let state = AppState {
+        cache,
+        token,
+        registry: Arc::new(registry),
+    };
     Router::new()
         .route(
             "/v1/cache/{key}",
@@ -315,6 +337,7 @@ fn router(cache: Cache) -> Router {
         )
         .route("/v1/invalidate", post(invalidate))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(
@@ -347,6 +370,34 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Runs a cleanup pass at every time the schedule names, off the async workers.
+async fn cleanup_loop(cache: Cache, schedule: Schedule) {
+    loop {
+        let now = cache.now();
+        let Some(next) = schedule.next_after(now) else {
+            tracing::warn!(
+                schedule = schedule.as_str(),
+                "cleanup schedule has no next run"
+            );
+            return;
+        };
+        tokio::time::sleep(next.duration_since(now)).await;
+        let c = cache.clone();
+        match tokio::task::spawn_blocking(move || c.cleanup(CleanupOptions::default())).await {
+            Ok(Ok(r)) => tracing::info!(
+                expired = r.expired.entries,
+                evicted = r.evicted.entries,
+                orphans = r.repaired.orphan_blobs,
+                bytes_freed = r.bytes_freed,
+                duration_ms = r.duration_ms,
+                "scheduled cleanup done"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "scheduled cleanup failed"),
+            Err(e) => tracing::warn!(error = %e, "scheduled cleanup panicked"),
+        }
+    }
+}
+
 /// Runs the service until SIGTERM / Ctrl-C.
 pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult {
     let addr = listen.unwrap_or(cache.config().server.listen);
@@ -356,6 +407,7 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
              (or FRESHCACHE_SERVER__AUTH_TOKEN)"
         )));
     }
+    let schedule = Schedule::from_config(cache.config())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::Runtime(anyhow!("cannot listen on {addr}: {e}")))?;
@@ -376,10 +428,12 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
             }
         })
     };
+    let cleaner = tokio::spawn(cleanup_loop(cache.clone(), schedule));
     let result = axum::serve(listener, router(cache.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     flusher.abort();
+    cleaner.abort();
     if let Err(e) = cache.flush() {
         tracing::warn!(error = %e, "could not persist counters at shutdown");
     }

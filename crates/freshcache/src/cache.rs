@@ -8,7 +8,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
@@ -20,7 +20,8 @@ use crate::datatype::{DataTypeSpec, Placement, TtlOverride};
 use crate::entry::{Codec, Entry, Meta, checksum, encode_value};
 use crate::error::{Error, LoaderError, Result, clip};
 use crate::key::{Key, KeyPrefix};
-use crate::stats::{Stats, StatsReport, TierReport, TypeReport, ratio};
+use crate::metrics::{LatencyHistogram, MetricsSnapshot, TierSnapshot, TypeSnapshot};
+use crate::stats::{Stats, StatsReport, TIERS, TierReport, TypeReport, ratio};
 use crate::tier::TierKind;
 use crate::tier::disk::DiskTier;
 use crate::tier::memory::{MemoryLookup, MemoryTier};
@@ -225,6 +226,21 @@ impl Lookup {
     }
 }
 
+/// Where an entry lives and how it stands, without counting as a read.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// The clock reading used.
+    pub now: Timestamp,
+    /// The entry (memory copy if held, else the disk copy), expired or not.
+    pub entry: Option<Arc<Entry>>,
+    /// Held in this process's memory tier.
+    pub in_memory: bool,
+    /// Index facts when on disk.
+    pub disk: Option<crate::tier::disk::RowInfo>,
+    /// Whether a plain `get` would return it now.
+    pub fresh: bool,
+}
+
 /// Per-call read options.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[must_use]
@@ -251,6 +267,18 @@ struct Inner {
     stripes: Box<[Stripe]>,
     hasher: std::collections::hash_map::RandomState,
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<Outcome>>>,
+    memory_latency: LatencyHistogram,
+    disk_latency: LatencyHistogram,
+    upkeep: UpkeepCounters,
+    opened_at: Timestamp,
+}
+
+/// Outcomes of cleanup passes run through this instance.
+#[derive(Debug, Default)]
+pub(crate) struct UpkeepCounters {
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+    pub last_duration_ms: AtomicU64,
 }
 
 /// The cache: a cheap, cloneable handle.
@@ -304,6 +332,7 @@ impl CacheBuilder {
             &config.metadata_path,
             config.disk.inline_max,
         )?;
+        disk.set_size_limit(config.cleanup.max_size_bytes);
         let memory = MemoryTier::new(config.memory.max_bytes);
         let stats = Stats::new(
             config
@@ -316,13 +345,17 @@ impl CacheBuilder {
         Ok(Cache {
             inner: Arc::new(Inner {
                 config,
-                clock,
                 memory,
                 disk,
                 stats,
                 stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
                 hasher: Default::default(),
                 inflight: Mutex::new(HashMap::new()),
+                memory_latency: LatencyHistogram::default(),
+                disk_latency: LatencyHistogram::default(),
+                upkeep: UpkeepCounters::default(),
+                opened_at: clock.now(),
+                clock,
             }),
         })
     }
@@ -404,6 +437,22 @@ impl Cache {
     }
 
     fn lookup(&self, key: &Key, now: Timestamp, opts: ReadOptions) -> Result<Lookup> {
+        let started = Instant::now();
+        let (found, answered_by) = self.lookup_tiers(key, now, opts)?;
+        match answered_by {
+            TierKind::Memory => self.inner.memory_latency.observe(started.elapsed()),
+            _ => self.inner.disk_latency.observe(started.elapsed()),
+        }
+        Ok(found)
+    }
+
+    /// The lookup itself, saying which tier answered (the last one asked, on a miss).
+    fn lookup_tiers(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        opts: ReadOptions,
+    ) -> Result<(Lookup, TierKind)> {
         let inner = &*self.inner;
         let ty = inner.config.data_types.resolve(key)?;
         let k = key.as_str();
@@ -411,6 +460,7 @@ impl Cache {
             !opts.max_stale.is_zero() && now < deadline(meta, ty).saturating_add(opts.max_stale)
         };
 
+        let mut seen_expired = false;
         match inner.memory.get(k, now) {
             MemoryLookup::Fresh(e) if now < deadline(&e.meta, ty) => {
                 inner
@@ -418,28 +468,32 @@ impl Cache {
                     .tier(TierKind::Memory, ty.id)
                     .hits
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok(Lookup::Fresh(Hit {
-                    entry: e,
-                    source: Source::Tier(TierKind::Memory),
-                    now,
-                }));
+                return Ok((
+                    Lookup::Fresh(Hit {
+                        entry: e,
+                        source: Source::Tier(TierKind::Memory),
+                        now,
+                    }),
+                    TierKind::Memory,
+                ));
             }
-            MemoryLookup::Fresh(e) => {
-                // Past the type's current TTL though within its stamped expiry.
-                inner.memory.remove(k);
+            found @ (MemoryLookup::Fresh(_) | MemoryLookup::Expired(_)) => {
+                // Expired (already dropped by the tier), or past the type's current TTL though
+                // within its stamped expiry: drop that copy, not a newer one.
+                if let MemoryLookup::Fresh(e) = found {
+                    inner.memory.remove_entry(k, &e);
+                }
                 inner
                     .stats
                     .tier(TierKind::Memory, ty.id)
                     .expirations
                     .fetch_add(1, Ordering::Relaxed);
-                drop(e);
-            }
-            MemoryLookup::Expired(_) => {
                 inner
                     .stats
-                    .tier(TierKind::Memory, ty.id)
-                    .expirations
+                    .of_type(ty.id)
+                    .expired_reads
                     .fetch_add(1, Ordering::Relaxed);
+                seen_expired = true;
             }
             MemoryLookup::Miss => {}
         }
@@ -457,7 +511,7 @@ impl Cache {
                 .tier(TierKind::Disk, ty.id)
                 .misses
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(Lookup::Miss);
+            return Ok((Lookup::Miss, TierKind::Disk));
         };
         let entry = Arc::new(entry);
         if now < deadline(&entry.meta, ty) {
@@ -474,14 +528,24 @@ impl Cache {
                     inner.memory.insert(key.as_arc().clone(), entry.clone());
                 }
             }
-            return Ok(Lookup::Fresh(Hit {
-                entry,
-                source: Source::Tier(TierKind::Disk),
-                now,
-            }));
+            return Ok((
+                Lookup::Fresh(Hit {
+                    entry,
+                    source: Source::Tier(TierKind::Disk),
+                    now,
+                }),
+                TierKind::Disk,
+            ));
         }
         let disk_stats = inner.stats.tier(TierKind::Disk, ty.id);
         disk_stats.expirations.fetch_add(1, Ordering::Relaxed);
+        if !seen_expired {
+            inner
+                .stats
+                .of_type(ty.id)
+                .expired_reads
+                .fetch_add(1, Ordering::Relaxed);
+        }
         disk_stats.misses.fetch_add(1, Ordering::Relaxed);
         if stale_ok(&entry.meta) {
             inner
@@ -489,11 +553,14 @@ impl Cache {
                 .of_type(ty.id)
                 .stale_served
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(Lookup::Stale(Hit {
-                entry,
-                source: Source::Tier(TierKind::Disk),
-                now,
-            }));
+            return Ok((
+                Lookup::Stale(Hit {
+                    entry,
+                    source: Source::Tier(TierKind::Disk),
+                    now,
+                }),
+                TierKind::Disk,
+            ));
         }
         if entry.meta.expires_at <= now {
             // Lazy removal; a failure here only delays cleanup.
@@ -501,7 +568,7 @@ impl Cache {
                 tracing::debug!(error = %e, "lazy removal of an expired entry failed");
             }
         }
-        Ok(Lookup::Miss)
+        Ok((Lookup::Miss, TierKind::Disk))
     }
 
     /// Stores `value` under `key` in every tier its type is placed in.
@@ -851,9 +918,7 @@ impl Cache {
                 hits,
                 misses,
                 hit_ratio: ratio(hits, misses),
-                expirations: get("memory", name, "expirations")
-                    + get("redis", name, "expirations")
-                    + get("disk", name, "expirations"),
+                expirations: get("all", name, "expired_reads"),
                 expired_on_disk: d.expired,
                 oldest_entry_age_seconds: d
                     .oldest_stored_at
@@ -914,6 +979,100 @@ impl Cache {
             data_types: types,
             corrupt_entries: inner.disk.corrupt_count(),
         })
+    }
+
+    /// Describes `key` in every tier without promoting it, removing it, or counting a read.
+    ///
+    /// # Errors
+    /// Key errors; [`Error::Index`] / [`Error::Io`] when the disk tier cannot be read.
+    pub fn inspect(&self, key: &Key) -> Result<Inspection> {
+        let inner = &*self.inner;
+        let ty = inner.config.data_types.resolve(key)?;
+        let now = inner.clock.now();
+        let mem = inner.memory.peek(key.as_str());
+        let disk = inner.disk.row_info(key.as_str())?;
+        let entry = match &mem {
+            Some(e) => Some(e.clone()),
+            None if disk.is_some() => inner.disk.get(key.as_str(), now)?.map(Arc::new),
+            None => None,
+        };
+        let fresh = entry.as_ref().is_some_and(|e| now < deadline(&e.meta, ty));
+        Ok(Inspection {
+            now,
+            in_memory: mem.is_some(),
+            entry,
+            disk,
+            fresh,
+        })
+    }
+
+    /// Counters of cleanup passes, for maintenance.
+    pub(crate) fn upkeep_counters(&self) -> &UpkeepCounters {
+        &self.inner.upkeep
+    }
+
+    /// Everything a metrics scrape reports.
+    pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let inner = &*self.inner;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let types = inner.config.data_types.types();
+        let mut tiers = Vec::new();
+        for t in TIERS {
+            for ty in types {
+                let c = inner.stats.tier(t, ty.id);
+                tiers.push(TierSnapshot {
+                    tier: t,
+                    hits: ld(&c.hits),
+                    misses: ld(&c.misses),
+                });
+            }
+        }
+        let type_snaps = types
+            .iter()
+            .map(|ty| {
+                let c = inner.stats.of_type(ty.id);
+                let expirations = ld(&c.expired_reads);
+                TypeSnapshot {
+                    name: ty.name.to_string(),
+                    expirations,
+                    violations: ld(&c.violations),
+                    checks: ld(&c.checks),
+                    stale_served: ld(&c.stale_served),
+                    loads: ld(&c.loads),
+                    load_errors: ld(&c.load_errors),
+                    coalesced: ld(&c.coalesced),
+                }
+            })
+            .collect();
+        let (disk_bytes, disk_entries) = match inner.disk.stats(inner.clock.now()) {
+            Ok(s) => (
+                s.values().map(|d| d.stored_bytes).sum(),
+                s.values().map(|d| d.entries).sum(),
+            ),
+            Err(_) => (0, 0),
+        };
+        MetricsSnapshot {
+            tiers,
+            types: type_snaps,
+            memory_evictions: inner.memory.evictions(),
+            disk_evictions: inner.disk.eviction_count(),
+            corrupt: inner.disk.corrupt_count(),
+            memory_bytes: inner.memory.bytes(),
+            memory_limit: inner.memory.max_bytes(),
+            memory_entries: inner.memory.len() as u64,
+            disk_bytes,
+            disk_limit: inner.disk.size_limit(),
+            disk_entries,
+            memory_latency: inner.memory_latency.snapshot(),
+            disk_latency: inner.disk_latency.snapshot(),
+            cleanup_ok: ld(&inner.upkeep.ok),
+            cleanup_errors: ld(&inner.upkeep.errors),
+            cleanup_last_duration: Duration::from_millis(ld(&inner.upkeep.last_duration_ms)),
+            cleanup_last_success: inner.disk.last_cleanup().ok().flatten(),
+            ttl_violation_threshold: inner.config.monitoring.ttl_violation_threshold,
+            hit_ratio_threshold: inner.config.monitoring.cache_hit_ratio_threshold,
+            opened_at: inner.opened_at,
+        }
     }
 
     /// The disk tier, for maintenance.

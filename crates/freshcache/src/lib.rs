@@ -30,6 +30,7 @@
 //! - [`cache`]: the orchestrator ([`Cache`]).
 //! - [`maintenance`]: cleanup passes (expired sweep, size limit, repair), `doctor`, the
 //!   cron [`maintenance::Schedule`].
+//! - [`metrics`]: Prometheus families read from the counters at scrape time.
 //! - [`stats`]: counters and the stats report.
 //! - [`error`]: the [`Error`] type.
 
@@ -42,10 +43,11 @@ pub mod entry;
 pub mod error;
 pub mod key;
 pub mod maintenance;
+pub mod metrics;
 pub mod stats;
 pub mod tier;
 
-pub use cache::{Cache, CacheBuilder, Hit, Lookup, ReadOptions, Source, Value};
+pub use cache::{Cache, CacheBuilder, Hit, Inspection, Lookup, ReadOptions, Source, Value};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, TtlOverride};

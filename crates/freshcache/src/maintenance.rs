@@ -2,6 +2,7 @@
 //! when the next pass is due (a cron expression, evaluated in UTC).
 
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -80,6 +81,28 @@ impl Cache {
         now: Timestamp,
         opts: CleanupOptions,
         mut progress: impl FnMut(Phase),
+    ) -> Result<CleanupReport> {
+        let result = self.cleanup_pass(now, opts, &mut progress);
+        let counters = self.upkeep_counters();
+        match &result {
+            Ok(r) => {
+                counters.ok.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .last_duration_ms
+                    .store(r.duration_ms, Ordering::Relaxed);
+            }
+            Err(_) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    fn cleanup_pass(
+        &self,
+        now: Timestamp,
+        opts: CleanupOptions,
+        progress: &mut impl FnMut(Phase),
     ) -> Result<CleanupReport> {
         let started = Instant::now();
         let disk = self.disk();

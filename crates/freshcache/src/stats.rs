@@ -30,6 +30,12 @@ pub(crate) struct TypeCounters {
     pub load_errors: AtomicU64,
     pub coalesced: AtomicU64,
     pub stale_served: AtomicU64,
+    /// Lookups that found an expired value (once per lookup, whichever tier held it).
+    pub expired_reads: AtomicU64,
+    /// Signals the freshness guard checked.
+    pub checks: AtomicU64,
+    /// Signals the freshness guard refused as stale or missing.
+    pub violations: AtomicU64,
 }
 
 /// All counters of one cache instance.
@@ -94,6 +100,9 @@ impl Stats {
                 ("load_errors", &c.load_errors),
                 ("coalesced", &c.coalesced),
                 ("stale_served", &c.stale_served),
+                ("expired_reads", &c.expired_reads),
+                ("checks", &c.checks),
+                ("violations", &c.violations),
             ] {
                 out.push(("all", name.as_str(), n, ld(v)));
             }
@@ -214,7 +223,7 @@ pub struct TypeReport {
     pub misses: u64,
     /// `hits / (hits + misses)`.
     pub hit_ratio: Option<f64>,
-    /// Entries found expired on read, any tier.
+    /// Lookups that found an expired value (counted once per lookup).
     pub expirations: u64,
     /// Rows on disk past their expiry, awaiting cleanup.
     pub expired_on_disk: u64,

@@ -115,6 +115,13 @@ impl MemoryTier {
         self.map.remove(key).is_some()
     }
 
+    /// Removes `key` only if it still holds `entry` (not a newer copy).
+    pub fn remove_entry(&self, key: &str, entry: &Arc<Entry>) -> bool {
+        self.map
+            .remove_if(key, |cur| Arc::ptr_eq(cur, entry))
+            .is_some()
+    }
+
     /// Removes every key starting with `prefix`; returns the removed keys.
     pub fn remove_prefix(&self, prefix: &str) -> Vec<Arc<str>> {
         let victims: Vec<Arc<str>> = self

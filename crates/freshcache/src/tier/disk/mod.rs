@@ -110,6 +110,19 @@ pub struct DiskTypeStats {
     pub oldest_stored_at: Option<Timestamp>,
 }
 
+/// Index facts about one stored entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowInfo {
+    /// Blob file relative to the blob directory, or `None` when stored inline.
+    pub file: Option<String>,
+    /// Bytes as stored.
+    pub stored_size: u64,
+    /// Last read (as flushed to the index).
+    pub access_at: Timestamp,
+    /// Reads recorded.
+    pub access_count: u64,
+}
+
 /// Where a stored envelope lives.
 enum Location {
     Inline(Vec<u8>),
@@ -657,6 +670,28 @@ impl DiskTier {
             self.remove_blob(file.as_deref());
         }
         Ok(rows.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Index facts about `key`, without reading its value.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the query fails.
+    pub fn row_info(&self, key: &str) -> Result<Option<RowInfo>> {
+        let _ = self.flush_touches();
+        self.with_reader(|c| {
+            c.prepare_cached(
+                "SELECT file, stored_size, access_at, access_count FROM entries WHERE key = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok(RowInfo {
+                    file: r.get(0)?,
+                    stored_size: r.get::<_, i64>(1)?.max(0) as u64,
+                    access_at: Timestamp::from_millis(r.get::<_, i64>(2)?.max(0) as u64),
+                    access_count: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .optional()
+        })
     }
 
     /// Per-data-type totals at `now`.

@@ -1,0 +1,374 @@
+//! Prometheus metrics, read from the cache's own counters at scrape time.
+//!
+//! The hot path increments plain atomics (the same ones `stats` reports); a [`Collector`]
+//! registered on a caller's [`Registry`] turns them into families at scrape time, so metrics
+//! cost nothing extra per lookup except the latency histogram. Labels come only from bounded
+//! sets: tier names, configured data type names, fixed reasons — never keys or URLs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::cache::Cache;
+use crate::stats::TIERS;
+use crate::tier::TierKind;
+
+/// Upper bounds of the lookup latency buckets, in seconds: 1 µs to 100 ms.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    5e-2, 1e-1,
+];
+
+/// A lock-free latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, per-bucket counts with their upper bounds).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        let mut count = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            count += n;
+            buckets.push((LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n));
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
+/// Exposes a cache's counters on a Prometheus registry.
+#[derive(Debug)]
+struct CacheCollector {
+    cache: Cache,
+}
+
+/// Registers `cache`'s metrics on `registry`.
+pub fn register(registry: &mut Registry, cache: &Cache) {
+    registry.register_collector(Box::new(CacheCollector {
+        cache: cache.clone(),
+    }));
+}
+
+fn counter_family<'a, I>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: I,
+) -> std::fmt::Result
+where
+    I: IntoIterator<Item = (&'a str, u64)>,
+{
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (l, v) in values {
+        ConstCounter::new(v).encode(family.encode_family(&[(label, l)])?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family<'a, I>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: I,
+) -> std::fmt::Result
+where
+    I: IntoIterator<Item = (&'a str, f64)>,
+{
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (l, v) in values {
+        ConstGauge::new(v).encode(family.encode_family(&[(label, l)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let m = self.cache.metrics_snapshot();
+        let tier_sum = |f: fn(&TierSnapshot) -> u64| -> Vec<(&str, u64)> {
+            TIERS
+                .iter()
+                .map(|t| {
+                    (
+                        t.name(),
+                        m.tiers.iter().filter(|s| s.tier == *t).map(f).sum(),
+                    )
+                })
+                .collect()
+        };
+        counter_family(
+            &mut enc,
+            "cache_hit",
+            "Lookups answered fresh, by tier.",
+            "cache_type",
+            tier_sum(|s| s.hits),
+        )?;
+        counter_family(
+            &mut enc,
+            "cache_miss",
+            "Lookups a tier could not answer fresh, by tier.",
+            "cache_type",
+            tier_sum(|s| s.misses),
+        )?;
+        counter_family(
+            &mut enc,
+            "cache_expiration",
+            "Entries found expired on read, by data type.",
+            "data_type",
+            m.types.iter().map(|t| (t.name.as_str(), t.expirations)),
+        )?;
+        counter_family(
+            &mut enc,
+            "ttl_violation",
+            "Signals refused on the inference path for being older than their TTL, by data type.",
+            "data_type",
+            m.types.iter().map(|t| (t.name.as_str(), t.violations)),
+        )?;
+        counter_family(
+            &mut enc,
+            "ttl_check",
+            "Signals checked by the freshness guard, by data type.",
+            "data_type",
+            m.types.iter().map(|t| (t.name.as_str(), t.checks)),
+        )?;
+        counter_family(
+            &mut enc,
+            "cache_stale_served",
+            "Stale values returned because the call allowed it, by data type.",
+            "data_type",
+            m.types.iter().map(|t| (t.name.as_str(), t.stale_served)),
+        )?;
+        {
+            let mut family = enc.encode_descriptor(
+                "cache_load",
+                "get_or_fetch loader outcomes, by data type.",
+                None,
+                MetricType::Counter,
+            )?;
+            for t in &m.types {
+                for (outcome, v) in [
+                    ("ok", t.loads.saturating_sub(t.load_errors)),
+                    ("error", t.load_errors),
+                    ("coalesced", t.coalesced),
+                ] {
+                    ConstCounter::new(v).encode(family.encode_family(&[
+                        ("data_type", t.name.as_str()),
+                        ("outcome", outcome),
+                    ])?)?;
+                }
+            }
+        }
+        {
+            let mut family = enc.encode_descriptor(
+                "cache_eviction",
+                "Entries removed to respect a size limit, by tier.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (tier, v) in [("memory", m.memory_evictions), ("disk", m.disk_evictions)] {
+                ConstCounter::new(v)
+                    .encode(family.encode_family(&[("cache_type", tier), ("reason", "size")])?)?;
+            }
+        }
+        counter_family(
+            &mut enc,
+            "cache_corrupt_entries",
+            "Stored entries that failed verification and were removed.",
+            "cache_type",
+            [("disk", m.corrupt)],
+        )?;
+        gauge_family(
+            &mut enc,
+            "cache_size_bytes",
+            "Bytes held, by tier.",
+            "cache_type",
+            [
+                ("memory", m.memory_bytes as f64),
+                ("disk", m.disk_bytes as f64),
+            ],
+        )?;
+        gauge_family(
+            &mut enc,
+            "cache_limit_bytes",
+            "Configured byte limit, by tier.",
+            "cache_type",
+            [
+                ("memory", m.memory_limit as f64),
+                ("disk", m.disk_limit as f64),
+            ],
+        )?;
+        gauge_family(
+            &mut enc,
+            "cache_entries",
+            "Entries held, by tier.",
+            "cache_type",
+            [
+                ("memory", m.memory_entries as f64),
+                ("disk", m.disk_entries as f64),
+            ],
+        )?;
+        {
+            let mut family = enc.encode_descriptor(
+                "cache_lookup_duration_seconds",
+                "Lookup latency, by the tier that answered (disk includes misses).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (tier, h) in [("memory", &m.memory_latency), ("disk", &m.disk_latency)] {
+                let labels = [("cache_type", tier)];
+                let mut e = family.encode_family(&labels)?;
+                e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.0, h.1, &h.2, None,
+                )?;
+            }
+        }
+        counter_family(
+            &mut enc,
+            "cache_cleanup_runs",
+            "Cleanup passes, by outcome.",
+            "outcome",
+            [("ok", m.cleanup_ok), ("error", m.cleanup_errors)],
+        )?;
+        gauge_family(
+            &mut enc,
+            "cache_cleanup_duration_seconds",
+            "Duration of the last cleanup pass.",
+            "cache_type",
+            [("disk", m.cleanup_last_duration.as_secs_f64())],
+        )?;
+        gauge_family(
+            &mut enc,
+            "cache_cleanup_last_success_timestamp_seconds",
+            "When the last cleanup pass completed (any process), Unix seconds; 0 if never.",
+            "cache_type",
+            [(
+                "disk",
+                m.cleanup_last_success
+                    .map_or(0.0, |t| t.as_millis() as f64 / 1000.0),
+            )],
+        )?;
+        gauge_family(
+            &mut enc,
+            "cache_circuit_open",
+            "1 while a tier's circuit breaker is open.",
+            "cache_type",
+            [("redis", 0.0)],
+        )?;
+        gauge_family(
+            &mut enc,
+            "cache_alert_threshold",
+            "Alert thresholds from the `monitoring:` config, for alert rules to compare against.",
+            "name",
+            [
+                ("ttl_violation_ratio", m.ttl_violation_threshold),
+                ("hit_ratio", m.hit_ratio_threshold),
+                ("disk_usage_ratio", 0.9),
+            ],
+        )?;
+        {
+            let family = enc.encode_descriptor(
+                "freshcache_start_time_seconds",
+                "When this cache instance opened, Unix seconds.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(m.opened_at.as_millis() as f64 / 1000.0).encode(family)?;
+        }
+        gauge_family(
+            &mut enc,
+            "freshcache_build_info",
+            "Build information; the value is always 1.",
+            "version",
+            [(env!("CARGO_PKG_VERSION"), 1.0)],
+        )?;
+        Ok(())
+    }
+}
+
+/// One tier's counters for one data type.
+#[derive(Clone, Debug)]
+pub(crate) struct TierSnapshot {
+    pub tier: TierKind,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// One data type's counters.
+#[derive(Clone, Debug)]
+pub(crate) struct TypeSnapshot {
+    pub name: String,
+    pub expirations: u64,
+    pub violations: u64,
+    pub checks: u64,
+    pub stale_served: u64,
+    pub loads: u64,
+    pub load_errors: u64,
+    pub coalesced: u64,
+}
+
+/// Everything a scrape reports, read at once.
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsSnapshot {
+    pub tiers: Vec<TierSnapshot>,
+    pub types: Vec<TypeSnapshot>,
+    pub memory_evictions: u64,
+    pub disk_evictions: u64,
+    pub corrupt: u64,
+    pub memory_bytes: u64,
+    pub memory_limit: u64,
+    pub memory_entries: u64,
+    pub disk_bytes: u64,
+    pub disk_limit: u64,
+    pub disk_entries: u64,
+    pub memory_latency: (f64, u64, Vec<(f64, u64)>),
+    pub disk_latency: (f64, u64, Vec<(f64, u64)>),
+    pub cleanup_ok: u64,
+    pub cleanup_errors: u64,
+    pub cleanup_last_duration: Duration,
+    pub cleanup_last_success: Option<crate::clock::Timestamp>,
+    pub ttl_violation_threshold: f64,
+    pub hit_ratio_threshold: f64,
+    pub opened_at: crate::clock::Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_puts_observations_in_the_first_bucket_that_holds_them() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_nanos(800));
+        h.observe(Duration::from_micros(3));
+        h.observe(Duration::from_secs(2));
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 2.0000038).abs() < 1e-9);
+        assert_eq!(buckets[0], (1e-6, 1));
+        assert_eq!(buckets[2], (5e-6, 1));
+        assert_eq!(buckets.last().copied(), Some((f64::INFINITY, 1)));
+    }
+}
