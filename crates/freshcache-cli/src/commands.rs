@@ -123,6 +123,29 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
                 Err(Failure::Miss)
             }
         }
+        Command::Check { keys, run_id, json } => {
+            let keys = keys
+                .iter()
+                .map(|k| Key::parse(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let run_id = run_id.unwrap_or_else(|| format!("cli-{}", cache.now().as_millis()));
+            let (report, _) = cache.check_freshness(&run_id, &keys).await?;
+            output::freshness(&report, json.json);
+            if report.all_fresh() {
+                Ok(())
+            } else {
+                Err(Failure::Miss)
+            }
+        }
+        Command::Audit { run_id, json } => {
+            let rows = cache.audit(&run_id)?;
+            output::audit(&run_id, &rows, json.json);
+            if rows.is_empty() {
+                Err(Failure::Miss)
+            } else {
+                Ok(())
+            }
+        }
         Command::Stats { json } => {
             let report = cache.stats()?;
             output::stats(&report, json.json);

@@ -130,6 +130,25 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Freshness report for an inference run's signals; exits 1 if any is stale or missing.
+    /// Every check is recorded in the audit trail under the run id.
+    Check {
+        /// The keys the run needs.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Run id for the audit trail (default: generated).
+        #[arg(long)]
+        run_id: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// The audit trail of one run: every signal checked, its age, TTL and verdict.
+    Audit {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Statistics per tier and per data type.
     Stats {
         #[command(flatten)]
@@ -239,6 +258,7 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

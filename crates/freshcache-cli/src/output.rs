@@ -3,8 +3,10 @@
 use std::fmt::Write as _;
 
 use freshcache::entry::Entry;
+use freshcache::freshness::FreshnessReport;
 use freshcache::maintenance::{CleanupReport, Phase};
 use freshcache::stats::StatsReport;
+use freshcache::tier::disk::audit::AuditRow;
 use freshcache::tier::disk::upkeep::VerifyReport;
 use freshcache::{Codec, Config, Hit, Inspection, Key};
 use serde_json::json;
@@ -425,5 +427,57 @@ pub(crate) fn inspect(key: &Key, ins: &Inspection, json: bool) {
     }
     if let Some(lm) = &m.last_modified {
         println!("last-modified: {lm}");
+    }
+}
+
+pub(crate) fn freshness(r: &FreshnessReport, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["all_fresh"] = json!(r.all_fresh());
+        println!("{v}");
+        return;
+    }
+    println!("run {} at {}", r.run_id, r.checked_at);
+    println!("{:<40} {:<8} {:>10} {:>10}", "KEY", "VERDICT", "AGE", "TTL");
+    for s in &r.signals {
+        println!(
+            "{:<40} {:<8} {:>10} {:>10}",
+            s.key,
+            s.verdict.name(),
+            age_h(s.age.map(|a| a.as_secs_f64())),
+            age_h(Some(s.ttl.as_secs_f64()))
+        );
+    }
+    let bad = r.violations().count();
+    if bad == 0 {
+        println!("all {} signals fresh", r.signals.len());
+    } else {
+        println!("{bad} of {} signals stale or missing", r.signals.len());
+    }
+}
+
+pub(crate) fn audit(run_id: &str, rows: &[AuditRow], json: bool) {
+    if json {
+        println!("{}", json!({"run_id": run_id, "signals": rows}));
+        return;
+    }
+    if rows.is_empty() {
+        eprintln!("no audit rows for run {run_id}");
+        return;
+    }
+    println!(
+        "{:<25} {:<40} {:<8} {:>10} {:>10}  CHECKSUM",
+        "CHECKED AT", "KEY", "VERDICT", "AGE", "TTL"
+    );
+    for r in rows {
+        println!(
+            "{:<25} {:<40} {:<8} {:>10} {:>10}  {}",
+            r.checked_at,
+            r.key,
+            r.verdict,
+            age_h(r.age_ms.map(|a| a as f64 / 1000.0)),
+            age_h(Some(r.ttl_ms as f64 / 1000.0)),
+            r.checksum.as_deref().unwrap_or("-")
+        );
     }
 }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use freshcache::maintenance::{CleanupOptions, Schedule};
+use freshcache::metrics::{Breach, ThresholdWatch};
 use freshcache::{Cache, Codec, Error, Key, KeyPrefix, Lookup, ReadOptions, Value};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
@@ -24,6 +25,8 @@ use crate::{CmdResult, Failure};
 
 /// How often counters and access times are written to the index.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// Window over which alert thresholds are checked.
+const WATCH_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 struct AppState {
@@ -59,6 +62,7 @@ impl From<Error> for ApiError {
             Error::AlreadyExpired { .. } => (StatusCode::BAD_REQUEST, "already_expired"),
             Error::Codec { .. } => (StatusCode::BAD_REQUEST, "codec"),
             Error::Loader { .. } => (StatusCode::BAD_GATEWAY, "loader"),
+            Error::StaleSignals { .. } => (StatusCode::CONFLICT, "stale_signals"),
             _ => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
         };
         if status.is_server_error() {
@@ -275,6 +279,56 @@ async fn invalidate(
     Ok(Json(json!({"removed": removed})).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreshnessBody {
+    keys: Vec<String>,
+    run_id: Option<String>,
+}
+
+/// Checks an inference run's signals: 200 when all are fresh, 409 otherwise; audited.
+async fn freshness_check(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let req: FreshnessBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("expected {{\"keys\": [...], \"run_id\": \"...\"}}: {e}"),
+        )
+    })?;
+    let keys = req
+        .keys
+        .iter()
+        .map(|k| Key::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let run_id = req
+        .run_id
+        .unwrap_or_else(|| format!("http-{}", state.cache.now().as_millis()));
+    let (report, _) = state.cache.check_freshness(&run_id, &keys).await?;
+    let status = if report.all_fresh() {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    let mut v = serde_json::to_value(&report).unwrap_or_default();
+    v["all_fresh"] = json!(report.all_fresh());
+    Ok((status, Json(v)).into_response())
+}
+
+async fn freshness_audit(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Response> {
+    let rows = state.cache.audit(&run_id)?;
+    if rows.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "miss",
+            format!("no audit rows for run {run_id}"),
+        ));
+    }
+    Ok(Json(json!({"run_id": run_id, "signals": rows})).into_response())
+}
+
 async fn stats(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(Json(state.cache.stats()?).into_response())
 }
@@ -336,6 +390,8 @@ fn router(cache: Cache) -> Router {
             get(get_entry).put(put_entry).delete(delete_entry),
         )
         .route("/v1/invalidate", post(invalidate))
+        .route("/v1/freshness/check", post(freshness_check))
+        .route("/v1/freshness/audit/{run_id}", get(freshness_audit))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -368,6 +424,41 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Logs a warning whenever a `monitoring:` threshold is crossed within a minute's traffic.
+async fn threshold_loop(cache: Cache) {
+    let mut watch = ThresholdWatch::new(&cache);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for breach in watch.check(&cache, 100) {
+            match breach {
+                Breach::HitRatio {
+                    ratio,
+                    threshold,
+                    lookups,
+                } => tracing::warn!(
+                    ratio,
+                    threshold,
+                    lookups,
+                    "hit ratio below cache.monitoring.cache_hit_ratio_threshold"
+                ),
+                Breach::ViolationRate {
+                    rate,
+                    threshold,
+                    checks,
+                } => tracing::warn!(
+                    rate,
+                    threshold,
+                    checks,
+                    "TTL violation rate above cache.monitoring.ttl_violation_threshold"
+                ),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Runs a cleanup pass at every time the schedule names, off the async workers.
@@ -429,11 +520,13 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
         })
     };
     let cleaner = tokio::spawn(cleanup_loop(cache.clone(), schedule));
+    let watcher = tokio::spawn(threshold_loop(cache.clone()));
     let result = axum::serve(listener, router(cache.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     flusher.abort();
     cleaner.abort();
+    watcher.abort();
     if let Err(e) = cache.flush() {
         tracing::warn!(error = %e, "could not persist counters at shutdown");
     }

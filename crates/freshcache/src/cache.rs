@@ -163,6 +163,9 @@ pub struct Hit {
     pub source: Source,
     /// The clock reading the lookup used.
     pub now: Timestamp,
+    /// The instant after which the value is no longer served: its own expiry, capped by its
+    /// type's current TTL.
+    pub deadline: Timestamp,
 }
 
 impl Hit {
@@ -187,7 +190,7 @@ impl Hit {
     /// Lifetime left at lookup time (zero for stale hits).
     #[must_use]
     pub fn remaining(&self) -> Duration {
-        self.entry.meta.remaining(self.now)
+        self.deadline.duration_since(self.now)
     }
 }
 
@@ -248,6 +251,16 @@ pub struct ReadOptions {
     /// Return an expired entry as [`Lookup::Stale`] if it expired at most this long ago.
     /// Zero (the default) never returns stale data.
     pub max_stale: Duration,
+}
+
+/// Why a lookup is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// To return a value to a caller.
+    Serve,
+    /// For the freshness guard: an expired entry comes back as `Stale` so its age can be
+    /// reported (it is still removed, and never returned to a caller as a value).
+    Audit,
 }
 
 type Outcome = Option<std::result::Result<Arc<Entry>, LoaderError>>;
@@ -433,12 +446,18 @@ impl Cache {
     /// See [`Cache::get`].
     pub async fn get_with(&self, key: &Key, opts: ReadOptions) -> Result<Lookup> {
         let now = self.inner.clock.now();
-        self.lookup(key, now, opts)
+        self.lookup(key, now, opts, Purpose::Serve)
     }
 
-    fn lookup(&self, key: &Key, now: Timestamp, opts: ReadOptions) -> Result<Lookup> {
+    pub(crate) fn lookup(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        opts: ReadOptions,
+        purpose: Purpose,
+    ) -> Result<Lookup> {
         let started = Instant::now();
-        let (found, answered_by) = self.lookup_tiers(key, now, opts)?;
+        let (found, answered_by) = self.lookup_tiers(key, now, opts, purpose)?;
         match answered_by {
             TierKind::Memory => self.inner.memory_latency.observe(started.elapsed()),
             _ => self.inner.disk_latency.observe(started.elapsed()),
@@ -452,6 +471,7 @@ impl Cache {
         key: &Key,
         now: Timestamp,
         opts: ReadOptions,
+        purpose: Purpose,
     ) -> Result<(Lookup, TierKind)> {
         let inner = &*self.inner;
         let ty = inner.config.data_types.resolve(key)?;
@@ -468,11 +488,13 @@ impl Cache {
                     .tier(TierKind::Memory, ty.id)
                     .hits
                     .fetch_add(1, Ordering::Relaxed);
+                let deadline = deadline(&e.meta, ty);
                 return Ok((
                     Lookup::Fresh(Hit {
                         entry: e,
                         source: Source::Tier(TierKind::Memory),
                         now,
+                        deadline,
                     }),
                     TierKind::Memory,
                 ));
@@ -514,7 +536,8 @@ impl Cache {
             return Ok((Lookup::Miss, TierKind::Disk));
         };
         let entry = Arc::new(entry);
-        if now < deadline(&entry.meta, ty) {
+        let until = deadline(&entry.meta, ty);
+        if now < until {
             inner
                 .stats
                 .tier(TierKind::Disk, ty.id)
@@ -533,6 +556,7 @@ impl Cache {
                     entry,
                     source: Source::Tier(TierKind::Disk),
                     now,
+                    deadline: until,
                 }),
                 TierKind::Disk,
             ));
@@ -558,6 +582,7 @@ impl Cache {
                     entry,
                     source: Source::Tier(TierKind::Disk),
                     now,
+                    deadline: until,
                 }),
                 TierKind::Disk,
             ));
@@ -567,6 +592,18 @@ impl Cache {
             if let Err(e) = inner.disk.remove_expired(k, entry.meta.expires_at, now) {
                 tracing::debug!(error = %e, "lazy removal of an expired entry failed");
             }
+        }
+        if purpose == Purpose::Audit {
+            // The guard reports how stale the refused value was; it never serves it.
+            return Ok((
+                Lookup::Stale(Hit {
+                    entry,
+                    source: Source::Tier(TierKind::Disk),
+                    now,
+                    deadline: until,
+                }),
+                TierKind::Disk,
+            ));
         }
         Ok((Lookup::Miss, TierKind::Disk))
     }
@@ -680,16 +717,20 @@ impl Cache {
     /// # Errors
     /// [`Error::Index`] when the disk delete fails (memory copies are dropped regardless).
     pub async fn invalidate_prefix(&self, prefix: &KeyPrefix) -> Result<u64> {
+        self.invalidate_range(prefix.as_str(), prefix.upper_bound().as_deref())
+    }
+
+    /// Removes keys in `[prefix, upper)` (all keys starting with `prefix`) from every tier and
+    /// counts distinct keys removed.
+    fn invalidate_range(&self, prefix: &str, upper: Option<&str>) -> Result<u64> {
         let inner = &*self.inner;
         // Epochs move before and after, so a promotion racing with this call cannot put a
         // removed value back into memory.
         self.bump_all_epochs();
-        let mem = inner.memory.remove_prefix(prefix.as_str());
-        let disk = inner
-            .disk
-            .remove_prefix(prefix.as_str(), prefix.upper_bound().as_deref());
+        let mem = inner.memory.remove_prefix(prefix);
+        let disk = inner.disk.remove_prefix(prefix, upper);
         self.bump_all_epochs();
-        let mem_after = inner.memory.remove_prefix(prefix.as_str());
+        let mem_after = inner.memory.remove_prefix(prefix);
         let disk = disk?;
         let mut all: std::collections::HashSet<&str> = disk.iter().map(String::as_str).collect();
         all.extend(mem.iter().chain(&mem_after).map(|k| &**k));
@@ -701,13 +742,7 @@ impl Cache {
     /// # Errors
     /// [`Error::Index`] when the disk delete fails.
     pub async fn invalidate_all(&self) -> Result<u64> {
-        self.bump_all_epochs();
-        let n_mem = self.inner.memory.len() as u64;
-        self.inner.memory.clear();
-        let disk = self.inner.disk.remove_prefix("", None);
-        self.bump_all_epochs();
-        self.inner.memory.clear();
-        Ok((disk?.len() as u64).max(n_mem))
+        self.invalidate_range("", None)
     }
 
     /// Returns the fresh value for `key`, calling `loader` on a miss — at most one loader per
@@ -724,7 +759,8 @@ impl Cache {
         V: Into<Value>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let ty_id = self.data_type(key)?.id;
+        let ty = self.data_type(key)?.clone();
+        let ty_id = ty.id;
         let mut loader = Some(loader);
         loop {
             if let Lookup::Fresh(h) = self.get(key).await? {
@@ -773,6 +809,7 @@ impl Cache {
                                 Ok(entry) => {
                                     let _ = tx.send(Some(Ok(entry.clone())));
                                     Ok(Hit {
+                                        deadline: deadline(&entry.meta, &ty),
                                         entry,
                                         source: Source::Loader,
                                         now,
@@ -809,11 +846,18 @@ impl Cache {
                     let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
                     match outcome {
                         Ok(Some(Ok(entry))) => {
-                            return Ok(Hit {
-                                entry,
-                                source: Source::Loader,
-                                now: self.inner.clock.now(),
-                            });
+                            // The value may have expired while this caller waited to wake.
+                            let now = self.inner.clock.now();
+                            let until = deadline(&entry.meta, &ty);
+                            if now < until {
+                                return Ok(Hit {
+                                    entry,
+                                    source: Source::Loader,
+                                    now,
+                                    deadline: until,
+                                });
+                            }
+                            continue;
                         }
                         Ok(Some(Err(e))) => {
                             return Err(Error::Loader {
@@ -1004,6 +1048,11 @@ impl Cache {
             disk,
             fresh,
         })
+    }
+
+    /// Per-type write and guard counters.
+    pub(crate) fn type_counters(&self, type_id: usize) -> &crate::stats::TypeCounters {
+        self.inner.stats.of_type(type_id)
     }
 
     /// Counters of cleanup passes, for maintenance.

@@ -188,6 +188,14 @@ pub struct RawMonitoring {
     pub cache_hit_ratio_threshold: Option<f64>,
 }
 
+/// `cache.freshness`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFreshness {
+    /// How long freshness audit rows are kept (a duration such as `30d`).
+    pub audit_retention: Option<String>,
+}
+
 /// `cache.memory`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +232,8 @@ pub struct RawCache {
     pub memory: Option<RawMemory>,
     /// Disk tier.
     pub disk: Option<RawDisk>,
+    /// The inference guard.
+    pub freshness: Option<RawFreshness>,
     /// Data type declarations and overrides.
     pub data_types: Option<BTreeMap<String, RawDataType>>,
     /// Type used for keys whose prefix matches no declared type.
@@ -282,6 +292,13 @@ pub struct MonitoringConfig {
     pub cache_hit_ratio_threshold: f64,
 }
 
+/// Inference guard settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FreshnessConfig {
+    /// Audit rows older than this are removed by cleanup.
+    pub audit_retention: Duration,
+}
+
 /// Service settings.
 #[derive(Clone, PartialEq)]
 pub struct ServerConfig {
@@ -324,6 +341,8 @@ pub struct Config {
     pub cleanup: CleanupConfig,
     /// Alert thresholds.
     pub monitoring: MonitoringConfig,
+    /// Inference guard.
+    pub freshness: FreshnessConfig,
     /// Service.
     pub server: ServerConfig,
 }
@@ -760,6 +779,12 @@ impl Config {
             ));
         }
 
+        let audit_retention = match cache.freshness.and_then(|f| f.audit_retention) {
+            None => Duration::from_secs(30 * 86_400),
+            Some(text) => parse_duration(&text)
+                .map_err(|reason| err("cache.freshness.audit_retention", reason))?,
+        };
+
         let listen_text = server.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen: SocketAddr = listen_text.parse().map_err(|e| {
             err(
@@ -782,6 +807,7 @@ impl Config {
                 max_size_bytes: (gb * 1e9) as u64,
             },
             monitoring,
+            freshness: FreshnessConfig { audit_retention },
             server: ServerConfig { listen, auth_token },
         })
     }

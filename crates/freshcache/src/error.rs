@@ -96,6 +96,13 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The freshness guard refused: at least one signal is stale or missing. The report lists
+    /// every signal with its verdict, age and TTL.
+    #[error("{report}")]
+    StaleSignals {
+        /// The full report.
+        report: crate::freshness::BoxedReport,
+    },
     /// The loader given to `get_or_fetch` failed; every waiting caller sees the same error.
     #[error("loader for {key:?} failed: {source}")]
     Loader {

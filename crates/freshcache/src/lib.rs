@@ -32,6 +32,7 @@
 //!   cron [`maintenance::Schedule`].
 //! - [`metrics`]: Prometheus families read from the counters at scrape time.
 //! - [`stats`]: counters and the stats report.
+//! - [`freshness`]: the inference guard ([`Cache::require_fresh`]) and its audit trail.
 //! - [`error`]: the [`Error`] type.
 
 pub mod cache;
@@ -41,6 +42,7 @@ pub mod config;
 pub mod datatype;
 pub mod entry;
 pub mod error;
+pub mod freshness;
 pub mod key;
 pub mod maintenance;
 pub mod metrics;

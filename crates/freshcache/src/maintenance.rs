@@ -59,6 +59,8 @@ pub struct CleanupReport {
     pub evicted: Removed,
     /// Repairs.
     pub repaired: RepairReport,
+    /// Freshness audit rows removed for being older than the retention.
+    pub audit_rows_pruned: u64,
     /// Stored bytes freed in all.
     pub bytes_freed: u64,
     /// Stored bytes after the pass.
@@ -122,6 +124,11 @@ impl Cache {
         };
         progress(Phase::Repair);
         let repaired = disk.repair(opts.orphan_grace, opts.mode)?;
+        let audit_rows_pruned = if opts.mode == Mode::Apply {
+            disk.prune_audit(now.saturating_sub(self.config().freshness.audit_retention))?
+        } else {
+            0
+        };
         let bytes_after = disk.total_bytes()?;
         if opts.mode == Mode::Apply {
             disk.record_cleanup(now)?;
@@ -133,6 +140,7 @@ impl Cache {
             expired,
             evicted,
             repaired,
+            audit_rows_pruned,
             bytes_after,
             size_limit: limit,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -308,6 +308,99 @@ impl Collector for CacheCollector {
     }
 }
 
+/// An alert threshold from `monitoring:` crossed during a watch window.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Breach {
+    /// Fresh hits over lookups fell below `cache_hit_ratio_threshold`.
+    HitRatio {
+        /// Observed ratio in the window.
+        ratio: f64,
+        /// Configured minimum.
+        threshold: f64,
+        /// Lookups in the window.
+        lookups: u64,
+    },
+    /// Refused signals over checked signals rose above `ttl_violation_threshold`.
+    ViolationRate {
+        /// Observed rate in the window.
+        rate: f64,
+        /// Configured maximum.
+        threshold: f64,
+        /// Signals checked in the window.
+        checks: u64,
+    },
+}
+
+/// Compares the counters' movement since the last call with the `monitoring:` thresholds,
+/// for users without Alertmanager (`serve` logs each breach as a warning).
+#[derive(Clone, Debug, Default)]
+pub struct ThresholdWatch {
+    hits: u64,
+    misses: u64,
+    checks: u64,
+    violations: u64,
+}
+
+impl ThresholdWatch {
+    /// A watch whose first window starts now.
+    #[must_use]
+    pub fn new(cache: &Cache) -> Self {
+        let mut w = Self::default();
+        let _ = w.check(cache, u64::MAX);
+        w
+    }
+
+    /// Breaches in the window since the previous call; windows with fewer than `min_samples`
+    /// lookups (or checks) are not judged.
+    pub fn check(&mut self, cache: &Cache, min_samples: u64) -> Vec<Breach> {
+        let m = cache.metrics_snapshot();
+        let hits: u64 = m.tiers.iter().map(|t| t.hits).sum();
+        let misses: u64 = m
+            .tiers
+            .iter()
+            .filter(|t| t.tier == TierKind::Disk)
+            .map(|t| t.misses)
+            .sum();
+        let checks: u64 = m.types.iter().map(|t| t.checks).sum();
+        let violations: u64 = m.types.iter().map(|t| t.violations).sum();
+        let (dh, dm) = (hits - self.hits.min(hits), misses - self.misses.min(misses));
+        let (dc, dv) = (
+            checks - self.checks.min(checks),
+            violations - self.violations.min(violations),
+        );
+        *self = Self {
+            hits,
+            misses,
+            checks,
+            violations,
+        };
+        let mut out = Vec::new();
+        let lookups = dh + dm;
+        if lookups >= min_samples && lookups > 0 {
+            let ratio = dh as f64 / lookups as f64;
+            if ratio < m.hit_ratio_threshold {
+                out.push(Breach::HitRatio {
+                    ratio,
+                    threshold: m.hit_ratio_threshold,
+                    lookups,
+                });
+            }
+        }
+        if dc >= min_samples && dc > 0 {
+            let rate = dv as f64 / dc as f64;
+            if rate > m.ttl_violation_threshold {
+                out.push(Breach::ViolationRate {
+                    rate,
+                    threshold: m.ttl_violation_threshold,
+                    checks: dc,
+                });
+            }
+        }
+        out
+    }
+}
+
 /// One tier's counters for one data type.
 #[derive(Clone, Debug)]
 pub(crate) struct TierSnapshot {

@@ -29,6 +29,7 @@ use crate::codec;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 
+pub mod audit;
 pub mod upkeep;
 
 /// How long a writer waits for another process's transaction before failing.
@@ -80,6 +81,21 @@ CREATE TRIGGER IF NOT EXISTS entries_totals_update AFTER UPDATE OF stored_size, 
     INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
     ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
 END;
+-- One row per signal checked by the freshness guard: proof of what an inference run used.
+CREATE TABLE IF NOT EXISTS freshness_audit (
+    id         INTEGER PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    checked_at INTEGER NOT NULL,
+    key        TEXT NOT NULL,
+    data_type  TEXT NOT NULL,
+    verdict    TEXT NOT NULL,
+    age_ms     INTEGER,
+    ttl_ms     INTEGER NOT NULL,
+    checksum   TEXT,
+    etag       TEXT
+);
+CREATE INDEX IF NOT EXISTS freshness_audit_run ON freshness_audit(run_id);
+CREATE INDEX IF NOT EXISTS freshness_audit_time ON freshness_audit(checked_at);
 CREATE TABLE IF NOT EXISTS maintenance (
     name  TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
@@ -124,6 +140,7 @@ pub struct RowInfo {
 }
 
 /// Where a stored envelope lives.
+#[derive(Debug)]
 enum Location {
     Inline(Vec<u8>),
     File(String),
@@ -366,40 +383,42 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] or [`Error::Io`] when the index or a blob cannot be read at all.
     pub fn get(&self, key: &str, now: Timestamp) -> Result<Option<Entry>> {
-        let row = self.with_reader(|c| {
-            c.prepare_cached("SELECT file, inline_value FROM entries WHERE key = ?1")?
-                .query_row([key], |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<Vec<u8>>>(1)?,
-                    ))
-                })
-                .optional()
-        })?;
-        let loc = match row {
-            None => return Ok(None),
-            Some((Some(file), _)) => Location::File(file),
-            Some((None, Some(inline))) => Location::Inline(inline),
-            Some((None, None)) => {
-                self.drop_damaged(key, None, "row has neither file nor inline value");
-                return Ok(None);
-            }
-        };
-        let (bytes, file) = match loc {
-            Location::Inline(b) => (b, None),
-            Location::File(name) => {
-                if !valid_blob_name(&name) {
-                    self.drop_damaged(key, Some(&name), "index names an invalid blob path");
+        // A concurrent overwrite can remove the blob a just-read row named; the row then names
+        // a new blob. Only a row that still names a missing file is damaged.
+        let mut attempts = 0;
+        let (bytes, file) = loop {
+            attempts += 1;
+            let row = self.with_reader(|c| {
+                c.prepare_cached("SELECT file, inline_value FROM entries WHERE key = ?1")?
+                    .query_row([key], |r| {
+                        Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                    })
+                    .optional()
+            })?;
+            match row {
+                None => return Ok(None),
+                Some((None, Some(inline))) => break (inline, None),
+                Some((None, None)) => {
+                    self.drop_damaged(key, None, "row has neither file nor inline value");
                     return Ok(None);
                 }
-                let path = self.blob_path(&name);
-                match fs::read(&path) {
-                    Ok(b) => (b, Some(name)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        self.drop_damaged(key, Some(&name), "blob file is missing");
+                Some((Some(name), _)) => {
+                    if !valid_blob_name(&name) {
+                        self.drop_damaged(key, Some(&name), "index names an invalid blob path");
                         return Ok(None);
                     }
-                    Err(e) => return Err(Error::io(path, e)),
+                    let path = self.blob_path(&name);
+                    match fs::read(&path) {
+                        Ok(b) => break (b, Some(name)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            if attempts < 4 && self.row_file_changed(key, &name)? {
+                                continue;
+                            }
+                            self.drop_damaged(key, Some(&name), "blob file is missing");
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(Error::io(path, e)),
+                    }
                 }
             }
         };
@@ -413,6 +432,16 @@ impl DiskTier {
                 Ok(None)
             }
         }
+    }
+
+    /// True when the row for `key` no longer names blob `name` (rewritten or removed).
+    fn row_file_changed(&self, key: &str, name: &str) -> Result<bool> {
+        let current: Option<Option<String>> = self.with_reader(|c| {
+            c.prepare_cached("SELECT file FROM entries WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()
+        })?;
+        Ok(current.flatten().as_deref() != Some(name))
     }
 
     fn drop_damaged(&self, key: &str, file: Option<&str>, why: &str) {

@@ -1,0 +1,249 @@
+//! The inference freshness guard: all signals fresh, or a typed refusal — and an audit row for
+//! every signal checked, so a later query can prove what a run used.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cache::{Cache, Hit, Lookup, Purpose, ReadOptions};
+use crate::error::{Error, Result, clip};
+use crate::key::Key;
+use crate::tier::disk::audit::AuditRow;
+
+/// Longest accepted run id, in bytes.
+pub const MAX_RUN_ID_LEN: usize = 128;
+
+/// What the guard concluded about one signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Within its TTL.
+    Fresh,
+    /// Found, but older than its TTL.
+    Stale,
+    /// Not in the cache.
+    Missing,
+}
+
+impl Verdict {
+    /// Lowercase name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Fresh => "fresh",
+            Verdict::Stale => "stale",
+            Verdict::Missing => "missing",
+        }
+    }
+}
+
+/// One signal as checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SignalCheck {
+    /// The key.
+    pub key: String,
+    /// Its data type.
+    pub data_type: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Age of the signal (from its `as_of` when known), if found.
+    #[serde(serialize_with = "ser_opt_secs", rename = "age_seconds")]
+    pub age: Option<Duration>,
+    /// The TTL it is held to: its own lifetime, capped by its type's configured TTL.
+    #[serde(serialize_with = "ser_secs", rename = "ttl_seconds")]
+    pub ttl: Duration,
+    /// xxh3-64 of the value, hex, if found.
+    pub checksum: Option<String>,
+    /// Origin ETag, if known.
+    pub etag: Option<String>,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The guard's findings for one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FreshnessReport {
+    /// The run id given by the caller.
+    pub run_id: String,
+    /// When the check was made (RFC 3339).
+    pub checked_at: String,
+    /// One entry per requested key, in request order.
+    pub signals: Vec<SignalCheck>,
+}
+
+impl FreshnessReport {
+    /// True when every signal is fresh.
+    #[must_use]
+    pub fn all_fresh(&self) -> bool {
+        self.signals.iter().all(|s| s.verdict == Verdict::Fresh)
+    }
+
+    /// The stale or missing signals.
+    pub fn violations(&self) -> impl Iterator<Item = &SignalCheck> {
+        self.signals.iter().filter(|s| s.verdict != Verdict::Fresh)
+    }
+}
+
+impl fmt::Display for FreshnessReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bad: Vec<String> = self
+            .violations()
+            .map(|s| match s.age {
+                Some(age) => format!(
+                    "{} {} (age {:.1}s, ttl {:.1}s)",
+                    clip(&s.key),
+                    s.verdict.name(),
+                    age.as_secs_f64(),
+                    s.ttl.as_secs_f64()
+                ),
+                None => format!("{} missing (ttl {:.1}s)", clip(&s.key), s.ttl.as_secs_f64()),
+            })
+            .collect();
+        write!(
+            f,
+            "run {}: {} of {} signals refused: {}",
+            self.run_id,
+            bad.len(),
+            self.signals.len(),
+            bad.join("; ")
+        )
+    }
+}
+
+/// Every requested signal, fresh, with the report that proves it.
+#[derive(Clone, Debug)]
+pub struct FreshSignals {
+    /// The audit report.
+    pub report: FreshnessReport,
+    /// One hit per requested key, in request order.
+    pub values: Vec<Hit>,
+}
+
+fn check_run_id(run_id: &str) -> Result<()> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= MAX_RUN_ID_LEN
+        && run_id.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidKey {
+            key: clip(run_id),
+            reason: format!("run id must be 1..={MAX_RUN_ID_LEN} printable ASCII characters"),
+        })
+    }
+}
+
+impl Cache {
+    /// Checks `keys` for run `run_id` and records an audit row per key. Never serves stale
+    /// data: stale entries are reported with their age, not returned.
+    ///
+    /// # Errors
+    /// Key errors (nothing is checked then); [`Error::Index`] when the audit cannot be
+    /// recorded — a check that cannot be proven is not reported as passed.
+    pub async fn check_freshness(
+        &self,
+        run_id: &str,
+        keys: &[Key],
+    ) -> Result<(FreshnessReport, Vec<Option<Hit>>)> {
+        check_run_id(run_id)?;
+        let types = keys
+            .iter()
+            .map(|k| self.data_type(k).cloned())
+            .collect::<Result<Vec<_>>>()?;
+        let now = self.now();
+        let mut signals = Vec::with_capacity(keys.len());
+        let mut hits = Vec::with_capacity(keys.len());
+        for (key, ty) in keys.iter().zip(&types) {
+            let found = self.lookup(key, now, ReadOptions::default(), Purpose::Audit)?;
+            let (verdict, hit) = match found {
+                Lookup::Fresh(h) => (Verdict::Fresh, Some(h)),
+                Lookup::Stale(h) => (Verdict::Stale, Some(h)),
+                Lookup::Miss => (Verdict::Missing, None),
+            };
+            let ttl = hit.as_ref().map_or(ty.ttl, |h| h.meta().ttl().min(ty.ttl));
+            let counters = self.type_counters(ty.id);
+            counters.checks.fetch_add(1, Ordering::Relaxed);
+            if verdict != Verdict::Fresh {
+                counters.violations.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(run_id, key = %key, verdict = verdict.name(), "freshness guard refused a signal");
+            }
+            signals.push(SignalCheck {
+                key: key.to_string(),
+                data_type: ty.name.to_string(),
+                verdict,
+                age: hit.as_ref().map(Hit::age),
+                ttl,
+                checksum: hit.as_ref().map(|h| format!("{:016x}", h.meta().checksum)),
+                etag: hit.as_ref().and_then(|h| h.meta().etag.clone()),
+            });
+            hits.push(hit.filter(|_| verdict == Verdict::Fresh));
+        }
+        let report = FreshnessReport {
+            run_id: run_id.to_owned(),
+            checked_at: now.to_string(),
+            signals,
+        };
+        let rows: Vec<AuditRow> = report
+            .signals
+            .iter()
+            .map(|s| AuditRow {
+                run_id: run_id.to_owned(),
+                checked_at: report.checked_at.clone(),
+                key: s.key.clone(),
+                data_type: s.data_type.clone(),
+                verdict: s.verdict.name().to_owned(),
+                age_ms: s
+                    .age
+                    .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+                ttl_ms: u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX),
+                checksum: s.checksum.clone(),
+                etag: s.etag.clone(),
+            })
+            .collect();
+        self.disk().record_audit(now, &rows)?;
+        Ok((report, hits))
+    }
+
+    /// The inference guard: every signal in `keys`, or [`Error::StaleSignals`] naming each
+    /// stale or missing one with its age and TTL. Every check is audited under `run_id`.
+    ///
+    /// # Errors
+    /// [`Error::StaleSignals`] when any signal is stale or missing; key and index errors as
+    /// [`Cache::check_freshness`].
+    pub async fn require_fresh(&self, run_id: &str, keys: &[Key]) -> Result<FreshSignals> {
+        let (report, hits) = self.check_freshness(run_id, keys).await?;
+        if !report.all_fresh() {
+            return Err(Error::StaleSignals {
+                report: Box::new(report),
+            });
+        }
+        let values = hits.into_iter().flatten().collect();
+        Ok(FreshSignals { report, values })
+    }
+
+    /// The audit trail of `run_id`: what it checked, when, and the verdicts.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the query fails.
+    pub fn audit(&self, run_id: &str) -> Result<Vec<AuditRow>> {
+        self.disk().audit_rows(run_id)
+    }
+}
+
+/// The report as carried by [`Error::StaleSignals`] (boxed to keep `Error` small).
+pub type BoxedReport = Box<FreshnessReport>;
