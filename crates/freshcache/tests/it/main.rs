@@ -1,0 +1,20 @@
+//! Integration tests for freshcache: real SQLite files in temporary directories, time from a
+//! `ManualClock` only.
+
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod coalescing;
+mod integrity;
+mod invalidation;
+mod multiprocess;
+mod paths;
+mod policy;
+mod promotion;
+mod props;
+mod restart;
+mod stale;
+mod ttl;
+mod typed;

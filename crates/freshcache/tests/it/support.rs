@@ -1,0 +1,135 @@
+//! Shared helpers: a temp dir, a manual clock and caches opened on them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use freshcache::stats::TypeReport;
+use freshcache::{Cache, Config, Hit, Lookup, ManualClock, Source, TierKind, Timestamp};
+use tempfile::TempDir;
+
+/// Where every manual clock starts.
+pub const T0: Timestamp = Timestamp::from_secs(1_700_000_000);
+
+pub const MEMORY: Source = Source::Tier(TierKind::Memory);
+pub const DISK: Source = Source::Tier(TierKind::Disk);
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Opens a cache on `dir` with the default config and `clock`.
+pub fn open(dir: &Path, clock: &ManualClock) -> Cache {
+    Cache::builder(Config::default().with_cache_dir(dir))
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+/// A cache in a fresh temp dir on a manual clock standing at [`T0`].
+pub struct TestCache {
+    /// Keeps the directory alive; the cache lives in `root/cache`.
+    pub root: TempDir,
+    pub clock: ManualClock,
+    pub cache: Cache,
+}
+
+impl TestCache {
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let cache = open(&root.path().join("cache"), &clock);
+        Self { root, clock, cache }
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("cache")
+    }
+
+    /// Another cache instance on the same directory and clock, with an empty memory tier.
+    pub fn reopen(&self) -> Cache {
+        open(&self.dir(), &self.clock)
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.cache.now()
+    }
+}
+
+/// The hit inside a fresh lookup, or a panic naming what came back instead.
+#[track_caller]
+pub fn fresh(l: Lookup) -> Hit {
+    match l {
+        Lookup::Fresh(h) => h,
+        other => panic!("expected a fresh hit, got {other:?}"),
+    }
+}
+
+#[track_caller]
+pub fn assert_miss(l: &Lookup) {
+    assert!(l.is_miss(), "expected a miss, got {l:?}");
+}
+
+/// The stats row of one data type.
+pub fn type_report(cache: &Cache, data_type: &str) -> TypeReport {
+    cache
+        .stats()
+        .unwrap()
+        .data_types
+        .into_iter()
+        .find(|t| t.data_type == data_type)
+        .unwrap_or_else(|| panic!("no stats for {data_type}"))
+}
+
+/// Rows on disk for a data type.
+pub fn disk_entries(cache: &Cache, data_type: &str) -> u64 {
+    type_report(cache, data_type).entries
+}
+
+/// Deterministic, incompressible bytes (xorshift), so large values really go to blob files.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v);
+    v
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every blob file under `<cache_dir>/blobs`.
+pub fn blob_files(cache_dir: &Path) -> Vec<PathBuf> {
+    files_under(&cache_dir.join("blobs"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "blob"))
+        .collect()
+}
