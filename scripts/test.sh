@@ -8,6 +8,15 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# promtool (Debian's `prometheus` package) checks the metrics exposition and the alert rules.
+if ! command -v promtool >/dev/null; then
+  echo "==> installing promtool (Debian package: prometheus)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 runner=(cargo test)
 if cargo nextest --version >/dev/null 2>&1; then
   runner=(cargo nextest run --no-fail-fast)
@@ -18,6 +27,10 @@ echo "==> unit, property and integration tests (${runner[*]})"
 
 echo "==> doc tests"
 cargo test --workspace --doc --quiet
+
+echo "==> alert rules (promtool)"
+promtool check rules deploy/prometheus/freshcache-rules.yml
+(cd deploy/prometheus && promtool test rules freshcache-rules.test.yml)
 
 echo "==> benchmark smoke run (tiny sizes, no timing assertions)"
 cargo test -p freshcache --bench tiers --quiet -- --smoke

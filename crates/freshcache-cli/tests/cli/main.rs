@@ -3,5 +3,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod commands;
+mod observe;
+mod ops;
 mod server;
 mod support;
