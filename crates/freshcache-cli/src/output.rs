@@ -239,34 +239,6 @@ pub(crate) fn config_summary(c: &Config, json: bool) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_and_age_formatting() {
-        assert_eq!(bytes_h(512), "512 B");
-        assert_eq!(bytes_h(64 * 1024), "64.0 KiB");
-        assert_eq!(age_h(Some(60.0)), "60s");
-        assert_eq!(age_h(Some(3600.0)), "60m");
-        assert_eq!(age_h(Some(86400.0)), "24.0h");
-        assert_eq!(opt_ratio(Some(0.5)), "50.0%");
-        assert_eq!(opt_ratio(None), "-");
-    }
-
-    #[test]
-    fn binary_values_are_shown_as_hex_and_json_values_inline() {
-        assert_eq!(
-            value_json(Codec::Bytes, &[0xff, 0x00]),
-            json!({"value_hex": "ff00"})
-        );
-        assert_eq!(
-            value_json(Codec::Json, b"{\"a\":1}"),
-            json!({"value": {"a": 1}})
-        );
-        assert_eq!(value_json(Codec::Text, b"hi"), json!({"value_text": "hi"}));
-    }
-}
 
 pub(crate) fn progress(phase: Phase) {
     let text = match phase {
@@ -479,5 +451,34 @@ pub(crate) fn audit(run_id: &str, rows: &[AuditRow], json: bool) {
             age_h(Some(r.ttl_ms as f64 / 1000.0)),
             r.checksum.as_deref().unwrap_or("-")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_and_age_formatting() {
+        assert_eq!(bytes_h(512), "512 B");
+        assert_eq!(bytes_h(64 * 1024), "64.0 KiB");
+        assert_eq!(age_h(Some(60.0)), "60s");
+        assert_eq!(age_h(Some(3600.0)), "60m");
+        assert_eq!(age_h(Some(86400.0)), "24.0h");
+        assert_eq!(opt_ratio(Some(0.5)), "50.0%");
+        assert_eq!(opt_ratio(None), "-");
+    }
+
+    #[test]
+    fn binary_values_are_shown_as_hex_and_json_values_inline() {
+        assert_eq!(
+            value_json(Codec::Bytes, &[0xff, 0x00]),
+            json!({"value_hex": "ff00"})
+        );
+        assert_eq!(
+            value_json(Codec::Json, b"{\"a\":1}"),
+            json!({"value": {"a": 1}})
+        );
+        assert_eq!(value_json(Codec::Text, b"hi"), json!({"value_text": "hi"}));
     }
 }

@@ -35,6 +35,7 @@ struct Args {
     keys: usize,
     disk_keys: usize,
     ops: usize,
+    sweep_entries: usize,
 }
 
 fn args() -> Args {
@@ -42,6 +43,7 @@ fn args() -> Args {
         keys: 100_000,
         disk_keys: 2_000,
         ops: 2_000_000,
+        sweep_entries: 1_000_000,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -53,11 +55,13 @@ fn args() -> Args {
                     keys: 500,
                     disk_keys: 20,
                     ops: 5_000,
+                    sweep_entries: 2_000,
                 }
             }
             "--keys" => a.keys = next().unwrap_or(a.keys),
             "--disk-keys" => a.disk_keys = next().unwrap_or(a.disk_keys),
             "--ops" => a.ops = next().unwrap_or(a.ops),
+            "--sweep-entries" => a.sweep_entries = next().unwrap_or(a.sweep_entries),
             _ => {}
         }
         i += 1;
@@ -273,6 +277,90 @@ fn disk_tier(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
     );
 }
 
+/// W5: one cleanup pass over N entries of which half have expired, beside python-diskcache's
+/// `expire()` on the same shape of data (run as a child process when diskcache is installed).
+fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
+    let n = a.sweep_entries;
+    let clock = freshcache::ManualClock::new(freshcache::Timestamp::from_secs(1_700_000_000));
+    let config = Config::default().with_cache_dir(dir.join("sweep"));
+    let cache = Cache::builder(config).clock(clock.clone()).open().unwrap();
+    let populate = Instant::now();
+    let value = Bytes::from(vec![b'x'; 100]);
+    for i in 0..n {
+        let ttl = if i % 2 == 0 {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(50)
+        };
+        let key = Key::odds(format!("g{i}"), 1).unwrap();
+        ready(rt, cache.set(&key, Value::bytes(value.clone()).ttl(ttl))).unwrap();
+    }
+    let populate = populate.elapsed();
+    clock.advance(Duration::from_secs(30));
+    let opts = freshcache::maintenance::CleanupOptions::default();
+    let report = cache.cleanup_at(cache.now(), opts, |_| {}).unwrap();
+    let ours = Duration::from_micros(report.expired_us.max(1));
+    assert_eq!(report.expired.entries as usize, n.div_ceil(2));
+    println!("\nExpired sweep (W5): {n} entries x 100 B, half expired, one pass");
+    println!(
+        "  {:<34} {:>12} {:>14} {:>12}",
+        "contender", "seconds", "removed/s", "vs diskcache"
+    );
+    let per_sec = |removed: u64, d: Duration| removed as f64 / d.as_secs_f64();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/diskcache_expire.py");
+    let theirs = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(dir.join("diskcache"))
+        .arg(n.to_string())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+    let base = theirs.as_ref().and_then(|v| {
+        Some((
+            v["removed"].as_u64()?,
+            Duration::from_secs_f64(v["expire_s"].as_f64()?),
+        ))
+    });
+    let ours_rate = per_sec(report.expired.entries, ours);
+    match base {
+        Some((removed, d)) => {
+            let theirs_rate = per_sec(removed, d);
+            println!(
+                "  {:<34} {:>12.3} {:>14.0} {:>11.2}x",
+                "python-diskcache expire()",
+                d.as_secs_f64(),
+                theirs_rate,
+                1.0
+            );
+            println!(
+                "  {:<34} {:>12.3} {:>14.0} {:>11.2}x",
+                "freshcache cleanup (expired sweep)",
+                ours.as_secs_f64(),
+                ours_rate,
+                ours_rate / theirs_rate
+            );
+        }
+        None => {
+            println!(
+                "  python-diskcache unavailable (pip install diskcache): no baseline in this run"
+            );
+            println!(
+                "  {:<34} {:>12.3} {:>14.0} {:>12}",
+                "freshcache cleanup (expired sweep)",
+                ours.as_secs_f64(),
+                ours_rate,
+                "-"
+            );
+        }
+    }
+    println!(
+        "  (the whole cleanup pass, with size check and repair scan, took {:.3} s; populating took {:.1} s)",
+        report.duration_ms as f64 / 1000.0,
+        populate.as_secs_f64()
+    );
+}
+
 fn main() {
     let a = args();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -290,4 +378,5 @@ fn main() {
     );
     memory_hits(&a, &rt, dir.path());
     disk_tier(&a, &rt, dir.path());
+    expired_sweep(&a, &rt, dir.path());
 }

@@ -69,6 +69,12 @@ pub struct CleanupReport {
     pub size_limit: u64,
     /// Wall time the pass took, in milliseconds.
     pub duration_ms: u64,
+    /// Of which the expired sweep, in microseconds.
+    pub expired_us: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Cache {
@@ -111,6 +117,7 @@ impl Cache {
         let limit = disk.size_limit();
         progress(Phase::Expired);
         let expired = disk.sweep_expired(now, opts.mode)?;
+        let expired_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         progress(Phase::SizeLimit);
         let evicted = if opts.mode == Mode::DryRun {
             // The dry-run sweep removed nothing, so evict() would count the same expired rows
@@ -143,7 +150,8 @@ impl Cache {
             audit_rows_pruned,
             bytes_after,
             size_limit: limit,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            duration_ms: millis(started.elapsed()),
+            expired_us,
         })
     }
 

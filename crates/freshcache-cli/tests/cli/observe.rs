@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use crate::support::Env;
 
 fn repo_file(rel: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -44,8 +46,13 @@ fn used_names(promql: &str) -> BTreeSet<String> {
             }
             let word = &promql[start..i];
             let next = promql[i..].trim_start().chars().next();
-            let is_label = matches!(next, Some('=' | '!' | ',' | ')')) || matches!(word, "cache_type" | "data_type");
-            if !is_label && ["cache_", "ttl_", "freshcache_"].iter().any(|p| word.starts_with(p)) {
+            let is_label = matches!(next, Some('=' | '!' | ',' | ')'))
+                || matches!(word, "cache_type" | "data_type");
+            if !is_label
+                && ["cache_", "ttl_", "freshcache_"]
+                    .iter()
+                    .any(|p| word.starts_with(p))
+            {
                 out.insert(word.trim_end_matches("_bucket").to_owned());
             }
         } else {
@@ -59,16 +66,40 @@ fn used_names(promql: &str) -> BTreeSet<String> {
 async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
     let env = Env::new();
     let server = env.serve();
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    c.put(server.url("/v1/cache/odds:g1:1")).body("1.9").send().await.unwrap();
-    c.get(server.url("/v1/cache/odds:g1:1")).send().await.unwrap();
-    c.get(server.url("/v1/cache/odds:g2:1")).send().await.unwrap();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    c.put(server.url("/v1/cache/odds:g1:1"))
+        .body("1.9")
+        .send()
+        .await
+        .unwrap();
+    c.get(server.url("/v1/cache/odds:g1:1"))
+        .send()
+        .await
+        .unwrap();
+    c.get(server.url("/v1/cache/odds:g2:1"))
+        .send()
+        .await
+        .unwrap();
     let r = c.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = r.text().await.unwrap();
-    assert!(text.contains("cache_hit_total{cache_type=\"memory\"} 1\n"), "{text}");
-    assert!(text.contains("cache_miss_total{cache_type=\"disk\"} 1\n"), "{text}");
+    assert!(
+        text.contains("cache_hit_total{cache_type=\"memory\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cache_miss_total{cache_type=\"disk\"} 1\n"),
+        "{text}"
+    );
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
@@ -77,7 +108,12 @@ async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool is needed (Debian package `prometheus`; ./scripts/test.sh installs it)");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = promtool.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -90,10 +126,16 @@ async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
         .into_iter()
         .flat_map(|f| {
             let base = f.trim_end_matches("_total").to_owned();
-            [f, base.clone(), format!("{base}_sum"), format!("{base}_count")]
+            [
+                f,
+                base.clone(),
+                format!("{base}_sum"),
+                format!("{base}_count"),
+            ]
         })
         .collect();
-    let dashboard: serde_json::Value = serde_json::from_str(&repo_file("deploy/grafana/freshcache-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/freshcache-dashboard.json")).unwrap();
     let mut dash_names = BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for t in panel["targets"].as_array().unwrap() {
@@ -102,21 +144,36 @@ async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
     }
     assert!(dash_names.len() >= 10, "{dash_names:?}");
     let missing: Vec<_> = dash_names.difference(&exposed).collect();
-    assert!(missing.is_empty(), "dashboard uses metrics that do not exist: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "dashboard uses metrics that do not exist: {missing:?}"
+    );
 
     let rules = repo_file("deploy/prometheus/freshcache-rules.yml");
     let rule_names = used_names(&rules);
     let missing: Vec<_> = rule_names.difference(&exposed).collect();
-    assert!(missing.is_empty(), "alert rules use metrics that do not exist: {missing:?}");
-    assert!(rule_names.contains("ttl_violation_total") && rule_names.contains("cache_circuit_open"));
+    assert!(
+        missing.is_empty(),
+        "alert rules use metrics that do not exist: {missing:?}"
+    );
+    assert!(
+        rule_names.contains("ttl_violation_total") && rule_names.contains("cache_circuit_open")
+    );
 }
 
 #[tokio::test]
 async fn freshness_check_route_answers_200_or_409_and_records_the_audit() {
     let env = Env::new();
     let server = env.serve();
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    c.put(server.url("/v1/cache/odds:g1:1")).body("1.9").send().await.unwrap();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    c.put(server.url("/v1/cache/odds:g1:1"))
+        .body("1.9")
+        .send()
+        .await
+        .unwrap();
     let r = c
         .post(server.url("/v1/freshness/check"))
         .body(r#"{"keys": ["odds:g1:1"], "run_id": "r1"}"#)
@@ -133,11 +190,36 @@ async fn freshness_check_route_answers_200_or_409_and_records_the_audit() {
     assert_eq!(r.status(), StatusCode::CONFLICT);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["signals"][1]["verdict"], "missing");
-    let audit: serde_json::Value = c.get(server.url("/v1/freshness/audit/r2")).send().await.unwrap().json().await.unwrap();
+    let audit: serde_json::Value = c
+        .get(server.url("/v1/freshness/audit/r2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(audit["signals"].as_array().unwrap().len(), 2);
-    let r = c.post(server.url("/v1/freshness/check")).body(r#"{"keys": ["bad key"]}"#).send().await.unwrap();
+    let r = c
+        .post(server.url("/v1/freshness/check"))
+        .body(r#"{"keys": ["bad key"]}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let metrics = c.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("ttl_violation_total{data_type=\"news_articles\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("ttl_check_total{data_type=\"odds_data\"} 2\n"), "{metrics}");
+    let metrics = c
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ttl_violation_total{data_type=\"news_articles\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ttl_check_total{data_type=\"odds_data\"} 2\n"),
+        "{metrics}"
+    );
 }

@@ -30,13 +30,24 @@ fn blobs(env: &Env) -> Vec<std::path::PathBuf> {
 #[test]
 fn doctor_reports_problems_with_exit_1_and_repair_fixes_them() {
     let env = Env::new();
-    assert!(env.run_with_stdin(&["set", "news:espn:1"], &noise(1, 50_000)).status.success());
-    assert!(env.run_with_stdin(&["set", "news:espn:2"], &noise(2, 50_000)).status.success());
+    assert!(
+        env.run_with_stdin(&["set", "news:espn:1"], &noise(1, 50_000))
+            .status
+            .success()
+    );
+    assert!(
+        env.run_with_stdin(&["set", "news:espn:2"], &noise(2, 50_000))
+            .status
+            .success()
+    );
     assert_eq!(env.run(&["doctor"]).status.code(), Some(0));
 
     let blob = blobs(&env).pop().unwrap();
     std::fs::remove_file(&blob).unwrap();
-    let orphan = env.dir.path().join("cache/blobs/ee/ee0123456789abcdef0123456789abcd.blob");
+    let orphan = env
+        .dir
+        .path()
+        .join("cache/blobs/ee/ee0123456789abcdef0123456789abcd.blob");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"orphan").unwrap();
 
@@ -60,7 +71,11 @@ fn doctor_reports_problems_with_exit_1_and_repair_fixes_them() {
 #[test]
 fn cleanup_dry_run_changes_nothing_and_a_real_run_repairs() {
     let env = Env::new();
-    assert!(env.run_with_stdin(&["set", "news:espn:1"], &noise(4, 30_000)).status.success());
+    assert!(
+        env.run_with_stdin(&["set", "news:espn:1"], &noise(4, 30_000))
+            .status
+            .success()
+    );
     let tmp = env.dir.path().join("cache/tmp/0123.tmp");
     std::fs::write(&tmp, b"half").unwrap();
     let o = env.run(&["cleanup", "--dry-run", "--orphan-grace", "0", "--json"]);
@@ -78,13 +93,26 @@ fn cleanup_dry_run_changes_nothing_and_a_real_run_repairs() {
 #[test]
 fn inspect_shows_where_an_entry_lives() {
     let env = Env::new();
-    assert!(env.run_with_stdin(&["set", "llm:features:c1:2026-11-24"], &noise(3, 20_000)).status.success());
-    assert!(env.run_with_stdin(&["set", "odds:g1:1", "--codec", "json"], b"1.9").status.success());
+    assert!(
+        env.run_with_stdin(&["set", "llm:features:c1:2026-11-24"], &noise(3, 20_000))
+            .status
+            .success()
+    );
+    assert!(
+        env.run_with_stdin(&["set", "odds:g1:1", "--codec", "json"], b"1.9")
+            .status
+            .success()
+    );
     let v = json(&env.run(&["inspect", "llm:features:c1:2026-11-24", "--json"]));
     assert_eq!(v["fresh"], true);
     assert_eq!(v["on_disk"], true);
     assert_eq!(v["size"], 20_000);
-    assert!(v["disk"]["location"].as_str().unwrap().starts_with("blobs/"));
+    assert!(
+        v["disk"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("blobs/")
+    );
     assert!(v["remaining_seconds"].as_f64().unwrap() > 86_000.0);
     let v = json(&env.run(&["inspect", "odds:g1:1", "--json"]));
     assert_eq!(v["disk"]["location"], "inline");
@@ -92,18 +120,32 @@ fn inspect_shows_where_an_entry_lives() {
     let o = env.run(&["inspect", "odds:g2:1"]);
     assert_eq!(o.status.code(), Some(1));
     let text = stdout(&env.run(&["inspect", "odds:g1:1"]));
-    assert!(text.contains("status:     fresh") && text.contains("inline row"), "{text}");
+    assert!(
+        text.contains("status:     fresh") && text.contains("inline row"),
+        "{text}"
+    );
 }
 
 #[test]
 fn check_exits_1_when_a_signal_is_missing_and_audit_proves_what_was_checked() {
     let env = Env::new();
-    assert!(env.run_with_stdin(&["set", "odds:g1:1"], b"1.9").status.success());
+    assert!(
+        env.run_with_stdin(&["set", "odds:g1:1"], b"1.9")
+            .status
+            .success()
+    );
     let o = env.run(&["check", "odds:g1:1", "--run-id", "ok-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("all 1 signals fresh"));
 
-    let o = env.run(&["check", "odds:g1:1", "odds:g2:1", "--run-id", "bad-run", "--json"]);
+    let o = env.run(&[
+        "check",
+        "odds:g1:1",
+        "odds:g2:1",
+        "--run-id",
+        "bad-run",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v = json(&o);
     assert_eq!(v["all_fresh"], false);

@@ -37,7 +37,10 @@ async fn one_stale_and_one_missing_signal_refuse_the_whole_run_and_say_why() {
     let t = TestCache::new();
     t.cache.set(&odds(1), "old").await.unwrap();
     t.advance(secs(30));
-    t.cache.set(&Key::news("espn", "a1").unwrap(), "fine").await.unwrap();
+    t.cache
+        .set(&Key::news("espn", "a1").unwrap(), "fine")
+        .await
+        .unwrap();
     t.advance(secs(31));
     let keys = [odds(1), Key::news("espn", "a1").unwrap(), odds(9)];
     let err = t.cache.require_fresh("run-2", &keys).await.unwrap_err();
@@ -49,7 +52,10 @@ async fn one_stale_and_one_missing_signal_refuse_the_whole_run_and_say_why() {
     assert_eq!(report.signals[0].age, Some(secs(61)));
     assert_eq!(report.signals[0].ttl, secs(60));
     let text = err.to_string();
-    assert!(text.contains("odds:g1:1700000000 stale (age 61.0s, ttl 60.0s)"), "{text}");
+    assert!(
+        text.contains("odds:g1:1700000000 stale (age 61.0s, ttl 60.0s)"),
+        "{text}"
+    );
     assert!(text.contains("odds:g9:1700000000 missing"), "{text}");
     let audit = t.cache.audit("run-2").unwrap();
     let recorded: Vec<&str> = audit.iter().map(|r| r.verdict.as_str()).collect();
@@ -62,7 +68,10 @@ async fn one_stale_and_one_missing_signal_refuse_the_whole_run_and_say_why() {
 async fn age_counts_from_the_producers_as_of() {
     let t = TestCache::new();
     let produced = T0.saturating_sub(secs(50));
-    t.cache.set(&odds(1), Value::from("1.91").as_of(produced)).await.unwrap();
+    t.cache
+        .set(&odds(1), Value::from("1.91").as_of(produced))
+        .await
+        .unwrap();
     t.advance(secs(9));
     let (report, hits) = t.cache.check_freshness("r", &[odds(1)]).await.unwrap();
     assert!(report.all_fresh());
@@ -97,9 +106,15 @@ async fn invalid_keys_and_run_ids_are_refused_before_anything_is_checked() {
 async fn cleanup_prunes_audit_rows_past_their_retention() {
     let t = TestCache::new();
     t.cache.set(&odds(1), "v").await.unwrap();
-    t.cache.check_freshness("old-run", &[odds(1)]).await.unwrap();
+    t.cache
+        .check_freshness("old-run", &[odds(1)])
+        .await
+        .unwrap();
     t.advance(secs(31 * 86_400));
-    t.cache.check_freshness("new-run", &[odds(1)]).await.unwrap();
+    t.cache
+        .check_freshness("new-run", &[odds(1)])
+        .await
+        .unwrap();
     let report = t.cache.cleanup(CleanupOptions::default()).unwrap();
     assert_eq!(report.audit_rows_pruned, 1);
     assert!(t.cache.audit("old-run").unwrap().is_empty());

@@ -7,8 +7,11 @@
 mod support;
 
 mod coalescing;
+mod freshness;
 mod integrity;
 mod invalidation;
+mod maintenance;
+mod metrics;
 mod multiprocess;
 mod paths;
 mod policy;

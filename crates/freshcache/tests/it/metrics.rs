@@ -51,8 +51,14 @@ async fn hits_misses_an_expiry_and_a_violation_read_back_exactly() {
     assert_eq!(v(r#"ttl_check_total{data_type="odds_data"}"#), 1.0);
     assert_eq!(v(r#"ttl_violation_total{data_type="news_articles"}"#), 0.0);
     assert_eq!(v(r#"cache_entries{cache_type="disk"}"#), 0.0);
-    assert_eq!(v(r#"cache_lookup_duration_seconds_count{cache_type="memory"}"#), 1.0);
-    assert_eq!(v(r#"cache_lookup_duration_seconds_count{cache_type="disk"}"#), 3.0);
+    assert_eq!(
+        v(r#"cache_lookup_duration_seconds_count{cache_type="memory"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"cache_lookup_duration_seconds_count{cache_type="disk"}"#),
+        3.0
+    );
     assert_eq!(v(r#"cache_alert_threshold{name="hit_ratio"}"#), 0.8);
 }
 
@@ -68,14 +74,22 @@ async fn ten_thousand_distinct_keys_create_no_new_series() {
         let k = Key::news(format!("src{}", i % 97), i).unwrap();
         t.cache.set(&k, "v").await.unwrap();
         let _ = t.cache.get(&k).await.unwrap();
-        let _ = t.cache.get(&Key::odds(format!("miss{i}"), i).unwrap()).await.unwrap();
+        let _ = t
+            .cache
+            .get(&Key::odds(format!("miss{i}"), i).unwrap())
+            .await
+            .unwrap();
     }
     let mut after: Vec<String> = scrape(&registry).into_keys().collect();
     let mut before = before;
     before.sort();
     after.sort();
     assert_eq!(before, after);
-    assert!(after.iter().all(|s| !s.contains("src") && !s.contains("miss")));
+    assert!(
+        after
+            .iter()
+            .all(|s| !s.contains("news:") && !s.contains("odds:") && !s.contains("src"))
+    );
 }
 
 #[tokio::test]
@@ -92,7 +106,10 @@ async fn threshold_watch_reports_a_low_hit_ratio_and_then_recovery() {
     );
     t.cache.set(&odds(1), "v").await.unwrap();
     for _ in 0..100 {
-        assert!(matches!(t.cache.get(&odds(1)).await.unwrap(), Lookup::Fresh(_)));
+        assert!(matches!(
+            t.cache.get(&odds(1)).await.unwrap(),
+            Lookup::Fresh(_)
+        ));
     }
     assert!(watch.check(&t.cache, 100).is_empty());
     // Too few lookups in a window are not judged.

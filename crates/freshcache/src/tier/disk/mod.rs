@@ -391,7 +391,10 @@ impl DiskTier {
             let row = self.with_reader(|c| {
                 c.prepare_cached("SELECT file, inline_value FROM entries WHERE key = ?1")?
                     .query_row([key], |r| {
-                        Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            r.get::<_, Option<Vec<u8>>>(1)?,
+                        ))
                     })
                     .optional()
             })?;
@@ -444,9 +447,9 @@ impl DiskTier {
         Ok(current.flatten().as_deref() != Some(name))
     }
 
+    /// Removes a damaged row (only if it still names `file`) and counts it. The process that
+    /// removes the row counts it, so a row replaced or removed meanwhile is not counted twice.
     fn drop_damaged(&self, key: &str, file: Option<&str>, why: &str) {
-        self.corrupt.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(key, why, "disk tier: damaged entry removed");
         let removed = self.with_writer(|c| {
             c.execute(
                 "DELETE FROM entries WHERE key = ?1 AND file IS ?2",
@@ -454,6 +457,8 @@ impl DiskTier {
             )
         });
         if matches!(removed, Ok(n) if n > 0) {
+            self.corrupt.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(key, why, "disk tier: damaged entry removed");
             self.remove_blob(file);
         }
     }

@@ -19,7 +19,7 @@ use crate::codec;
 use crate::error::Result;
 
 /// Rows handled per transaction, so writers are never blocked for long.
-const BATCH: usize = 500;
+const BATCH: usize = 2_000;
 
 /// Whether upkeep changes anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,27 +135,24 @@ impl DiskTier {
         }
         let mut total = Removed::default();
         loop {
+            // One statement per batch: the rows are judged and deleted in the same step, so a
+            // row rewritten with a later expiry by another process is never taken.
             let (removed, files) = self.with_writer(|c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let rows: Vec<(String, i64, Option<String>, i64)> = tx
-                    .prepare_cached(
-                        "SELECT key, expires_at, file, stored_size FROM entries
-                         WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
-                    )?
-                    .query_map(params![now_ms, BATCH as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
                 let mut removed = Removed::default();
                 let mut files = Vec::new();
                 {
-                    let mut del = tx
-                        .prepare_cached("DELETE FROM entries WHERE key = ?1 AND expires_at = ?2")?;
-                    for (key, exp, file, size) in rows {
-                        if del.execute(params![key, exp])? > 0 {
-                            removed.add(size.max(0) as u64);
-                            files.extend(file);
-                        }
+                    let mut st = tx.prepare_cached(
+                        "DELETE FROM entries WHERE rowid IN (
+                             SELECT rowid FROM entries WHERE expires_at <= ?1
+                             ORDER BY expires_at LIMIT ?2)
+                         RETURNING file, stored_size",
+                    )?;
+                    let mut rows = st.query(params![now_ms, BATCH as i64])?;
+                    while let Some(row) = rows.next()? {
+                        let file: Option<String> = row.get(0)?;
+                        removed.add(row.get::<_, i64>(1)?.max(0) as u64);
+                        files.extend(file);
                     }
                 }
                 tx.commit()?;
