@@ -239,7 +239,6 @@ pub(crate) fn config_summary(c: &Config, json: bool) {
     }
 }
 
-
 pub(crate) fn progress(phase: Phase) {
     let text = match phase {
         Phase::Expired => "[1/3] removing expired entries…",

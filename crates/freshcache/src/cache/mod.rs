@@ -4,264 +4,35 @@
 //! Freshness is decided here, on the entry actually read, against one clock reading per call.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SharedClock, SystemClock, Timestamp};
 use crate::config::Config;
 use crate::datatype::{DataTypeSpec, Placement, TtlOverride};
-use crate::entry::{Codec, Entry, Meta, checksum, encode_value};
+use crate::entry::{Entry, Meta, checksum};
 use crate::error::{Error, LoaderError, Result, clip};
 use crate::key::{Key, KeyPrefix};
-use crate::metrics::{LatencyHistogram, MetricsSnapshot, TierSnapshot, TypeSnapshot};
-use crate::stats::{Stats, StatsReport, TIERS, TierReport, TypeReport, ratio};
+use crate::metrics::LatencyHistogram;
+use crate::stats::Stats;
 use crate::tier::TierKind;
 use crate::tier::disk::DiskTier;
 use crate::tier::memory::{MemoryLookup, MemoryTier};
 
+mod fetch;
+mod report;
+mod types;
+
+pub(crate) use types::Purpose;
+pub use types::{Hit, Inspection, Lookup, ReadOptions, Source, Value};
+
 /// Number of write stripes; writes to keys in one stripe are serialised.
 const STRIPES: usize = 64;
-
-/// A value to store, with what the producer knows about it.
-#[derive(Clone, Debug, Default, PartialEq)]
-#[must_use]
-pub struct Value {
-    /// The bytes.
-    pub bytes: Bytes,
-    /// How to read them.
-    pub codec: Codec,
-    /// When the signal was true, per its producer; age is measured from here.
-    pub as_of: Option<Timestamp>,
-    /// A per-call TTL, subject to the data type's override policy.
-    pub ttl: Option<Duration>,
-    /// Origin validator.
-    pub etag: Option<String>,
-    /// Origin validator.
-    pub last_modified: Option<String>,
-}
-
-impl Value {
-    /// Opaque bytes.
-    pub fn bytes(b: impl Into<Bytes>) -> Self {
-        Self {
-            bytes: b.into(),
-            ..Self::default()
-        }
-    }
-
-    /// `v` as JSON.
-    ///
-    /// # Errors
-    /// [`Error::Codec`] when `v` cannot be serialised.
-    pub fn json<T: Serialize + ?Sized>(v: &T) -> Result<Self> {
-        Ok(Self::bytes(encode_value("", v, Codec::Json)?).codec(Codec::Json))
-    }
-
-    /// `v` as MessagePack.
-    ///
-    /// # Errors
-    /// [`Error::Codec`] when `v` cannot be serialised.
-    pub fn msgpack<T: Serialize + ?Sized>(v: &T) -> Result<Self> {
-        Ok(Self::bytes(encode_value("", v, Codec::MsgPack)?).codec(Codec::MsgPack))
-    }
-
-    /// Sets the codec.
-    pub fn codec(mut self, c: Codec) -> Self {
-        self.codec = c;
-        self
-    }
-
-    /// Sets the producer's `as_of`.
-    pub fn as_of(mut self, t: Timestamp) -> Self {
-        self.as_of = Some(t);
-        self
-    }
-
-    /// Sets a per-call TTL.
-    pub fn ttl(mut self, d: Duration) -> Self {
-        self.ttl = Some(d);
-        self
-    }
-
-    /// Sets the ETag validator.
-    pub fn etag(mut self, e: impl Into<String>) -> Self {
-        self.etag = Some(e.into());
-        self
-    }
-
-    /// Sets the Last-Modified validator.
-    pub fn last_modified(mut self, lm: impl Into<String>) -> Self {
-        self.last_modified = Some(lm.into());
-        self
-    }
-}
-
-impl From<Bytes> for Value {
-    fn from(b: Bytes) -> Self {
-        Self::bytes(b)
-    }
-}
-
-impl From<Vec<u8>> for Value {
-    fn from(b: Vec<u8>) -> Self {
-        Self::bytes(b)
-    }
-}
-
-impl From<&'static [u8]> for Value {
-    fn from(b: &'static [u8]) -> Self {
-        Self::bytes(Bytes::from_static(b))
-    }
-}
-
-impl From<String> for Value {
-    fn from(s: String) -> Self {
-        Self::bytes(s).codec(Codec::Text)
-    }
-}
-
-impl From<&str> for Value {
-    fn from(s: &str) -> Self {
-        Self::bytes(Bytes::copy_from_slice(s.as_bytes())).codec(Codec::Text)
-    }
-}
-
-/// Where a returned value came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Source {
-    /// A cache tier.
-    Tier(TierKind),
-    /// The loader given to `get_or_fetch`, just now.
-    Loader,
-}
-
-impl Source {
-    /// Lowercase name for headers: `memory`, `redis`, `disk`, `loader`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Tier(t) => t.name(),
-            Source::Loader => "loader",
-        }
-    }
-}
-
-/// A value found in the cache.
-#[derive(Clone, Debug)]
-pub struct Hit {
-    /// The entry.
-    pub entry: Arc<Entry>,
-    /// Where it came from.
-    pub source: Source,
-    /// The clock reading the lookup used.
-    pub now: Timestamp,
-    /// The instant after which the value is no longer served: its own expiry, capped by its
-    /// type's current TTL.
-    pub deadline: Timestamp,
-}
-
-impl Hit {
-    /// The value bytes.
-    #[must_use]
-    pub fn value(&self) -> &Bytes {
-        &self.entry.value
-    }
-
-    /// The entry's metadata.
-    #[must_use]
-    pub fn meta(&self) -> &Meta {
-        &self.entry.meta
-    }
-
-    /// Age of the signal at lookup time.
-    #[must_use]
-    pub fn age(&self) -> Duration {
-        self.entry.meta.age(self.now)
-    }
-
-    /// Lifetime left at lookup time (zero for stale hits).
-    #[must_use]
-    pub fn remaining(&self) -> Duration {
-        self.deadline.duration_since(self.now)
-    }
-}
-
-/// What a lookup found.
-#[derive(Clone, Debug)]
-#[must_use]
-pub enum Lookup {
-    /// A value within its TTL.
-    Fresh(Hit),
-    /// A value past its TTL, returned only because the call allowed it.
-    Stale(Hit),
-    /// Nothing usable.
-    Miss,
-}
-
-impl Lookup {
-    /// The hit if fresh.
-    #[must_use]
-    pub fn fresh(self) -> Option<Hit> {
-        match self {
-            Lookup::Fresh(h) => Some(h),
-            _ => None,
-        }
-    }
-
-    /// True for [`Lookup::Fresh`].
-    #[must_use]
-    pub fn is_fresh(&self) -> bool {
-        matches!(self, Lookup::Fresh(_))
-    }
-
-    /// True for [`Lookup::Miss`].
-    #[must_use]
-    pub fn is_miss(&self) -> bool {
-        matches!(self, Lookup::Miss)
-    }
-}
-
-/// Where an entry lives and how it stands, without counting as a read.
-#[derive(Clone, Debug)]
-pub struct Inspection {
-    /// The clock reading used.
-    pub now: Timestamp,
-    /// The entry (memory copy if held, else the disk copy), expired or not.
-    pub entry: Option<Arc<Entry>>,
-    /// Held in this process's memory tier.
-    pub in_memory: bool,
-    /// Index facts when on disk.
-    pub disk: Option<crate::tier::disk::RowInfo>,
-    /// Whether a plain `get` would return it now.
-    pub fresh: bool,
-}
-
-/// Per-call read options.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[must_use]
-pub struct ReadOptions {
-    /// Return an expired entry as [`Lookup::Stale`] if it expired at most this long ago.
-    /// Zero (the default) never returns stale data.
-    pub max_stale: Duration,
-}
-
-/// Why a lookup is made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Purpose {
-    /// To return a value to a caller.
-    Serve,
-    /// For the freshness guard: an expired entry comes back as `Stale` so its age can be
-    /// reported (it is still removed, and never returned to a caller as a value).
-    Audit,
-}
 
 type Outcome = Option<std::result::Result<Arc<Entry>, LoaderError>>;
 
@@ -745,134 +516,6 @@ impl Cache {
         self.invalidate_range("", None)
     }
 
-    /// Returns the fresh value for `key`, calling `loader` on a miss — at most one loader per
-    /// key at a time in this process: concurrent callers wait for it and share its result.
-    /// A loader error reaches every waiter and is not cached.
-    ///
-    /// # Errors
-    /// [`Error::Loader`] when the loader fails; key, size and TTL errors for what it returned;
-    /// disk errors.
-    pub async fn get_or_fetch<F, Fut, V, E>(&self, key: &Key, loader: F) -> Result<Hit>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<V, E>>,
-        V: Into<Value>,
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        let ty = self.data_type(key)?.clone();
-        let ty_id = ty.id;
-        let mut loader = Some(loader);
-        loop {
-            if let Lookup::Fresh(h) = self.get(key).await? {
-                return Ok(h);
-            }
-            let role = {
-                let mut map = self
-                    .inner
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                match map.get(key.as_str()) {
-                    Some(rx) => Err(rx.clone()),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        map.insert(key.as_arc().clone(), rx);
-                        Ok(tx)
-                    }
-                }
-            };
-            match role {
-                Ok(tx) => {
-                    let _guard = InflightGuard {
-                        cache: self,
-                        key: key.as_arc().clone(),
-                    };
-                    // Another leader may have finished between our lookup and registration.
-                    if let Lookup::Fresh(h) = self.get(key).await? {
-                        let _ = tx.send(Some(Ok(h.entry.clone())));
-                        return Ok(h);
-                    }
-                    let Some(load) = loader.take() else {
-                        // Unreachable: a caller leads at most once, since it returns after.
-                        return Err(Error::corrupt("loader already used"));
-                    };
-                    self.inner
-                        .stats
-                        .of_type(ty_id)
-                        .loads
-                        .fetch_add(1, Ordering::Relaxed);
-                    let loaded = load().await;
-                    return match loaded {
-                        Ok(v) => {
-                            let now = self.inner.clock.now();
-                            match self.store(key, v.into(), now) {
-                                Ok(entry) => {
-                                    let _ = tx.send(Some(Ok(entry.clone())));
-                                    Ok(Hit {
-                                        deadline: deadline(&entry.meta, &ty),
-                                        entry,
-                                        source: Source::Loader,
-                                        now,
-                                    })
-                                }
-                                Err(e) => {
-                                    let shared: LoaderError = Arc::new(StoreFailed(e.to_string()));
-                                    let _ = tx.send(Some(Err(shared)));
-                                    Err(e)
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            self.inner
-                                .stats
-                                .of_type(ty_id)
-                                .load_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                            let shared: LoaderError = Arc::new(e);
-                            let _ = tx.send(Some(Err(shared.clone())));
-                            Err(Error::Loader {
-                                key: clip(key.as_str()),
-                                source: shared,
-                            })
-                        }
-                    };
-                }
-                Err(mut rx) => {
-                    self.inner
-                        .stats
-                        .of_type(ty_id)
-                        .coalesced
-                        .fetch_add(1, Ordering::Relaxed);
-                    let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
-                    match outcome {
-                        Ok(Some(Ok(entry))) => {
-                            // The value may have expired while this caller waited to wake.
-                            let now = self.inner.clock.now();
-                            let until = deadline(&entry.meta, &ty);
-                            if now < until {
-                                return Ok(Hit {
-                                    entry,
-                                    source: Source::Loader,
-                                    now,
-                                    deadline: until,
-                                });
-                            }
-                            continue;
-                        }
-                        Ok(Some(Err(e))) => {
-                            return Err(Error::Loader {
-                                key: clip(key.as_str()),
-                                source: e,
-                            });
-                        }
-                        // The leader was cancelled before finishing: try again, maybe as leader.
-                        Ok(None) | Err(_) => continue,
-                    }
-                }
-            }
-        }
-    }
-
     /// Reads `key` and decodes it (JSON or MessagePack, per its stored codec).
     ///
     /// # Errors
@@ -918,113 +561,6 @@ impl Cache {
         Ok(())
     }
 
-    /// Statistics per tier and data type: persisted totals plus this process's unflushed counts.
-    ///
-    /// # Errors
-    /// [`Error::Index`] when the index cannot be queried.
-    pub fn stats(&self) -> Result<StatsReport> {
-        let inner = &*self.inner;
-        let now = inner.clock.now();
-        let disk = inner.disk.stats(now)?;
-        let mut counters = inner.disk.counters()?;
-        for (t, y, n, v) in inner.stats.unflushed() {
-            *counters.entry((t.to_owned(), y, n.to_owned())).or_default() += v;
-        }
-        let get = |t: &str, y: &str, n: &str| {
-            counters
-                .get(&(t.to_owned(), y.to_owned(), n.to_owned()))
-                .copied()
-                .unwrap_or(0)
-        };
-        let mem_types = inner.memory.per_type();
-        let mut types = Vec::new();
-        let mut tier_sums: HashMap<&str, (u64, u64, u64)> = HashMap::new();
-        for ty in inner.config.data_types.types() {
-            let name = &*ty.name;
-            for t in ["memory", "redis", "disk"] {
-                let s = tier_sums.entry(t).or_default();
-                s.0 += get(t, name, "hits");
-                s.1 += get(t, name, "misses");
-                s.2 += get(t, name, "expirations");
-            }
-            let hits = get("memory", name, "hits")
-                + get("redis", name, "hits")
-                + get("disk", name, "hits");
-            let misses = get("disk", name, "misses");
-            let d = disk.get(name).cloned().unwrap_or_default();
-            types.push(TypeReport {
-                data_type: name.to_owned(),
-                prefix: ty.prefix.clone(),
-                ttl_seconds: ty.ttl.as_secs_f64(),
-                entries: d.entries,
-                memory_entries: mem_types.get(name).map_or(0, |m| m.0),
-                bytes: d.value_bytes,
-                hits,
-                misses,
-                hit_ratio: ratio(hits, misses),
-                expirations: get("all", name, "expired_reads"),
-                expired_on_disk: d.expired,
-                oldest_entry_age_seconds: d
-                    .oldest_stored_at
-                    .map(|t| now.duration_since(t).as_secs_f64()),
-                sets: get("all", name, "sets"),
-                loads: get("all", name, "loads"),
-                load_errors: get("all", name, "load_errors"),
-                coalesced: get("all", name, "coalesced"),
-            });
-        }
-        let sum = |t: &str| tier_sums.get(t).copied().unwrap_or_default();
-        let (mh, mm, me) = sum("memory");
-        let (dh, dm, de) = sum("disk");
-        let (rh, rm, re) = sum("redis");
-        let tiers = vec![
-            TierReport {
-                tier: "memory",
-                state: "up",
-                entries: inner.memory.len() as u64,
-                bytes: inner.memory.bytes(),
-                max_bytes: Some(inner.memory.max_bytes()),
-                hits: mh,
-                misses: mm,
-                hit_ratio: ratio(mh, mm),
-                expirations: me,
-                evictions: inner.memory.evictions(),
-            },
-            TierReport {
-                tier: "redis",
-                state: "disabled",
-                entries: 0,
-                bytes: 0,
-                max_bytes: None,
-                hits: rh,
-                misses: rm,
-                hit_ratio: ratio(rh, rm),
-                expirations: re,
-                evictions: 0,
-            },
-            TierReport {
-                tier: "disk",
-                state: "up",
-                entries: disk.values().map(|d| d.entries).sum(),
-                bytes: disk.values().map(|d| d.stored_bytes).sum(),
-                max_bytes: Some(inner.config.cleanup.max_size_bytes),
-                hits: dh,
-                misses: dm,
-                hit_ratio: ratio(dh, dm),
-                expirations: de,
-                evictions: inner.disk.eviction_count(),
-            },
-        ];
-        Ok(StatsReport {
-            schema_version: 1,
-            generated_at: now.to_string(),
-            cache_dir: inner.config.cache_dir.display().to_string(),
-            tiers,
-            data_types: types,
-            corrupt_entries: inner.disk.corrupt_count(),
-        })
-    }
-
     /// Describes `key` in every tier without promoting it, removing it, or counting a read.
     ///
     /// # Errors
@@ -1060,70 +596,6 @@ impl Cache {
         &self.inner.upkeep
     }
 
-    /// Everything a metrics scrape reports.
-    pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
-        let inner = &*self.inner;
-        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let types = inner.config.data_types.types();
-        let mut tiers = Vec::new();
-        for t in TIERS {
-            for ty in types {
-                let c = inner.stats.tier(t, ty.id);
-                tiers.push(TierSnapshot {
-                    tier: t,
-                    hits: ld(&c.hits),
-                    misses: ld(&c.misses),
-                });
-            }
-        }
-        let type_snaps = types
-            .iter()
-            .map(|ty| {
-                let c = inner.stats.of_type(ty.id);
-                let expirations = ld(&c.expired_reads);
-                TypeSnapshot {
-                    name: ty.name.to_string(),
-                    expirations,
-                    violations: ld(&c.violations),
-                    checks: ld(&c.checks),
-                    stale_served: ld(&c.stale_served),
-                    loads: ld(&c.loads),
-                    load_errors: ld(&c.load_errors),
-                    coalesced: ld(&c.coalesced),
-                }
-            })
-            .collect();
-        let (disk_bytes, disk_entries) = match inner.disk.stats(inner.clock.now()) {
-            Ok(s) => (
-                s.values().map(|d| d.stored_bytes).sum(),
-                s.values().map(|d| d.entries).sum(),
-            ),
-            Err(_) => (0, 0),
-        };
-        MetricsSnapshot {
-            tiers,
-            types: type_snaps,
-            memory_evictions: inner.memory.evictions(),
-            disk_evictions: inner.disk.eviction_count(),
-            corrupt: inner.disk.corrupt_count(),
-            memory_bytes: inner.memory.bytes(),
-            memory_limit: inner.memory.max_bytes(),
-            memory_entries: inner.memory.len() as u64,
-            disk_bytes,
-            disk_limit: inner.disk.size_limit(),
-            disk_entries,
-            memory_latency: inner.memory_latency.snapshot(),
-            disk_latency: inner.disk_latency.snapshot(),
-            cleanup_ok: ld(&inner.upkeep.ok),
-            cleanup_errors: ld(&inner.upkeep.errors),
-            cleanup_last_duration: Duration::from_millis(ld(&inner.upkeep.last_duration_ms)),
-            cleanup_last_success: inner.disk.last_cleanup().ok().flatten(),
-            ttl_violation_threshold: inner.config.monitoring.ttl_violation_threshold,
-            hit_ratio_threshold: inner.config.monitoring.cache_hit_ratio_threshold,
-            opened_at: inner.opened_at,
-        }
-    }
-
     /// The disk tier, for maintenance.
     pub(crate) fn disk(&self) -> &DiskTier {
         &self.inner.disk
@@ -1137,28 +609,6 @@ impl Cache {
         self.inner.disk.len().map(|_| ())
     }
 }
-
-/// Removes a key's in-flight registration when its leader finishes or is cancelled.
-struct InflightGuard<'a> {
-    cache: &'a Cache,
-    key: Arc<str>,
-}
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        self.cache
-            .inner
-            .inflight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
-    }
-}
-
-/// A loaded value that could not be stored, as seen by waiting callers.
-#[derive(Debug, thiserror::Error)]
-#[error("loaded value could not be stored: {0}")]
-struct StoreFailed(String);
 
 impl Drop for Inner {
     fn drop(&mut self) {

@@ -1,0 +1,163 @@
+//! `get_or_fetch`: one loader per key at a time, its result shared by every waiter.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use tokio::sync::watch;
+
+use super::{Cache, Hit, Lookup, Source, Value, deadline};
+use crate::error::{Error, LoaderError, Result, clip};
+use crate::key::Key;
+
+impl Cache {
+    /// Returns the fresh value for `key`, calling `loader` on a miss — at most one loader per
+    /// key at a time in this process: concurrent callers wait for it and share its result.
+    /// A loader error reaches every waiter and is not cached.
+    ///
+    /// # Errors
+    /// [`Error::Loader`] when the loader fails; key, size and TTL errors for what it returned;
+    /// disk errors.
+    pub async fn get_or_fetch<F, Fut, V, E>(&self, key: &Key, loader: F) -> Result<Hit>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+        V: Into<Value>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let ty = self.data_type(key)?.clone();
+        let ty_id = ty.id;
+        let mut loader = Some(loader);
+        loop {
+            if let Lookup::Fresh(h) = self.get(key).await? {
+                return Ok(h);
+            }
+            let role = {
+                let mut map = self
+                    .inner
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match map.get(key.as_str()) {
+                    Some(rx) => Err(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        map.insert(key.as_arc().clone(), rx);
+                        Ok(tx)
+                    }
+                }
+            };
+            match role {
+                Ok(tx) => {
+                    let _guard = InflightGuard {
+                        cache: self,
+                        key: key.as_arc().clone(),
+                    };
+                    // Another leader may have finished between our lookup and registration.
+                    if let Lookup::Fresh(h) = self.get(key).await? {
+                        let _ = tx.send(Some(Ok(h.entry.clone())));
+                        return Ok(h);
+                    }
+                    let Some(load) = loader.take() else {
+                        // Unreachable: a caller leads at most once, since it returns after.
+                        return Err(Error::corrupt("loader already used"));
+                    };
+                    self.inner
+                        .stats
+                        .of_type(ty_id)
+                        .loads
+                        .fetch_add(1, Ordering::Relaxed);
+                    let loaded = load().await;
+                    return match loaded {
+                        Ok(v) => {
+                            let now = self.inner.clock.now();
+                            match self.store(key, v.into(), now) {
+                                Ok(entry) => {
+                                    let _ = tx.send(Some(Ok(entry.clone())));
+                                    Ok(Hit {
+                                        deadline: deadline(&entry.meta, &ty),
+                                        entry,
+                                        source: Source::Loader,
+                                        now,
+                                    })
+                                }
+                                Err(e) => {
+                                    let shared: LoaderError = Arc::new(StoreFailed(e.to_string()));
+                                    let _ = tx.send(Some(Err(shared)));
+                                    Err(e)
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.inner
+                                .stats
+                                .of_type(ty_id)
+                                .load_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            let shared: LoaderError = Arc::new(e);
+                            let _ = tx.send(Some(Err(shared.clone())));
+                            Err(Error::Loader {
+                                key: clip(key.as_str()),
+                                source: shared,
+                            })
+                        }
+                    };
+                }
+                Err(mut rx) => {
+                    self.inner
+                        .stats
+                        .of_type(ty_id)
+                        .coalesced
+                        .fetch_add(1, Ordering::Relaxed);
+                    let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+                    match outcome {
+                        Ok(Some(Ok(entry))) => {
+                            // The value may have expired while this caller waited to wake.
+                            let now = self.inner.clock.now();
+                            let until = deadline(&entry.meta, &ty);
+                            if now < until {
+                                return Ok(Hit {
+                                    entry,
+                                    source: Source::Loader,
+                                    now,
+                                    deadline: until,
+                                });
+                            }
+                            continue;
+                        }
+                        Ok(Some(Err(e))) => {
+                            return Err(Error::Loader {
+                                key: clip(key.as_str()),
+                                source: e,
+                            });
+                        }
+                        // The leader was cancelled before finishing: try again, maybe as leader.
+                        Ok(None) | Err(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Removes a key's in-flight registration when its leader finishes or is cancelled.
+struct InflightGuard<'a> {
+    cache: &'a Cache,
+    key: Arc<str>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.cache
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+/// A loaded value that could not be stored, as seen by waiting callers.
+#[derive(Debug, thiserror::Error)]
+#[error("loaded value could not be stored: {0}")]
+struct StoreFailed(String);

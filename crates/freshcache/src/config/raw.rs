@@ -1,0 +1,249 @@
+//! The configuration file as written: serde types that mirror `runtime.yml`, and the
+//! parsers for its durations and sizes. [`super::Config::from_raw`] validates them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::datatype::{Placement, TtlOverride};
+
+/// A lifetime as written in the file: a number of hours, or a duration string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtlValue(pub Duration);
+
+impl<'de> Deserialize<'de> for TtlValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TtlValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of hours (e.g. 24, 0.5) or a duration such as \"60s\"")
+            }
+            fn visit_f64<E: de::Error>(self, h: f64) -> std::result::Result<TtlValue, E> {
+                hours(h).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, h: u64) -> std::result::Result<TtlValue, E> {
+                hours(h as f64).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, h: i64) -> std::result::Result<TtlValue, E> {
+                hours(h as f64).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<TtlValue, E> {
+                parse_duration(s).map(TtlValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn hours(h: f64) -> std::result::Result<TtlValue, String> {
+    if !h.is_finite() || h <= 0.0 {
+        return Err(format!("ttl must be a positive number of hours, got {h}"));
+    }
+    // Milliseconds are the stored precision; 0.017 h is exactly 61.2 s.
+    let ms = (h * 3_600_000.0).round();
+    if !(1.0..=100.0 * 365.0 * 86_400_000.0).contains(&ms) {
+        return Err(format!("ttl of {h} hours is outside 1ms..100 years"));
+    }
+    Ok(TtlValue(Duration::from_millis(ms as u64)))
+}
+
+/// Parses `60s`, `24h`, `1h 30m`, `250ms`; a bare number is refused to avoid unit guesses.
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like \"60s\" or \"24h\": {e}"))?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("duration {s:?} is shorter than 1ms"));
+    }
+    Ok(d)
+}
+
+/// A byte size: a plain number of bytes or a string such as `64KiB`, `16MB`, `1.5GiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes or a size such as \"64KiB\" or \"10GB\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("size must not be negative, got {n}")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<ByteSize, E> {
+                parse_size(s).map(ByteSize).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses a size string: number plus `B`, `KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`, `TB`, `TiB`.
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like \"64KiB\" or \"10GB\""))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "kib" | "k" => 1024.0,
+        "mb" => 1e6,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "tb" => 1e12,
+        "tib" | "t" => 1024f64.powi(4),
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// `{min, max}` key segment counts, prefix included.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawSegments {
+    /// Fewest segments.
+    pub min: usize,
+    /// Most segments.
+    pub max: usize,
+}
+
+/// A data type as written under `cache.data_types.<name>`; missing fields keep built-in
+/// values for the seed types.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataType {
+    /// Key prefix.
+    pub prefix: Option<String>,
+    /// Lifetime (hours or a duration string).
+    pub ttl: Option<TtlValue>,
+    /// Largest value.
+    pub max_value_size: Option<ByteSize>,
+    /// Tiers that hold the type.
+    pub placement: Option<Placement>,
+    /// Compress values above this size.
+    pub compress_above: Option<ByteSize>,
+    /// Allowed segment counts.
+    pub segments: Option<RawSegments>,
+    /// Per-call TTL policy.
+    pub ttl_override: Option<TtlOverride>,
+}
+
+/// `cache.cleanup`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCleanup {
+    /// Cron expression for the scheduled sweep.
+    pub interval: Option<String>,
+    /// Disk tier size limit in gigabytes (10^9 bytes).
+    pub max_size_gb: Option<f64>,
+}
+
+/// `cache.monitoring`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMonitoring {
+    /// Alert when TTL violations exceed this fraction of checked signals.
+    pub ttl_violation_threshold: Option<f64>,
+    /// Alert when the hit ratio falls below this fraction.
+    pub cache_hit_ratio_threshold: Option<f64>,
+}
+
+/// `cache.freshness`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFreshness {
+    /// How long freshness audit rows are kept (a duration such as `30d`).
+    pub audit_retention: Option<String>,
+}
+
+/// `cache.memory`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemory {
+    /// Byte budget of the memory tier (keys, values and bookkeeping).
+    pub max_bytes: Option<ByteSize>,
+}
+
+/// `cache.disk`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    /// Entries whose stored form is at most this size live inline in SQLite.
+    pub inline_max: Option<ByteSize>,
+}
+
+/// The `cache:` section as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Redis URL; absent means embedded mode (memory + disk).
+    pub redis_url: Option<String>,
+    /// Directory for blobs and, by default, the index.
+    pub cache_dir: Option<PathBuf>,
+    /// SQLite index path; defaults to `<cache_dir>/metadata.db`.
+    pub metadata_path: Option<PathBuf>,
+    /// TTL per data type name.
+    pub ttl: Option<BTreeMap<String, TtlValue>>,
+    /// Cleanup schedule and limits.
+    pub cleanup: Option<RawCleanup>,
+    /// Alert thresholds.
+    pub monitoring: Option<RawMonitoring>,
+    /// Memory tier.
+    pub memory: Option<RawMemory>,
+    /// Disk tier.
+    pub disk: Option<RawDisk>,
+    /// The inference guard.
+    pub freshness: Option<RawFreshness>,
+    /// Data type declarations and overrides.
+    pub data_types: Option<BTreeMap<String, RawDataType>>,
+    /// Type used for keys whose prefix matches no declared type.
+    pub default_data_type: Option<String>,
+}
+
+/// The `server:` section as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Bearer token required on mutating routes.
+    pub auth_token: Option<String>,
+}
+
+/// The whole file. Sections other than `cache:` and `server:` belong to the rest of the
+/// pipeline's `runtime.yml` and are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// The cache section.
+    pub cache: Option<RawCache>,
+    /// The service section.
+    pub server: Option<RawServer>,
+}
