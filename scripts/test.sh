@@ -8,13 +8,17 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# promtool (Debian's `prometheus` package) checks the metrics exposition and the alert rules.
-if ! command -v promtool >/dev/null; then
-  echo "==> installing promtool (Debian package: prometheus)"
+# Tests start their own redis-server processes (never the one on 6379) and check the metrics
+# exposition and alert rules with promtool (Debian's `prometheus` package).
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v promtool >/dev/null || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 runner=(cargo test)

@@ -20,11 +20,11 @@ pub(crate) async fn run(cli: Cli) -> CmdResult {
             Ok(())
         }
         Command::Serve { listen } => {
-            let cache = Cache::open(config)?;
+            let cache = Cache::builder(config).connect().await?;
             crate::server::serve(cache, listen).await
         }
         command => {
-            let cache = Cache::open(config)?;
+            let cache = Cache::builder(config).connect().await?;
             let result = run_entry_command(&cache, command).await;
             if let Err(e) = cache.flush() {
                 tracing::warn!(error = %e, "could not persist counters");

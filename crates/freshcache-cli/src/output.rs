@@ -209,7 +209,7 @@ pub(crate) fn config_summary(c: &Config, json: bool) {
                 "source": source,
                 "cache_dir": c.cache_dir.display().to_string(),
                 "metadata_path": c.metadata_path.display().to_string(),
-                "redis": c.redis_url.is_some(),
+                "redis": c.redis_url.as_ref().map(|u| u.redacted()),
                 "listen": c.server.listen.to_string(),
                 "data_types": types,
             })
@@ -222,11 +222,10 @@ pub(crate) fn config_summary(c: &Config, json: bool) {
     println!(
         "  tiers:     memory ({}) + disk{}",
         bytes_h(c.memory.max_bytes),
-        if c.redis_url.is_some() {
-            " + redis (configured)"
-        } else {
-            ""
-        }
+        c.redis_url
+            .as_ref()
+            .map(|u| format!(" + redis ({u})"))
+            .unwrap_or_default()
     );
     for t in c.data_types.types() {
         println!(

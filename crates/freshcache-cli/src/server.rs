@@ -350,17 +350,21 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let redis = if state.cache.config().redis_url.is_some() {
-        "unsupported"
-    } else {
-        "disabled"
-    };
+    // A Redis outage degrades the service (memory + disk carry on); a broken disk index does not.
+    let redis = state.cache.redis_state_name();
     match state.cache.ping() {
-        Ok(()) => Json(json!({"status": "ready", "tiers": {"memory": "up", "disk": "up", "redis": redis}}))
-            .into_response(),
+        Ok(()) => Json(json!({
+            "status": if redis == "degraded" { "degraded" } else { "ready" },
+            "tiers": {"memory": "up", "disk": "up", "redis": redis},
+        }))
+        .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "tiers": {"memory": "up", "disk": "down", "redis": redis}, "message": e.to_string()})),
+            Json(json!({
+                "status": "not_ready",
+                "tiers": {"memory": "up", "disk": "down", "redis": redis},
+                "message": e.to_string(),
+            })),
         )
             .into_response(),
     }

@@ -10,16 +10,34 @@ use serde::Deserialize;
 use crate::error::{Error, Result, clip};
 use crate::key::Key;
 
-/// Which tiers hold entries of a type.
+/// Which tiers hold entries of a type. Disk always does: it is the durable tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Placement {
-    /// Memory (L1) and disk (L3): hot, small signals.
+    /// Memory, Redis (when configured) and disk: hot, small, shared signals.
     #[default]
+    MemoryRedisDisk,
+    /// Memory and disk, never Redis.
     MemoryAndDisk,
-    /// Disk only: large objects that would crowd the memory tier.
+    /// Redis (when configured) and disk: shared, but not worth process memory.
+    RedisAndDisk,
+    /// Disk only: large objects that would crowd the faster tiers.
     DiskOnly,
+}
+
+impl Placement {
+    /// Whether entries go to the memory tier.
+    #[must_use]
+    pub fn in_memory(self) -> bool {
+        matches!(self, Placement::MemoryRedisDisk | Placement::MemoryAndDisk)
+    }
+
+    /// Whether entries go to Redis (when Redis is configured).
+    #[must_use]
+    pub fn in_redis(self) -> bool {
+        matches!(self, Placement::MemoryRedisDisk | Placement::RedisAndDisk)
+    }
 }
 
 /// Whether a caller may choose a TTL other than the type's on a `set`.

@@ -103,6 +103,15 @@ pub enum Error {
         /// The full report.
         report: crate::freshness::BoxedReport,
     },
+    /// Redis could not be used at start-up: unreachable, wrong credentials, bad URL. (Once
+    /// running, Redis failures degrade to memory + disk instead of erroring.)
+    #[error("redis {url}: {reason}")]
+    Redis {
+        /// The URL with its password redacted.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The loader given to `get_or_fetch` failed; every waiting caller sees the same error.
     #[error("loader for {key:?} failed: {source}")]
     Loader {
@@ -120,7 +129,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Index { .. } | Error::Loader { .. }
+            Error::Io { .. } | Error::Index { .. } | Error::Loader { .. } | Error::Redis { .. }
         )
     }
 

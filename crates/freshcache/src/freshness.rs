@@ -169,7 +169,9 @@ impl Cache {
         let mut signals = Vec::with_capacity(keys.len());
         let mut hits = Vec::with_capacity(keys.len());
         for (key, ty) in keys.iter().zip(&types) {
-            let found = self.lookup(key, now, ReadOptions::default(), Purpose::Audit)?;
+            let found = self
+                .lookup(key, now, ReadOptions::default(), Purpose::Audit)
+                .await?;
             let (verdict, hit) = match found {
                 Lookup::Fresh(h) => (Verdict::Fresh, Some(h)),
                 Lookup::Stale(h) => (Verdict::Stale, Some(h)),

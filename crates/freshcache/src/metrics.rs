@@ -237,7 +237,11 @@ impl Collector for CacheCollector {
                 None,
                 MetricType::Histogram,
             )?;
-            for (tier, h) in [("memory", &m.memory_latency), ("disk", &m.disk_latency)] {
+            for (tier, h) in [
+                ("memory", &m.memory_latency),
+                ("redis", &m.redis_latency),
+                ("disk", &m.disk_latency),
+            ] {
                 let labels = [("cache_type", tier)];
                 let mut e = family.encode_family(&labels)?;
                 e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
@@ -275,7 +279,7 @@ impl Collector for CacheCollector {
             "cache_circuit_open",
             "1 while a tier's circuit breaker is open.",
             "cache_type",
-            [("redis", 0.0)],
+            [("redis", if m.redis_circuit_open { 1.0 } else { 0.0 })],
         )?;
         gauge_family(
             &mut enc,
@@ -445,6 +449,8 @@ pub(crate) struct MetricsSnapshot {
     pub ttl_violation_threshold: f64,
     pub hit_ratio_threshold: f64,
     pub opened_at: crate::clock::Timestamp,
+    pub redis_circuit_open: bool,
+    pub redis_latency: (f64, u64, Vec<(f64, u64)>),
 }
 
 #[cfg(test)]

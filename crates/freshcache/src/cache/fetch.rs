@@ -6,7 +6,10 @@ use std::sync::{Arc, PoisonError};
 
 use tokio::sync::watch;
 
+use std::time::{Duration, Instant};
+
 use super::{Cache, Hit, Lookup, Source, Value, deadline};
+use crate::datatype::DataTypeSpec;
 use crate::error::{Error, LoaderError, Result, clip};
 use crate::key::Key;
 
@@ -58,6 +61,14 @@ impl Cache {
                         let _ = tx.send(Some(Ok(h.entry.clone())));
                         return Ok(h);
                     }
+                    // Across instances: one loader per key, through a short Redis lease.
+                    let lease = match self.acquire_lease(key, &ty).await? {
+                        Lease::Arrived(h) => {
+                            let _ = tx.send(Some(Ok(h.entry.clone())));
+                            return Ok(h);
+                        }
+                        lease => lease,
+                    };
                     let Some(load) = loader.take() else {
                         // Unreachable: a caller leads at most once, since it returns after.
                         return Err(Error::corrupt("loader already used"));
@@ -68,10 +79,10 @@ impl Cache {
                         .loads
                         .fetch_add(1, Ordering::Relaxed);
                     let loaded = load().await;
-                    return match loaded {
+                    let outcome = match loaded {
                         Ok(v) => {
                             let now = self.inner.clock.now();
-                            match self.store(key, v.into(), now) {
+                            match self.store(key, v.into(), now).await {
                                 Ok(entry) => {
                                     let _ = tx.send(Some(Ok(entry.clone())));
                                     Ok(Hit {
@@ -102,6 +113,10 @@ impl Cache {
                             })
                         }
                     };
+                    if let (Lease::Held(token), Some(redis)) = (&lease, &self.inner.redis) {
+                        redis.release_lease(key.as_str(), token).await;
+                    }
+                    return outcome;
                 }
                 Err(mut rx) => {
                     self.inner
@@ -135,6 +150,47 @@ impl Cache {
                         Ok(None) | Err(_) => continue,
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The cross-instance side of a load.
+enum Lease {
+    /// No Redis, Redis unavailable, or waited too long: load locally.
+    None,
+    /// This instance holds the lease (token): load, store, release.
+    Held(String),
+    /// Another instance loaded the value while this one waited.
+    Arrived(Hit),
+}
+
+/// How often a waiting instance looks for the value another instance is loading.
+const LEASE_POLL: Duration = Duration::from_millis(10);
+
+impl Cache {
+    /// Takes the Redis load lease for `key`, or waits for the instance holding it to store
+    /// the value (or for its lease to lapse).
+    async fn acquire_lease(&self, key: &Key, ty: &DataTypeSpec) -> Result<Lease> {
+        let Some(redis) = self.redis_for(ty) else {
+            return Ok(Lease::None);
+        };
+        let lease_for = self.inner.config.redis.lease;
+        let token = format!("{}-{:016x}", self.inner.instance_id, fastrand::u64(..));
+        let started = Instant::now();
+        loop {
+            match redis.try_lease(key.as_str(), &token, lease_for).await {
+                Ok(true) => return Ok(Lease::Held(token)),
+                Ok(false) => {
+                    tokio::time::sleep(LEASE_POLL).await;
+                    if let Lookup::Fresh(h) = self.get(key).await? {
+                        return Ok(Lease::Arrived(h));
+                    }
+                    if started.elapsed() > lease_for * 2 {
+                        return Ok(Lease::None);
+                    }
+                }
+                Err(_) => return Ok(Lease::None),
             }
         }
     }

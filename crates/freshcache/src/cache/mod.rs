@@ -13,8 +13,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SharedClock, SystemClock, Timestamp};
+use crate::codec;
 use crate::config::Config;
-use crate::datatype::{DataTypeSpec, Placement, TtlOverride};
+use crate::datatype::{DataTypeSpec, TtlOverride};
 use crate::entry::{Entry, Meta, checksum};
 use crate::error::{Error, LoaderError, Result, clip};
 use crate::key::{Key, KeyPrefix};
@@ -23,7 +24,9 @@ use crate::stats::Stats;
 use crate::tier::TierKind;
 use crate::tier::disk::DiskTier;
 use crate::tier::memory::{MemoryLookup, MemoryTier};
+use crate::tier::redis::RedisTier;
 
+mod coherence;
 mod fetch;
 mod report;
 mod types;
@@ -36,9 +39,11 @@ const STRIPES: usize = 64;
 
 type Outcome = Option<std::result::Result<Arc<Entry>, LoaderError>>;
 
+/// Serialises writes to the keys that hash to it (across all tiers, Redis included, so the
+/// tiers end in the same order), and counts them so a promotion can tell it raced a write.
 #[derive(Debug, Default)]
 struct Stripe {
-    lock: Mutex<()>,
+    lock: tokio::sync::Mutex<()>,
     epoch: AtomicU64,
 }
 
@@ -47,11 +52,25 @@ struct Inner {
     clock: SharedClock,
     memory: MemoryTier,
     disk: DiskTier,
+    /// L2, when `redis_url` is set.
+    redis: Option<RedisTier>,
+    /// Identifies this instance's announcements, so it ignores its own.
+    instance_id: String,
+    /// False while the invalidation subscription is down: memory copies may be outdated, so
+    /// the memory tier is bypassed until the subscription is back.
+    l1_trusted: std::sync::atomic::AtomicBool,
+    /// Keys whose Redis copy may be outdated because a write or delete did not reach Redis;
+    /// removed from Redis once it answers again, and never read from Redis meanwhile.
+    redis_dirty: Mutex<std::collections::HashSet<String>>,
+    /// Dropped with the cache, which stops its background tasks.
+    _closing: watch::Sender<()>,
+    closed: watch::Receiver<()>,
     stats: Stats,
     stripes: Box<[Stripe]>,
     hasher: std::collections::hash_map::RandomState,
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<Outcome>>>,
     memory_latency: LatencyHistogram,
+    redis_latency: LatencyHistogram,
     disk_latency: LatencyHistogram,
     upkeep: UpkeepCounters,
     opened_at: Timestamp,
@@ -100,17 +119,49 @@ impl CacheBuilder {
         self
     }
 
-    /// Opens the tiers.
+    /// Opens an embedded cache (memory + disk).
     ///
     /// # Errors
-    /// [`Error::Io`] / [`Error::Index`] when the cache directory or index cannot be opened.
+    /// [`Error::Io`] / [`Error::Index`] when the cache directory or index cannot be opened;
+    /// [`Error::Config`] when `redis_url` is set (use [`CacheBuilder::connect`]).
     pub fn open(self) -> Result<Cache> {
-        let Self { config, clock } = self;
-        if config.redis_url.is_some() {
-            tracing::warn!(
-                "cache.redis_url is set, but this build has no Redis tier yet; running on memory + disk"
-            );
+        if let Some(url) = &self.config.redis_url {
+            return Err(Error::Config(crate::error::ConfigError {
+                file: self.config.source.clone(),
+                line: None,
+                field: "cache.redis_url".into(),
+                reason: format!(
+                    "{url} is set: open the cache with `connect().await`, which reaches Redis"
+                ),
+            }));
         }
+        Ok(self.build(None)?.0)
+    }
+
+    /// Opens the cache, connecting to Redis when `redis_url` is set (authenticating, and
+    /// starting the invalidation subscription), else embedded like [`CacheBuilder::open`].
+    ///
+    /// # Errors
+    /// As [`CacheBuilder::open`]; [`Error::Redis`] when Redis is unreachable or refuses the
+    /// credentials (the message names the problem, never the password).
+    pub async fn connect(self) -> Result<Cache> {
+        let redis = match &self.config.redis_url {
+            Some(url) => {
+                Some(RedisTier::connect(url, &self.config.redis, self.clock.clone()).await?)
+            }
+            None => None,
+        };
+        let with_redis = redis.is_some();
+        let (cache, _) = self.build(redis)?;
+        if with_redis {
+            cache.inner.l1_trusted.store(false, Ordering::Release);
+            tokio::spawn(coherence::run(Arc::downgrade(&cache.inner)));
+        }
+        Ok(cache)
+    }
+
+    fn build(self, redis: Option<RedisTier>) -> Result<(Cache, ())> {
+        let Self { config, clock } = self;
         let disk = DiskTier::open(
             &config.cache_dir,
             &config.metadata_path,
@@ -126,22 +177,31 @@ impl CacheBuilder {
                 .map(|t| t.name.to_string())
                 .collect(),
         );
-        Ok(Cache {
+        let (closing, closed) = watch::channel(());
+        let cache = Cache {
             inner: Arc::new(Inner {
                 config,
                 memory,
                 disk,
+                redis,
+                instance_id: format!("{:016x}", fastrand::u64(..)),
+                l1_trusted: std::sync::atomic::AtomicBool::new(true),
+                redis_dirty: Mutex::new(std::collections::HashSet::new()),
+                _closing: closing,
+                closed,
                 stats,
                 stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
                 hasher: Default::default(),
                 inflight: Mutex::new(HashMap::new()),
                 memory_latency: LatencyHistogram::default(),
+                redis_latency: LatencyHistogram::default(),
                 disk_latency: LatencyHistogram::default(),
                 upkeep: UpkeepCounters::default(),
                 opened_at: clock.now(),
                 clock,
             }),
-        })
+        };
+        Ok((cache, ()))
     }
 }
 
@@ -198,8 +258,48 @@ impl Cache {
         &self.inner.stripes[(h as usize) % STRIPES]
     }
 
-    fn lock(stripe: &Stripe) -> std::sync::MutexGuard<'_, ()> {
-        stripe.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    async fn lock(stripe: &Stripe) -> tokio::sync::MutexGuard<'_, ()> {
+        stripe.lock.lock().await
+    }
+
+    /// The Redis tier if configured and used by `ty`.
+    fn redis_for(&self, ty: &DataTypeSpec) -> Option<&RedisTier> {
+        self.inner
+            .redis
+            .as_ref()
+            .filter(|_| ty.placement.in_redis())
+    }
+
+    fn memory_usable(&self, ty: &DataTypeSpec) -> bool {
+        ty.placement.in_memory() && self.inner.l1_trusted.load(Ordering::Acquire)
+    }
+
+    fn is_redis_dirty(&self, key: &str) -> bool {
+        let dirty = self
+            .inner
+            .redis_dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        !dirty.is_empty() && dirty.contains(key)
+    }
+
+    fn mark_redis_dirty(&self, key: &str) {
+        self.inner
+            .redis_dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned());
+    }
+
+    /// Announces a change to the other instances (best effort: a lost announcement leaves
+    /// their memory copies to expire, never beyond their TTL).
+    async fn announce(&self, kind: char, stored_at: Timestamp, subject: &str) {
+        if let Some(redis) = &self.inner.redis {
+            let msg = coherence::encode(&self.inner.instance_id, kind, stored_at, subject);
+            if redis.publish(&msg).await.is_err() {
+                tracing::debug!(kind = %kind, "invalidation announcement not delivered");
+            }
+        }
     }
 
     /// Looks `key` up; never returns stale data.
@@ -217,10 +317,10 @@ impl Cache {
     /// See [`Cache::get`].
     pub async fn get_with(&self, key: &Key, opts: ReadOptions) -> Result<Lookup> {
         let now = self.inner.clock.now();
-        self.lookup(key, now, opts, Purpose::Serve)
+        self.lookup(key, now, opts, Purpose::Serve).await
     }
 
-    pub(crate) fn lookup(
+    pub(crate) async fn lookup(
         &self,
         key: &Key,
         now: Timestamp,
@@ -228,16 +328,18 @@ impl Cache {
         purpose: Purpose,
     ) -> Result<Lookup> {
         let started = Instant::now();
-        let (found, answered_by) = self.lookup_tiers(key, now, opts, purpose)?;
-        match answered_by {
-            TierKind::Memory => self.inner.memory_latency.observe(started.elapsed()),
-            _ => self.inner.disk_latency.observe(started.elapsed()),
-        }
+        let (found, answered_by) = self.lookup_tiers(key, now, opts, purpose).await?;
+        let histogram = match answered_by {
+            TierKind::Memory => &self.inner.memory_latency,
+            TierKind::Redis => &self.inner.redis_latency,
+            _ => &self.inner.disk_latency,
+        };
+        histogram.observe(started.elapsed());
         Ok(found)
     }
 
     /// The lookup itself, saying which tier answered (the last one asked, on a miss).
-    fn lookup_tiers(
+    async fn lookup_tiers(
         &self,
         key: &Key,
         now: Timestamp,
@@ -252,7 +354,12 @@ impl Cache {
         };
 
         let mut seen_expired = false;
-        match inner.memory.get(k, now) {
+        let memory = if self.memory_usable(ty) {
+            inner.memory.get(k, now)
+        } else {
+            MemoryLookup::Miss
+        };
+        match memory {
             MemoryLookup::Fresh(e) if now < deadline(&e.meta, ty) => {
                 inner
                     .stats
@@ -298,6 +405,48 @@ impl Cache {
 
         let stripe = self.stripe(k);
         let epoch = stripe.epoch.load(Ordering::Acquire);
+
+        if let Some(redis) = self.redis_for(ty).filter(|_| !self.is_redis_dirty(k)) {
+            let rstats = inner.stats.tier(TierKind::Redis, ty.id);
+            match redis.get(k).await {
+                Ok(Some(bytes)) => match codec::decode_bytes(k, bytes.into()) {
+                    Ok(entry) => {
+                        let entry = Arc::new(entry);
+                        let until = deadline(&entry.meta, ty);
+                        if now < until {
+                            rstats.hits.fetch_add(1, Ordering::Relaxed);
+                            self.promote_to_memory(key, ty, stripe, epoch, &entry).await;
+                            return Ok((
+                                Lookup::Fresh(Hit {
+                                    entry,
+                                    source: Source::Tier(TierKind::Redis),
+                                    now,
+                                    deadline: until,
+                                }),
+                                TierKind::Redis,
+                            ));
+                        }
+                        // Kept too long by Redis (clock skew, restored data): never served.
+                        rstats.expirations.fetch_add(1, Ordering::Relaxed);
+                        if !seen_expired {
+                            inner
+                                .stats
+                                .of_type(ty.id)
+                                .expired_reads
+                                .fetch_add(1, Ordering::Relaxed);
+                            seen_expired = true;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = k, error = %e, "redis tier: damaged value ignored");
+                        let _ = redis.delete(k).await;
+                    }
+                },
+                Ok(None) | Err(_) => {}
+            }
+            rstats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+
         let Some(entry) = inner.disk.get(k, now)? else {
             inner
                 .stats
@@ -314,14 +463,8 @@ impl Cache {
                 .tier(TierKind::Disk, ty.id)
                 .hits
                 .fetch_add(1, Ordering::Relaxed);
-            if ty.placement == Placement::MemoryAndDisk {
-                // Promote with the entry's own expiry. Skip if any write to this stripe
-                // happened since the disk read began: the copy may be outdated or deleted.
-                let _g = Self::lock(stripe);
-                if stripe.epoch.load(Ordering::Acquire) == epoch {
-                    inner.memory.insert(key.as_arc().clone(), entry.clone());
-                }
-            }
+            self.promote_to_memory(key, ty, stripe, epoch, &entry).await;
+            self.promote_to_redis(key, ty, &entry, now);
             return Ok((
                 Lookup::Fresh(Hit {
                     entry,
@@ -379,6 +522,52 @@ impl Cache {
         Ok((Lookup::Miss, TierKind::Disk))
     }
 
+    /// Puts a copy read from a lower tier into memory, with the entry's own expiry. Skipped if
+    /// any write to this stripe happened since the read began: the copy may be outdated.
+    async fn promote_to_memory(
+        &self,
+        key: &Key,
+        ty: &DataTypeSpec,
+        stripe: &Stripe,
+        epoch: u64,
+        entry: &Arc<Entry>,
+    ) {
+        if !self.memory_usable(ty) {
+            return;
+        }
+        let _g = Self::lock(stripe).await;
+        if stripe.epoch.load(Ordering::Acquire) == epoch {
+            self.inner
+                .memory
+                .insert(key.as_arc().clone(), entry.clone());
+        }
+    }
+
+    /// Copies a disk hit into Redis in the background with its remaining lifetime, only if
+    /// Redis has no value for the key (`SET NX`: never over a newer write).
+    fn promote_to_redis(&self, key: &Key, ty: &DataTypeSpec, entry: &Arc<Entry>, now: Timestamp) {
+        let redis_ttl = deadline(&entry.meta, ty).duration_since(now);
+        if self.redis_for(ty).is_none()
+            || entry.size() > self.inner.config.redis.max_value_size
+            || redis_ttl.is_zero()
+            || self.is_redis_dirty(key.as_str())
+        {
+            return;
+        }
+        let Ok(envelope) = codec::encode(key.as_str(), entry, ty.compress_above) else {
+            return;
+        };
+        let cache = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            if let Some(redis) = &cache.inner.redis {
+                let _ = redis
+                    .set_if_absent(key.as_str(), &envelope, redis_ttl)
+                    .await;
+            }
+        });
+    }
+
     /// Stores `value` under `key` in every tier its type is placed in.
     ///
     /// Expiry is stamped once: `as_of` (or now) plus the type's TTL, or the per-call TTL the
@@ -390,10 +579,15 @@ impl Cache {
     /// case the previous value (if any) is left as it was.
     pub async fn set(&self, key: &Key, value: impl Into<Value>) -> Result<Arc<Entry>> {
         let now = self.inner.clock.now();
-        self.store(key, value.into(), now)
+        self.store(key, value.into(), now).await
     }
 
-    fn store(&self, key: &Key, value: Value, now: Timestamp) -> Result<Arc<Entry>> {
+    pub(crate) async fn store(
+        &self,
+        key: &Key,
+        value: Value,
+        now: Timestamp,
+    ) -> Result<Arc<Entry>> {
         let inner = &*self.inner;
         let ty = inner.config.data_types.resolve(key)?;
         let size = value.bytes.len() as u64;
@@ -429,22 +623,40 @@ impl Cache {
             },
             value: value.bytes,
         });
+        // Write order: disk (durable) → memory → Redis, all under the key's stripe lock so the
+        // tiers end in the same order as the writes; then the announcement. If Redis misses the
+        // write, its old copy is marked dirty and removed as soon as Redis answers again.
         let stripe = self.stripe(key.as_str());
         {
-            let _g = Self::lock(stripe);
+            let _g = Self::lock(stripe).await;
             inner
                 .disk
                 .put(key.as_str(), &entry, ty.compress_above, now)?;
-            match ty.placement {
-                Placement::MemoryAndDisk => {
-                    inner.memory.insert(key.as_arc().clone(), entry.clone());
-                }
-                Placement::DiskOnly => {
-                    inner.memory.remove(key.as_str());
-                }
+            if ty.placement.in_memory() {
+                inner.memory.insert(key.as_arc().clone(), entry.clone());
+            } else {
+                inner.memory.remove(key.as_str());
             }
             stripe.epoch.fetch_add(1, Ordering::AcqRel);
+            if let Some(redis) = self.redis_for(ty) {
+                let written = if size <= inner.config.redis.max_value_size {
+                    match codec::encode(key.as_str(), &entry, ty.compress_above) {
+                        Ok(envelope) => redis
+                            .set(key.as_str(), &envelope, expires_at.duration_since(now))
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    }
+                } else {
+                    // Too big for Redis: make sure no older copy is left there.
+                    redis.delete(key.as_str()).await.is_ok()
+                };
+                if !written {
+                    self.mark_redis_dirty(key.as_str());
+                }
+            }
         }
+        self.announce('s', now, key.as_str()).await;
         inner
             .stats
             .of_type(ty.id)
@@ -462,24 +674,57 @@ impl Cache {
         let inner = &*self.inner;
         let ty = inner.config.data_types.resolve(key)?;
         let stripe = self.stripe(key.as_str());
-        let _g = Self::lock(stripe);
-        let in_memory = inner.memory.remove(key.as_str());
-        stripe.epoch.fetch_add(1, Ordering::AcqRel);
-        let on_disk = inner.disk.remove(key.as_str())?;
-        stripe.epoch.fetch_add(1, Ordering::AcqRel);
+        let (in_memory, on_disk, in_redis) = {
+            let _g = Self::lock(stripe).await;
+            let in_memory = inner.memory.remove(key.as_str());
+            stripe.epoch.fetch_add(1, Ordering::AcqRel);
+            let on_disk = inner.disk.remove(key.as_str());
+            let in_redis = match &inner.redis {
+                Some(redis) => match redis.delete(key.as_str()).await {
+                    Ok(found) => found,
+                    Err(_) => {
+                        self.mark_redis_dirty(key.as_str());
+                        false
+                    }
+                },
+                None => false,
+            };
+            stripe.epoch.fetch_add(1, Ordering::AcqRel);
+            (in_memory, on_disk?, in_redis)
+        };
+        self.announce('d', self.now(), key.as_str()).await;
         inner
             .stats
             .of_type(ty.id)
             .deletes
             .fetch_add(1, Ordering::Relaxed);
-        Ok(in_memory || on_disk)
+        Ok(in_memory || on_disk || in_redis)
     }
 
-    fn bump_all_epochs(&self) {
+    async fn bump_all_epochs(&self) {
         for s in self.inner.stripes.iter() {
-            let _g = Self::lock(s);
+            let _g = Self::lock(s).await;
             s.epoch.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// Drops this instance's memory copy of `key` (another instance changed it).
+    pub(crate) async fn forget(&self, key: &str) {
+        let stripe = self.stripe(key);
+        let _g = Self::lock(stripe).await;
+        self.inner.memory.remove(key);
+        stripe.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops this instance's memory copies under `prefix` (empty: all).
+    pub(crate) async fn forget_prefix(&self, prefix: &str) {
+        self.bump_all_epochs().await;
+        if prefix.is_empty() {
+            self.inner.memory.clear();
+        } else {
+            self.inner.memory.remove_prefix(prefix);
+        }
+        self.bump_all_epochs().await;
     }
 
     /// Removes every key starting with `prefix` (matched literally) from every tier; returns
@@ -488,24 +733,35 @@ impl Cache {
     /// # Errors
     /// [`Error::Index`] when the disk delete fails (memory copies are dropped regardless).
     pub async fn invalidate_prefix(&self, prefix: &KeyPrefix) -> Result<u64> {
-        self.invalidate_range(prefix.as_str(), prefix.upper_bound().as_deref())
+        let n = self
+            .invalidate_range(prefix.as_str(), prefix.upper_bound().as_deref())
+            .await;
+        self.announce('p', self.now(), prefix.as_str()).await;
+        n
     }
 
     /// Removes keys in `[prefix, upper)` (all keys starting with `prefix`) from every tier and
     /// counts distinct keys removed.
-    fn invalidate_range(&self, prefix: &str, upper: Option<&str>) -> Result<u64> {
+    async fn invalidate_range(&self, prefix: &str, upper: Option<&str>) -> Result<u64> {
         let inner = &*self.inner;
         // Epochs move before and after, so a promotion racing with this call cannot put a
         // removed value back into memory.
-        self.bump_all_epochs();
+        self.bump_all_epochs().await;
         let mem = inner.memory.remove_prefix(prefix);
         let disk = inner.disk.remove_prefix(prefix, upper);
-        self.bump_all_epochs();
+        let in_redis = match &inner.redis {
+            Some(redis) => redis.delete_prefix(prefix).await.unwrap_or_else(|_| {
+                tracing::warn!(prefix, "prefix invalidation did not reach redis");
+                0
+            }),
+            None => 0,
+        };
+        self.bump_all_epochs().await;
         let mem_after = inner.memory.remove_prefix(prefix);
         let disk = disk?;
         let mut all: std::collections::HashSet<&str> = disk.iter().map(String::as_str).collect();
         all.extend(mem.iter().chain(&mem_after).map(|k| &**k));
-        Ok(all.len() as u64)
+        Ok((all.len() as u64).max(in_redis))
     }
 
     /// Removes everything from every tier (the emergency flush); returns the count.
@@ -513,7 +769,9 @@ impl Cache {
     /// # Errors
     /// [`Error::Index`] when the disk delete fails.
     pub async fn invalidate_all(&self) -> Result<u64> {
-        self.invalidate_range("", None)
+        let n = self.invalidate_range("", None).await;
+        self.announce('a', self.now(), "").await;
+        n
     }
 
     /// Reads `key` and decodes it (JSON or MessagePack, per its stored codec).
@@ -599,6 +857,12 @@ impl Cache {
     /// The disk tier, for maintenance.
     pub(crate) fn disk(&self) -> &DiskTier {
         &self.inner.disk
+    }
+
+    /// The Redis tier's circuit-breaker state, when Redis is configured.
+    #[must_use]
+    pub fn redis_state(&self) -> Option<crate::tier::breaker::BreakerState> {
+        self.inner.redis.as_ref().map(RedisTier::breaker_state)
     }
 
     /// Checks that the disk tier answers (for readiness probes).

@@ -10,6 +10,15 @@ use crate::metrics::{MetricsSnapshot, TierSnapshot, TypeSnapshot};
 use crate::stats::{StatsReport, TIERS, TierReport, TypeReport, ratio};
 
 impl Cache {
+    /// `disabled` (no Redis), `up`, or `degraded` while the circuit breaker is not closed.
+    pub fn redis_state_name(&self) -> &'static str {
+        match self.redis_state() {
+            None => "disabled",
+            Some(crate::tier::breaker::BreakerState::Closed) => "up",
+            Some(_) => "degraded",
+        }
+    }
+
     /// Statistics per tier and data type: persisted totals plus this process's unflushed counts.
     ///
     /// # Errors
@@ -84,7 +93,7 @@ impl Cache {
             },
             TierReport {
                 tier: "redis",
-                state: "disabled",
+                state: self.redis_state_name(),
                 entries: 0,
                 bytes: 0,
                 max_bytes: None,
@@ -178,6 +187,14 @@ impl Cache {
             ttl_violation_threshold: inner.config.monitoring.ttl_violation_threshold,
             hit_ratio_threshold: inner.config.monitoring.cache_hit_ratio_threshold,
             opened_at: inner.opened_at,
+            redis_circuit_open: matches!(
+                self.redis_state(),
+                Some(
+                    crate::tier::breaker::BreakerState::Open
+                        | crate::tier::breaker::BreakerState::HalfOpen
+                )
+            ),
+            redis_latency: inner.redis_latency.snapshot(),
         }
     }
 }

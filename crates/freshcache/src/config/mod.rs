@@ -25,7 +25,7 @@ mod raw;
 
 pub use raw::{
     ByteSize, RawCache, RawCleanup, RawConfig, RawDataType, RawDisk, RawFreshness, RawMemory,
-    RawMonitoring, RawSegments, RawServer, TtlValue, parse_duration, parse_size,
+    RawMonitoring, RawRedis, RawSegments, RawServer, TtlValue, parse_duration, parse_size,
 };
 
 /// Memory tier settings.
@@ -58,6 +58,99 @@ pub struct MonitoringConfig {
     pub ttl_violation_threshold: f64,
     /// Fraction of lookups.
     pub cache_hit_ratio_threshold: f64,
+}
+
+/// A Redis URL; its password never appears in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL with its password, for connecting.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        let Some(scheme_end) = s.find("://") else {
+            return s.clone();
+        };
+        let rest = &s[scheme_end + 3..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                let shown = if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    "***".to_owned()
+                };
+                format!("{}{shown}{}", &s[..scheme_end + 3], &rest[at..])
+            }
+            None => s.clone(),
+        }
+    }
+
+    /// True for `redis+cluster://` URLs.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        self.0.starts_with("redis+cluster://") || self.0.starts_with("rediss+cluster://")
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Redis tier settings (used when `redis_url` is set).
+#[derive(Clone, PartialEq)]
+pub struct RedisConfig {
+    /// Key prefix for everything freshcache writes.
+    pub namespace: String,
+    /// Deadline of one call.
+    pub timeout: Duration,
+    /// Deadline of connecting.
+    pub connect_timeout: Duration,
+    /// Values larger than this stay out of Redis.
+    pub max_value_size: u64,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe.
+    pub breaker_open_for: Duration,
+    /// Cross-instance load lease.
+    pub lease: Duration,
+    /// Password from the config or environment (overrides the URL's).
+    pub password: Option<String>,
+    /// ACL user from the config or environment (overrides the URL's).
+    pub username: Option<String>,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_value_size", &self.max_value_size)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_open_for", &self.breaker_open_for)
+            .field("lease", &self.lease)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("username", &self.username)
+            .finish()
+    }
 }
 
 /// Inference guard settings.
@@ -94,7 +187,9 @@ pub struct Config {
     /// The file it came from, if any.
     pub source: Option<PathBuf>,
     /// Redis URL (the Redis tier); `None` runs embedded.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
+    /// Redis tier options.
+    pub redis: RedisConfig,
     /// Directory for blobs.
     pub cache_dir: PathBuf,
     /// SQLite index file.
@@ -134,7 +229,7 @@ fn builtin_types() -> Vec<(&'static str, DataTypeSpec)> {
                 prefix: prefix.into(),
                 ttl: Duration::from_secs(ttl),
                 max_value_size: max,
-                placement: Placement::MemoryAndDisk,
+                placement: Placement::MemoryRedisDisk,
                 compress_above: compress,
                 segments: seg.0..=seg.1,
                 ttl_override: TtlOverride::ShorterOnly,
@@ -386,7 +481,7 @@ impl Config {
                             prefix,
                             ttl: ttl.0,
                             max_value_size: MIB,
-                            placement: Placement::MemoryAndDisk,
+                            placement: Placement::MemoryRedisDisk,
                             compress_above: 16 * KIB,
                             segments: 2..=16,
                             ttl_override: TtlOverride::ShorterOnly,
@@ -536,16 +631,67 @@ impl Config {
             return Err(err("cache.disk.inline_max", "must be at most 1MiB".into()));
         }
 
-        if let Some(url) = &cache.redis_url
-            && !["redis://", "rediss://", "redis+cluster://", "unix://"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme))
+        let redis_url = cache.redis_url.filter(|u| !u.trim().is_empty());
+        if let Some(url) = &redis_url
+            && ![
+                "redis://",
+                "rediss://",
+                "redis+cluster://",
+                "rediss+cluster://",
+                "unix://",
+            ]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
         {
             return Err(err(
                 "cache.redis_url",
                 "must start with redis://, rediss://, redis+cluster:// or unix://".into(),
             ));
         }
+        let raw_redis = cache.redis.unwrap_or_default();
+        let dur = |field: &str, v: Option<String>, dflt: Duration| match v {
+            None => Ok(dflt),
+            Some(text) => parse_duration(&text).map_err(|reason| err(field, reason)),
+        };
+        let namespace = raw_redis.namespace.unwrap_or_else(|| "freshcache:".into());
+        if namespace.is_empty()
+            || namespace.len() > 64
+            || !namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(err(
+                "cache.redis.namespace",
+                "use 1..=64 characters of letters, digits, '-', '_', '.', ':'".into(),
+            ));
+        }
+        let redis = RedisConfig {
+            namespace,
+            timeout: dur(
+                "cache.redis.timeout",
+                raw_redis.timeout,
+                Duration::from_millis(50),
+            )?,
+            connect_timeout: dur(
+                "cache.redis.connect_timeout",
+                raw_redis.connect_timeout,
+                Duration::from_secs(2),
+            )?,
+            max_value_size: raw_redis.max_value_size.map_or(MIB, |b| b.0),
+            breaker_failures: raw_redis.breaker_failures.unwrap_or(5).max(1),
+            breaker_open_for: dur(
+                "cache.redis.breaker_open_for",
+                raw_redis.breaker_open_for,
+                Duration::from_secs(1),
+            )?,
+            lease: dur(
+                "cache.redis.lease",
+                raw_redis.lease,
+                Duration::from_secs(10),
+            )?,
+            password: raw_redis.password.filter(|p| !p.is_empty()),
+            username: raw_redis.username.filter(|u| !u.is_empty()),
+        };
 
         let audit_retention = match cache.freshness.and_then(|f| f.audit_retention) {
             None => Duration::from_secs(30 * 86_400),
@@ -564,7 +710,8 @@ impl Config {
 
         Ok(Config {
             source: file.map(Path::to_path_buf),
-            redis_url: cache.redis_url,
+            redis_url: redis_url.map(RedisUrl),
+            redis,
             cache_dir,
             metadata_path,
             data_types: Registry::new(types.into_iter().map(|(_, s)| s).collect(), default),
@@ -630,7 +777,10 @@ cache:
         assert_eq!(ttl(&c, "llm_features"), Duration::from_secs(24 * 3600));
         assert_eq!(ttl(&c, "news_articles"), Duration::from_secs(3600));
         assert_eq!(ttl(&c, "odds_data"), Duration::from_millis(61_200));
-        assert_eq!(c.redis_url.as_deref(), Some("redis://localhost:6379"));
+        assert_eq!(
+            c.redis_url.as_ref().map(RedisUrl::expose),
+            Some("redis://localhost:6379")
+        );
         assert_eq!(c.cleanup.interval, "0 2 * * *");
         assert_eq!(c.cleanup.max_size_bytes, 10_000_000_000);
         assert_eq!(c.metadata_path, PathBuf::from("data/cache/metadata.db"));
@@ -761,6 +911,41 @@ cache:
         let text = "model:\n  name: x\ncache:\n  cache_dir: /tmp/x\n";
         let c = Config::from_yaml_str(text, None, no_env()).unwrap();
         assert_eq!(c.cache_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn redis_passwords_never_show_in_debug_or_display() {
+        let text = "cache:\n  redis_url: \"redis://app:hunter2@db:6379/0\"\n  redis:\n    password: s3cret\n";
+        let c = Config::from_yaml_str(text, None, no_env()).unwrap();
+        let url = c.redis_url.clone().unwrap();
+        assert_eq!(url.redacted(), "redis://app:***@db:6379/0");
+        assert_eq!(url.expose(), "redis://app:hunter2@db:6379/0");
+        let shown = format!("{c:?} {url}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert_eq!(c.redis.password.as_deref(), Some("s3cret"));
+        let plain = RedisUrl("redis://127.0.0.1:6379".into());
+        assert_eq!(plain.redacted(), "redis://127.0.0.1:6379");
+        assert_eq!(
+            RedisUrl("redis://:pw@h:1".into()).redacted(),
+            "redis://:***@h:1"
+        );
+        assert!(RedisUrl("redis+cluster://h:1,h:2".into()).is_cluster());
+    }
+
+    #[test]
+    fn redis_options_are_validated() {
+        let e = Config::from_yaml_str("cache:\n  redis:\n    timeout: soon\n", None, no_env())
+            .unwrap_err();
+        assert_eq!(e.field, "cache.redis.timeout");
+        let e = Config::from_yaml_str("cache:\n  redis:\n    namespace: \"a b\"\n", None, no_env())
+            .unwrap_err();
+        assert_eq!(e.field, "cache.redis.namespace");
+        let c = Config::default();
+        assert_eq!(c.redis.timeout, Duration::from_millis(50));
+        assert_eq!(c.redis.namespace, "freshcache:");
     }
 
     #[test]

@@ -184,6 +184,31 @@ pub struct RawFreshness {
     pub audit_retention: Option<String>,
 }
 
+/// `cache.redis`: how the shared tier is used when `redis_url` is set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// Prefix of every Redis key freshcache writes (default `freshcache:`).
+    pub namespace: Option<String>,
+    /// Deadline of one Redis call (default `50ms`).
+    pub timeout: Option<String>,
+    /// Deadline of connecting (default `2s`).
+    pub connect_timeout: Option<String>,
+    /// Values larger than this stay out of Redis (default `1MiB`).
+    pub max_value_size: Option<ByteSize>,
+    /// Consecutive failures that open the circuit breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// How long the breaker stays open before a probe (default `1s`).
+    pub breaker_open_for: Option<String>,
+    /// How long a cross-instance load lease lasts (default `10s`).
+    pub lease: Option<String>,
+    /// Password, when not in the URL (prefer the environment:
+    /// `FRESHCACHE_CACHE__REDIS__PASSWORD`).
+    pub password: Option<String>,
+    /// ACL user name, when not in the URL.
+    pub username: Option<String>,
+}
+
 /// `cache.memory`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +247,8 @@ pub struct RawCache {
     pub disk: Option<RawDisk>,
     /// The inference guard.
     pub freshness: Option<RawFreshness>,
+    /// Redis tier options.
+    pub redis: Option<RawRedis>,
     /// Data type declarations and overrides.
     pub data_types: Option<BTreeMap<String, RawDataType>>,
     /// Type used for keys whose prefix matches no declared type.

@@ -3,8 +3,10 @@
 
 use std::fmt;
 
+pub mod breaker;
 pub mod disk;
 pub mod memory;
+pub mod redis;
 
 /// Where a value was found or stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -17,6 +17,8 @@ mod paths;
 mod policy;
 mod promotion;
 mod props;
+mod redis;
+mod redis_server;
 mod restart;
 mod stale;
 mod ttl;

@@ -641,6 +641,27 @@ impl DiskTier {
         Ok(old.is_some())
     }
 
+    /// Removes `key` if its stored copy was written before `stored_at` (another instance wrote
+    /// a newer value); true when removed.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the delete cannot be committed.
+    pub fn remove_if_older(&self, key: &str, stored_at: Timestamp) -> Result<bool> {
+        let old = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let old: Option<Option<String>> = tx
+                .prepare_cached(
+                    "DELETE FROM entries WHERE key = ?1 AND stored_at < ?2 RETURNING file",
+                )?
+                .query_row(params![key, i64_of(stored_at.as_millis())], |r| r.get(0))
+                .optional()?;
+            tx.commit()?;
+            Ok(old)
+        })?;
+        self.remove_blob(old.as_ref().and_then(Option::as_deref));
+        Ok(old.is_some())
+    }
+
     /// Removes `key` only if the stored entry still expires at `expires_at` and that is not
     /// after `now` (so a concurrent newer write survives). True when removed.
     ///

@@ -1,0 +1,175 @@
+//! Coherence across instances: every write, delete and invalidation is announced on a Redis
+//! channel; other instances drop their memory copies (and outdated disk rows). While the
+//! subscription is down, memory copies cannot be trusted, so the memory tier is bypassed until
+//! it is back (and cleared when it is).
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::{Cache, Inner};
+use crate::clock::Timestamp;
+
+/// How long to wait before resubscribing after the subscription dropped.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(100);
+/// How often keys whose Redis copy may be outdated are retried.
+const DIRTY_RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// `instance \t kind \t stored_at_ms \t subject`.
+pub(super) fn encode(instance: &str, kind: char, stored_at: Timestamp, subject: &str) -> String {
+    format!("{instance}\t{kind}\t{}\t{subject}", stored_at.as_millis())
+}
+
+fn decode(msg: &str) -> Option<(&str, char, Timestamp, &str)> {
+    let mut parts = msg.splitn(4, '\t');
+    let instance = parts.next()?;
+    let kind = parts.next()?.chars().next()?;
+    let stored_at = Timestamp::from_millis(parts.next()?.parse().ok()?);
+    let subject = parts.next()?;
+    Some((instance, kind, stored_at, subject))
+}
+
+/// Applies another instance's announcement to this one.
+async fn apply(cache: &Cache, msg: &str) {
+    let Some((instance, kind, stored_at, subject)) = decode(msg) else {
+        tracing::debug!("ignored a malformed coherence message");
+        return;
+    };
+    if instance == cache.inner.instance_id {
+        return;
+    }
+    let disk = &cache.inner.disk;
+    let outcome = match kind {
+        's' => {
+            cache.forget(subject).await;
+            disk.remove_if_older(subject, stored_at).map(|_| ())
+        }
+        'd' => {
+            cache.forget(subject).await;
+            disk.remove(subject).map(|_| ())
+        }
+        'p' if !subject.is_empty() => {
+            cache.forget_prefix(subject).await;
+            let upper = crate::key::KeyPrefix::parse(subject)
+                .ok()
+                .and_then(|p| p.upper_bound());
+            disk.remove_prefix(subject, upper.as_deref()).map(|_| ())
+        }
+        'a' => {
+            cache.forget_prefix("").await;
+            disk.remove_prefix("", None).map(|_| ())
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "could not apply another instance's invalidation to disk");
+    }
+}
+
+/// Removes the Redis copies of keys whose write or delete did not reach Redis.
+async fn retry_dirty(cache: &Cache) {
+    let keys: Vec<String> = {
+        let dirty = cache
+            .inner
+            .redis_dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        dirty.iter().take(500).cloned().collect()
+    };
+    if keys.is_empty() {
+        return;
+    }
+    if let Some(redis) = &cache.inner.redis
+        && redis.delete_many(&keys).await.is_ok()
+    {
+        let mut dirty = cache
+            .inner
+            .redis_dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in &keys {
+            dirty.remove(k);
+        }
+    }
+}
+
+/// The subscription loop; ends when the cache is dropped.
+pub(super) async fn run(weak: Weak<Inner>) {
+    let Some(mut closed) = weak.upgrade().map(|i| i.closed.clone()) else {
+        return;
+    };
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let cache = Cache { inner };
+        let Some(redis) = cache.inner.redis.as_ref() else {
+            return;
+        };
+        match redis.subscribe().await {
+            Ok(pubsub) => {
+                // Anything announced while unsubscribed was missed: start from empty memory.
+                cache.forget_prefix("").await;
+                cache.inner.l1_trusted.store(true, Ordering::Release);
+                tracing::info!("coherence subscription established");
+                drop(cache);
+                let mut stream = pubsub.into_on_message();
+                let mut dirty_tick = tokio::time::interval(DIRTY_RETRY_EVERY);
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => {
+                            let Some(msg) = msg else { break };
+                            let Some(inner) = weak.upgrade() else { return };
+                            let cache = Cache { inner };
+                            if let Ok(text) = msg.get_payload::<String>() {
+                                apply(&cache, &text).await;
+                            }
+                        }
+                        _ = dirty_tick.tick() => {
+                            let Some(inner) = weak.upgrade() else { return };
+                            retry_dirty(&Cache { inner }).await;
+                        }
+                        _ = closed.changed() => return,
+                    }
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                inner.l1_trusted.store(false, Ordering::Release);
+                inner.memory.clear();
+                tracing::warn!(
+                    "coherence subscription lost; memory tier bypassed until it is back"
+                );
+            }
+            Err(reason) => {
+                cache.inner.l1_trusted.store(false, Ordering::Release);
+                cache.inner.memory.clear();
+                tracing::debug!(reason, "coherence subscription failed");
+                drop(cache);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+            _ = closed.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_rejected() {
+        let m = encode("abc", 's', Timestamp::from_millis(42), "news:espn:1");
+        assert_eq!(
+            decode(&m),
+            Some(("abc", 's', Timestamp::from_millis(42), "news:espn:1"))
+        );
+        assert_eq!(
+            decode("x\tp\t1\t"),
+            Some(("x", 'p', Timestamp::from_millis(1), ""))
+        );
+        for bad in ["", "x", "x\ts", "x\ts\tnope\tk"] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+    }
+}
