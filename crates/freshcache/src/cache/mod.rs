@@ -408,8 +408,8 @@ impl Cache {
 
         if let Some(redis) = self.redis_for(ty).filter(|_| !self.is_redis_dirty(k)) {
             let rstats = inner.stats.tier(TierKind::Redis, ty.id);
-            match redis.get(k).await {
-                Ok(Some(bytes)) => match codec::decode_bytes(k, bytes.into()) {
+            if let Ok(Some(bytes)) = redis.get(k).await {
+                match codec::decode_bytes(k, bytes.into()) {
                     Ok(entry) => {
                         let entry = Arc::new(entry);
                         let until = deadline(&entry.meta, ty);
@@ -441,8 +441,7 @@ impl Cache {
                         tracing::warn!(key = k, error = %e, "redis tier: damaged value ignored");
                         let _ = redis.delete(k).await;
                     }
-                },
-                Ok(None) | Err(_) => {}
+                }
             }
             rstats.misses.fetch_add(1, Ordering::Relaxed);
         }

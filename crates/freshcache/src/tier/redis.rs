@@ -180,7 +180,7 @@ impl RedisTier {
         let pong: String = tier
             .raw(redis::cmd("PING"), cfg.connect_timeout)
             .await
-            .map_err(|e| fail(e))?;
+            .map_err(&fail)?;
         if pong != "PONG" {
             return Err(fail(format!("unexpected PING answer {pong:?}")));
         }

@@ -41,10 +41,10 @@ async fn wait_subscribed(cache: &Cache) {
     cache.set(&probe, "p").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let freshcache::Lookup::Fresh(h) = cache.get(&probe).await.unwrap() {
-            if h.source == Source::Tier(TierKind::Memory) {
-                return;
-            }
+        if let freshcache::Lookup::Fresh(h) = cache.get(&probe).await.unwrap()
+            && h.source == Source::Tier(TierKind::Memory)
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -94,12 +94,11 @@ async fn an_invalidation_on_one_instance_is_honoured_by_another_within_100ms() {
     let (_a_dir, a) = instance(&redis.url()).await;
     let (_b_dir, b) = instance(&redis.url()).await;
     a.set(&odds(1), "v1").await.unwrap();
-    assert!(b.get(&odds(1)).await.unwrap().is_fresh());
-    assert_eq!(
-        b.get(&odds(1)).await.unwrap().fresh().unwrap().source,
-        Source::Tier(TierKind::Memory)
-    );
-
+    // B holds v1 in memory (a read racing A's own announcement may skip one promotion).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while b.get(&odds(1)).await.unwrap().fresh().unwrap().source != Source::Tier(TierKind::Memory) {
+        assert!(Instant::now() < deadline, "v1 never reached B's memory");
+    }
     let within = |started: Instant| {
         let took = started.elapsed();
         assert!(took <= Duration::from_millis(100), "took {took:?}");
@@ -217,14 +216,12 @@ async fn a_stopped_redis_makes_calls_return_within_the_timeout() {
         let _ = cache.get(&odds(100 + i)).await.unwrap();
         slowest = slowest.max(started.elapsed());
     }
+    // The breaker opened while Redis was stopped (checked before it can answer again).
+    assert_ne!(cache.redis_state(), Some(BreakerState::Closed));
     redis.resume();
     // Each call waits at most the 50 ms deadline per Redis round trip; a set and a get make a
     // few of them before the breaker opens.
-    assert!(
-        slowest < Duration::from_millis(400),
-        "slowest set+get took {slowest:?}"
-    );
-    assert_ne!(cache.redis_state(), Some(BreakerState::Closed));
+    assert!(slowest < Duration::from_millis(400), "slowest set+get took {slowest:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
