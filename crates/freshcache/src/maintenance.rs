@@ -127,7 +127,7 @@ impl Cache {
             r.bytes = r.bytes.saturating_sub(expired.bytes);
             r
         } else {
-            disk.evict(limit, now, Mode::Apply)?
+            disk.evict(disk.eviction_target()?, now, Mode::Apply)?
         };
         progress(Phase::Repair);
         let repaired = disk.repair(opts.orphan_grace, opts.mode)?;

@@ -92,6 +92,9 @@ async fn retry_dirty(cache: &Cache) {
         for k in &keys {
             dirty.remove(k);
         }
+        if dirty.is_empty() {
+            cache.inner.redis_dirty_any.store(false, Ordering::Release);
+        }
     }
 }
 

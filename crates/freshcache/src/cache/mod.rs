@@ -22,7 +22,7 @@ use crate::key::{Key, KeyPrefix};
 use crate::metrics::LatencyHistogram;
 use crate::stats::Stats;
 use crate::tier::TierKind;
-use crate::tier::disk::DiskTier;
+use crate::tier::disk::{DiskTier, FreeSpace, StatvfsFreeSpace};
 use crate::tier::memory::{MemoryLookup, MemoryTier};
 use crate::tier::redis::RedisTier;
 
@@ -62,6 +62,8 @@ struct Inner {
     /// Keys whose Redis copy may be outdated because a write or delete did not reach Redis;
     /// removed from Redis once it answers again, and never read from Redis meanwhile.
     redis_dirty: Mutex<std::collections::HashSet<String>>,
+    /// Whether `redis_dirty` may be non-empty (read without the lock on every lookup).
+    redis_dirty_any: std::sync::atomic::AtomicBool,
     /// Dropped with the cache, which stops its background tasks.
     _closing: watch::Sender<()>,
     closed: watch::Receiver<()>,
@@ -104,6 +106,7 @@ impl std::fmt::Debug for Cache {
 pub struct CacheBuilder {
     config: Config,
     clock: SharedClock,
+    free_space: Option<Box<dyn FreeSpace>>,
 }
 
 impl CacheBuilder {
@@ -116,6 +119,12 @@ impl CacheBuilder {
     /// Uses a shared clock.
     pub fn shared_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Measures free disk space with `probe` instead of `statvfs` (tests simulate a full disk).
+    pub fn free_space(mut self, probe: impl FreeSpace + 'static) -> Self {
+        self.free_space = Some(Box::new(probe));
         self
     }
 
@@ -161,13 +170,21 @@ impl CacheBuilder {
     }
 
     fn build(self, redis: Option<RedisTier>) -> Result<(Cache, ())> {
-        let Self { config, clock } = self;
-        let disk = DiskTier::open(
+        let Self {
+            config,
+            clock,
+            free_space,
+        } = self;
+        let mut disk = DiskTier::open(
             &config.cache_dir,
             &config.metadata_path,
             config.disk.inline_max,
         )?;
         disk.set_size_limit(config.cleanup.max_size_bytes);
+        disk.set_free_space(
+            config.cleanup.min_free_disk,
+            free_space.unwrap_or_else(|| Box::new(StatvfsFreeSpace)),
+        );
         let memory = MemoryTier::new(config.memory.max_bytes);
         let stats = Stats::new(
             config
@@ -187,6 +204,7 @@ impl CacheBuilder {
                 instance_id: format!("{:016x}", fastrand::u64(..)),
                 l1_trusted: std::sync::atomic::AtomicBool::new(true),
                 redis_dirty: Mutex::new(std::collections::HashSet::new()),
+                redis_dirty_any: std::sync::atomic::AtomicBool::new(false),
                 _closing: closing,
                 closed,
                 stats,
@@ -230,6 +248,7 @@ impl Cache {
         CacheBuilder {
             config,
             clock: Arc::new(SystemClock),
+            free_space: None,
         }
     }
 
@@ -317,7 +336,41 @@ impl Cache {
     /// See [`Cache::get`].
     pub async fn get_with(&self, key: &Key, opts: ReadOptions) -> Result<Lookup> {
         let now = self.inner.clock.now();
+        if let Some(hit) = self.memory_hit(key, now)? {
+            return Ok(Lookup::Fresh(hit));
+        }
         self.lookup(key, now, opts, Purpose::Serve).await
+    }
+
+    /// The memory-tier hit path, without the machinery of the full lookup: a fresh copy in
+    /// memory, or `None` (the full lookup then handles expiry, lower tiers and counters).
+    #[inline]
+    fn memory_hit(&self, key: &Key, now: Timestamp) -> Result<Option<Hit>> {
+        let started = Instant::now();
+        let inner = &*self.inner;
+        let ty = inner.config.data_types.resolve(key)?;
+        if !self.memory_usable(ty) {
+            return Ok(None);
+        }
+        let Some(entry) = inner.memory.get_if_fresh(key.as_str(), now) else {
+            return Ok(None);
+        };
+        let until = deadline(&entry.meta, ty);
+        if now >= until {
+            return Ok(None);
+        }
+        inner
+            .stats
+            .tier(TierKind::Memory, ty.id)
+            .hits
+            .fetch_add(1, Ordering::Relaxed);
+        inner.memory_latency.observe(started.elapsed());
+        Ok(Some(Hit {
+            entry,
+            source: Source::Tier(TierKind::Memory),
+            now,
+            deadline: until,
+        }))
     }
 
     pub(crate) async fn lookup(

@@ -49,6 +49,8 @@ pub struct CleanupConfig {
     pub interval: String,
     /// Disk tier limit in bytes.
     pub max_size_bytes: u64,
+    /// Free space to leave on the filesystem, in bytes (0: no watermark).
+    pub min_free_disk: u64,
 }
 
 /// Alert thresholds.
@@ -720,6 +722,7 @@ impl Config {
             cleanup: CleanupConfig {
                 interval,
                 max_size_bytes: (gb * 1e9) as u64,
+                min_free_disk: cleanup.min_free_disk.map_or(0, |b| b.0),
             },
             monitoring,
             freshness: FreshnessConfig { audit_retention },

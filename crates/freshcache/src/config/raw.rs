@@ -164,6 +164,8 @@ pub struct RawCleanup {
     pub interval: Option<String>,
     /// Disk tier size limit in gigabytes (10^9 bytes).
     pub max_size_gb: Option<f64>,
+    /// Free space to leave on the cache's filesystem; the disk tier evicts to keep it.
+    pub min_free_disk: Option<ByteSize>,
 }
 
 /// `cache.monitoring`.

@@ -2,6 +2,7 @@
 //! while, then probed by one call; a success closes it again.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
@@ -40,6 +41,8 @@ enum Inner {
 /// The breaker.
 #[derive(Debug)]
 pub struct Breaker {
+    /// True while closed with no failures counted: the common case skips the lock.
+    healthy: AtomicBool,
     inner: Mutex<Inner>,
     failures_to_open: u32,
     open_for: Duration,
@@ -50,6 +53,7 @@ impl Breaker {
     #[must_use]
     pub fn new(failures_to_open: u32, open_for: Duration) -> Self {
         Self {
+            healthy: AtomicBool::new(true),
             inner: Mutex::new(Inner::Closed { failures: 0 }),
             failures_to_open: failures_to_open.max(1),
             open_for,
@@ -65,6 +69,9 @@ impl Breaker {
     /// Whether a call may go through at `now`. When the open period has passed, the first
     /// caller becomes the probe; a probe that never reports back is replaced after `open_for`.
     pub fn allow(&self, now: Timestamp) -> bool {
+        if self.healthy.load(Ordering::Acquire) {
+            return true;
+        }
         let mut g = self.lock();
         match *g {
             Inner::Closed { .. } => true,
@@ -83,15 +90,18 @@ impl Breaker {
 
     /// Records a successful call: the breaker closes.
     pub fn success(&self) {
-        let mut g = self.lock();
-        if !matches!(*g, Inner::Closed { failures: 0 }) {
-            *g = Inner::Closed { failures: 0 };
+        if self.healthy.load(Ordering::Acquire) {
+            return;
         }
+        let mut g = self.lock();
+        *g = Inner::Closed { failures: 0 };
+        self.healthy.store(true, Ordering::Release);
     }
 
     /// Records a failed call at `now`; true when this failure opened the breaker.
     pub fn failure(&self, now: Timestamp) -> bool {
         let mut g = self.lock();
+        self.healthy.store(false, Ordering::Release);
         match *g {
             Inner::Closed { failures } if failures + 1 < self.failures_to_open => {
                 *g = Inner::Closed {

@@ -99,6 +99,13 @@ impl MemoryTier {
         }
     }
 
+    /// The entry for `key` if it is fresh at `now`; unlike [`MemoryTier::get`] an expired copy
+    /// is left in place (the caller's slower path deals with it).
+    #[inline]
+    pub fn get_if_fresh(&self, key: &str, now: Timestamp) -> Option<Arc<Entry>> {
+        self.map.get(key).filter(|e| e.meta.is_fresh_at(now))
+    }
+
     /// The entry for `key` whatever its expiry (for stale-tolerant reads).
     #[must_use]
     pub fn peek(&self, key: &str) -> Option<Arc<Entry>> {

@@ -347,3 +347,76 @@ fn two_cleaners_and_four_writers_at_once_leave_doctor_clean() {
     assert!(stored <= limit + 70_000, "{stored}");
     assert!(files_under(&dir.join("tmp")).is_empty());
 }
+
+/// A filesystem of `capacity` bytes holding only the cache directory: free space is what the
+/// cache's files leave. (A real full disk cannot be made safely on a shared machine.)
+struct TinyDisk {
+    dir: std::path::PathBuf,
+    capacity: u64,
+}
+
+impl freshcache::tier::disk::FreeSpace for TinyDisk {
+    fn available(&self, _path: &std::path::Path) -> Option<u64> {
+        let used: u64 = files_under(&self.dir)
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        Some(self.capacity.saturating_sub(used))
+    }
+}
+
+#[test]
+fn writes_evict_to_keep_the_free_space_watermark_even_under_the_size_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache");
+    let clock = ManualClock::new(T0);
+    let yaml = "cache:\n  cleanup:\n    max_size_gb: 10\n    min_free_disk: 1000000\n";
+    let config = Config::from_yaml_str(yaml, None, Vec::new())
+        .unwrap()
+        .with_cache_dir(&dir);
+    let disk = TinyDisk {
+        dir: dir.clone(),
+        capacity: 3_000_000,
+    };
+    let cache = Cache::builder(config)
+        .clock(clock.clone())
+        .free_space(disk)
+        .open()
+        .unwrap();
+    let probe = TinyDisk {
+        dir: dir.clone(),
+        capacity: 3_000_000,
+    };
+    let mut lowest = u64::MAX;
+    block(async {
+        for i in 0..40u64 {
+            clock.advance(Duration::from_millis(10));
+            let key = Key::llm_features(format!("c{i}"), "d").unwrap();
+            cache
+                .set(&key, Value::bytes(noise(i, 100_000)))
+                .await
+                .unwrap();
+            let free = freshcache::tier::disk::FreeSpace::available(&probe, &dir).unwrap();
+            lowest = lowest.min(free);
+            assert!(
+                cache.get(&key).await.unwrap().is_fresh(),
+                "the newest value must survive"
+            );
+        }
+    });
+    // The watermark is 1 MB; between checks at most an eighth of it plus one value is written.
+    assert!(
+        lowest + 125_000 + 110_000 >= 1_000_000,
+        "free space fell to {lowest}"
+    );
+    let disk_stats = cache.stats().unwrap();
+    let d = disk_stats.tiers.iter().find(|t| t.tier == "disk").unwrap();
+    assert!(d.evictions > 0);
+    // A cleanup pass also honours the watermark.
+    let report = cache.cleanup_at(cache.now(), now_opts(), |_| {}).unwrap();
+    let free = freshcache::tier::disk::FreeSpace::available(&probe, &dir).unwrap();
+    assert!(
+        free >= 1_000_000 - 200_000,
+        "{free} free after cleanup: {report:?}"
+    );
+}
