@@ -221,7 +221,10 @@ async fn a_stopped_redis_makes_calls_return_within_the_timeout() {
     redis.resume();
     // Each call waits at most the 50 ms deadline per Redis round trip; a set and a get make a
     // few of them before the breaker opens.
-    assert!(slowest < Duration::from_millis(400), "slowest set+get took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(400),
+        "slowest set+get took {slowest:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
