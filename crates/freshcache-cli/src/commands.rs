@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::anyhow;
+use freshcache::fetch::{FetchOptions, Fetcher};
 use freshcache::maintenance::CleanupOptions;
 use freshcache::tier::disk::upkeep::Mode;
 use freshcache::{Cache, Key, KeyPrefix, Lookup, Value};
@@ -146,6 +147,7 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
                 Ok(())
             }
         }
+        Command::Fetch { url, key, json } => fetch(cache, &url, &key, json.json).await,
         Command::Stats { json } => {
             let report = cache.stats()?;
             output::stats(&report, json.json);
@@ -180,6 +182,14 @@ async fn get(cache: &Cache, key: &str, json: bool) -> CmdResult {
             Err(Failure::Miss)
         }
     }
+}
+
+async fn fetch(cache: &Cache, url: &str, key: &str, json: bool) -> CmdResult {
+    let key = Key::parse(key)?;
+    let fetcher = Fetcher::new(FetchOptions::default())?;
+    let outcome = fetcher.fetch(cache, &key, url).await?;
+    output::fetched(&key, url, &outcome, json);
+    Ok(())
 }
 
 fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>, Failure> {

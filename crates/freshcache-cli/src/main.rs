@@ -149,6 +149,17 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Fetch URL into KEY with a conditional request (ETag / Last-Modified); a 304 re-validates
+    /// the stored entry without a download.
+    Fetch {
+        /// The feed's http:// or https:// URL.
+        url: String,
+        /// The key to store the body under.
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Statistics per tier and per data type.
     Stats {
         #[command(flatten)]

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use freshcache::entry::Entry;
+use freshcache::fetch::FetchOutcome;
 use freshcache::freshness::FreshnessReport;
 use freshcache::maintenance::{CleanupReport, Phase};
 use freshcache::stats::StatsReport;
@@ -69,6 +70,44 @@ pub(crate) fn stored(key: &Key, entry: &Entry, json: bool) {
             entry.meta.data_type,
             entry.meta.expires_at
         );
+    }
+}
+
+pub(crate) fn fetched(key: &Key, url: &str, o: &FetchOutcome, json: bool) {
+    let t = o.transfer();
+    if json {
+        let mut v = match o.hit() {
+            Some(hit) => meta_json(key, &hit.entry),
+            None => json!({"key": key.as_str()}),
+        };
+        v["url"] = json!(freshcache::fetch::redact_url(url));
+        v["outcome"] = json!(o.name());
+        v["stored"] = json!(o.is_stored());
+        v["status"] = json!(t.status);
+        v["body_bytes"] = json!(t.body_bytes);
+        v["requests"] = json!(t.requests);
+        v["conditional"] = json!(t.conditional);
+        if let FetchOutcome::NotStored { reason, .. } = o {
+            v["reason"] = json!(reason.name());
+        }
+        println!("{v}");
+        return;
+    }
+    match o.hit() {
+        Some(hit) => println!(
+            "{} {key} (HTTP {}, {} body bytes, {} stored, expires {})",
+            o.name(),
+            t.status,
+            t.body_bytes,
+            hit.entry.size(),
+            hit.meta().expires_at
+        ),
+        None => println!(
+            "{} {key} (HTTP {}, {} body bytes): the response may not be stored",
+            o.name(),
+            t.status,
+            t.body_bytes
+        ),
     }
 }
 

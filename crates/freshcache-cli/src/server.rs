@@ -13,6 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use freshcache::config::SourceConfig;
+use freshcache::fetch::{FetchOptions, Fetcher};
 use freshcache::maintenance::{CleanupOptions, Schedule};
 use freshcache::metrics::{Breach, ThresholdWatch};
 use freshcache::{Cache, Codec, Error, Key, KeyPrefix, Lookup, ReadOptions, Value};
@@ -493,6 +495,38 @@ async fn cleanup_loop(cache: Cache, schedule: Schedule) {
     }
 }
 
+/// Keeps one configured feed fresh: a fetch on start, then one every `refresh`, conditional
+/// on the stored validators. Outcomes are logged (URL without credentials or query, never the
+/// body); a failed fetch leaves the stored entry alone and is retried on the next tick.
+async fn source_loop(cache: Cache, fetcher: Fetcher, source: SourceConfig) {
+    let url = freshcache::fetch::redact_url(&source.url);
+    let mut tick = tokio::time::interval(source.refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let fetched = fetcher
+            .fetch_with(&cache, &source.key, &source.url, source.cache_control)
+            .await;
+        match fetched {
+            Ok(o) => tracing::info!(
+                key = %source.key,
+                url,
+                outcome = o.name(),
+                status = o.status(),
+                body_bytes = o.transfer().body_bytes,
+                "source refreshed"
+            ),
+            Err(e) => tracing::warn!(
+                key = %source.key,
+                url,
+                kind = e.fetch_kind().map_or("cache", |k| k.name()),
+                error = %e,
+                "source refresh failed"
+            ),
+        }
+    }
+}
+
 /// Runs the service until SIGTERM / Ctrl-C.
 pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult {
     let addr = listen.unwrap_or(cache.config().server.listen);
@@ -525,12 +559,20 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
     };
     let cleaner = tokio::spawn(cleanup_loop(cache.clone(), schedule));
     let watcher = tokio::spawn(threshold_loop(cache.clone()));
+    let fetcher = Fetcher::new(FetchOptions::default())?;
+    let feeds: Vec<_> = cache
+        .config()
+        .sources
+        .iter()
+        .map(|s| tokio::spawn(source_loop(cache.clone(), fetcher.clone(), s.clone())))
+        .collect();
     let result = axum::serve(listener, router(cache.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     flusher.abort();
     cleaner.abort();
     watcher.abort();
+    feeds.iter().for_each(tokio::task::JoinHandle::abort);
     if let Err(e) = cache.flush() {
         tracing::warn!(error = %e, "could not persist counters at shutdown");
     }

@@ -121,12 +121,89 @@ pub enum Error {
         #[source]
         source: LoaderError,
     },
+    /// An HTTP fetch failed; whatever was stored under the key is left as it was.
+    #[error("fetch {url}: {reason}")]
+    Fetch {
+        /// The URL without credentials or query string.
+        url: String,
+        /// What kind of failure, for callers that branch on it.
+        kind: FetchErrorKind,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// What went wrong in an HTTP fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FetchErrorKind {
+    /// The URL is not an absolute `http://` or `https://` URL.
+    InvalidUrl,
+    /// The HTTP client could not be built (TLS set-up).
+    Setup,
+    /// No connection: DNS, refused, reset before a response, TLS handshake.
+    Connect,
+    /// The connect timeout or the total timeout passed.
+    Timeout,
+    /// The origin answered with a status other than 200 or 304.
+    Status(u16),
+    /// More body bytes on the wire than allowed.
+    BodyTooLarge,
+    /// More bytes after decompression than allowed (a gzip bomb, or simply too large).
+    DecodedTooLarge,
+    /// The body could not be decoded: corrupt gzip, or an encoding that was not asked for.
+    Encoding,
+    /// The `Content-Type` is not one of the allowed media types.
+    ContentType,
+    /// A header value that cannot be kept: too long, or with control bytes such as CR/LF.
+    Header,
+    /// A redirect to a host that is not allowed, or too many redirects.
+    Redirect,
+    /// The response broke HTTP mid-way: malformed, truncated, or a 304 to an unconditional
+    /// request.
+    Protocol,
+}
+
+impl FetchErrorKind {
+    /// True when the same fetch may succeed later: connection failures, timeouts, broken
+    /// responses, 5xx, 408 and 429.
+    #[must_use]
+    pub fn is_transient(self) -> bool {
+        match self {
+            FetchErrorKind::Connect | FetchErrorKind::Timeout | FetchErrorKind::Protocol => true,
+            FetchErrorKind::Status(s) => s >= 500 || s == 408 || s == 429,
+            _ => false,
+        }
+    }
+
+    /// Short lowercase name, safe as a metrics label.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            FetchErrorKind::InvalidUrl => "invalid_url",
+            FetchErrorKind::Setup => "setup",
+            FetchErrorKind::Connect => "connect",
+            FetchErrorKind::Timeout => "timeout",
+            FetchErrorKind::Status(_) => "status",
+            FetchErrorKind::BodyTooLarge => "body_too_large",
+            FetchErrorKind::DecodedTooLarge => "decoded_too_large",
+            FetchErrorKind::Encoding => "encoding",
+            FetchErrorKind::ContentType => "content_type",
+            FetchErrorKind::Header => "header",
+            FetchErrorKind::Redirect => "redirect",
+            FetchErrorKind::Protocol => "protocol",
+        }
+    }
 }
 
 impl Error {
-    /// True when retrying the same call later may succeed (I/O, a busy index, a loader).
+    /// True when retrying the same call later may succeed (I/O, a busy index, a loader, a
+    /// fetch that failed for a reason [`FetchErrorKind::is_transient`] accepts).
     #[must_use]
     pub fn is_transient(&self) -> bool {
+        if let Some(kind) = self.fetch_kind() {
+            return kind.is_transient();
+        }
         matches!(
             self,
             Error::Io { .. } | Error::Index { .. } | Error::Loader { .. } | Error::Redis { .. }
@@ -145,7 +222,26 @@ impl Error {
                 | Error::AlreadyExpired { .. }
                 | Error::Config(_)
                 | Error::Codec { .. }
+                | Error::Fetch {
+                    kind: FetchErrorKind::InvalidUrl,
+                    ..
+                }
         )
+    }
+
+    /// The kind of a failed fetch; `None` for other errors.
+    #[must_use]
+    pub fn fetch_kind(&self) -> Option<FetchErrorKind> {
+        match self {
+            Error::Fetch { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// True when a fetch ran out of time (connect or total timeout).
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        self.fetch_kind() == Some(FetchErrorKind::Timeout)
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -239,5 +335,27 @@ mod tests {
         assert!(bad.is_invalid_input() && !bad.is_transient());
         let io = Error::io("/x", io::Error::other("boom"));
         assert!(io.is_transient() && !io.is_invalid_input());
+    }
+
+    #[test]
+    fn fetch_errors_say_whether_a_retry_may_help() {
+        let fetch = |kind| Error::Fetch {
+            url: "http://feed.example/odds".into(),
+            kind,
+            reason: "r".into(),
+        };
+        assert!(fetch(FetchErrorKind::Status(503)).is_transient());
+        assert!(!fetch(FetchErrorKind::Status(404)).is_transient());
+        assert!(fetch(FetchErrorKind::Timeout).is_timeout());
+        assert!(!fetch(FetchErrorKind::BodyTooLarge).is_transient());
+        assert!(fetch(FetchErrorKind::InvalidUrl).is_invalid_input());
+        assert_eq!(
+            fetch(FetchErrorKind::Connect).fetch_kind(),
+            Some(FetchErrorKind::Connect)
+        );
+        assert_eq!(
+            fetch(FetchErrorKind::Header).to_string(),
+            "fetch http://feed.example/odds: r"
+        );
     }
 }

@@ -33,6 +33,8 @@
 //! - [`metrics`]: Prometheus families read from the counters at scrape time.
 //! - [`stats`]: counters and the stats report.
 //! - [`freshness`]: the inference guard ([`Cache::require_fresh`]) and its audit trail.
+//! - [`fetch`]: conditional HTTP fetch into the cache ([`fetch::Fetcher`]: ETag /
+//!   Last-Modified, 304 re-validation, bounded bodies, `Cache-Control` that may shorten TTLs).
 //! - [`error`]: the [`Error`] type.
 
 pub mod cache;
@@ -42,6 +44,7 @@ pub mod config;
 pub mod datatype;
 pub mod entry;
 pub mod error;
+pub mod fetch;
 pub mod freshness;
 pub mod key;
 pub mod maintenance;
@@ -54,7 +57,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, TtlOverride};
 pub use entry::{Codec, Entry, Meta};
-pub use error::{ConfigError, Error, Result};
+pub use error::{ConfigError, Error, FetchErrorKind, Result};
 pub use key::{Key, KeyPrefix};
 pub use stats::StatsReport;
 pub use tier::TierKind;

@@ -3,6 +3,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod commands;
+mod fetch;
 mod observe;
 mod ops;
 mod server;

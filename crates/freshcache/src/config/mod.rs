@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 
 use crate::datatype::{DataTypeSpec, Placement, Registry, TtlOverride};
 use crate::error::{ConfigError, Result};
+use crate::fetch::CacheControl;
+use crate::key::Key;
 
 /// The prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "FRESHCACHE_";
@@ -23,6 +25,7 @@ const MIB: u64 = 1024 * KIB;
 
 mod raw;
 
+pub use raw::RawSource;
 pub use raw::{
     ByteSize, RawCache, RawCleanup, RawConfig, RawDataType, RawDisk, RawFreshness, RawMemory,
     RawMonitoring, RawRedis, RawSegments, RawServer, TtlValue, parse_duration, parse_size,
@@ -210,6 +213,107 @@ pub struct Config {
     pub freshness: FreshnessConfig,
     /// Service.
     pub server: ServerConfig,
+    /// Feeds kept fresh by `serve`.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// A feed that `serve` keeps fresh: fetched on start, then every `refresh`, with conditional
+/// requests.
+#[derive(Clone, PartialEq)]
+pub struct SourceConfig {
+    /// The feed's `http://` or `https://` URL.
+    pub url: String,
+    /// The key its body is stored under (resolves to a data type).
+    pub key: Key,
+    /// Time between fetches (at least 1 s).
+    pub refresh: Duration,
+    /// What the feed's `Cache-Control` may do to the TTL.
+    pub cache_control: CacheControl,
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &crate::fetch::redact_url(&self.url))
+            .field("key", &self.key.as_str())
+            .field("refresh", &self.refresh)
+            .field("cache_control", &self.cache_control)
+            .finish()
+    }
+}
+
+/// Validates `cache.sources`; `err(field, reason)` builds the error for a field path.
+fn sources(
+    raw: Vec<RawSource>,
+    types: &Registry,
+    err: impl Fn(usize, &str, String) -> ConfigError,
+) -> Result<Vec<SourceConfig>, ConfigError> {
+    let mut out: Vec<SourceConfig> = Vec::with_capacity(raw.len());
+    for (i, s) in raw.into_iter().enumerate() {
+        crate::fetch::check_url(&s.url).map_err(|reason| err(i, "url", reason))?;
+        let key = Key::parse(&s.key).map_err(|e| err(i, "key", e.to_string()))?;
+        types
+            .resolve(&key)
+            .map_err(|e| err(i, "key", e.to_string()))?;
+        if let Some(j) = out.iter().position(|o| o.key == key) {
+            return Err(err(
+                i,
+                "key",
+                format!("{key} is already fed by cache.sources[{j}]"),
+            ));
+        }
+        let refresh = parse_duration(&s.refresh).map_err(|reason| err(i, "refresh", reason))?;
+        if refresh < Duration::from_secs(1) {
+            return Err(err(
+                i,
+                "refresh",
+                format!("{:?} is shorter than 1s", s.refresh),
+            ));
+        }
+        out.push(SourceConfig {
+            url: s.url,
+            key,
+            refresh,
+            cache_control: s.cache_control.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Best-effort line of `field` in item `index` of the `cache.sources` list (1-based), or of the
+/// list itself.
+fn locate_source(text: &str, index: usize, field: &str) -> Option<u64> {
+    let start = locate(text, "cache.sources")?;
+    let lines: Vec<&str> = text.lines().collect();
+    let base = {
+        let l = lines.get(usize::try_from(start).ok()?.checked_sub(1)?)?;
+        l.len() - l.trim_start().len()
+    };
+    let mut item: Option<usize> = None;
+    for (i, line) in lines.iter().enumerate().skip(usize::try_from(start).ok()?) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if indent <= base && !trimmed.starts_with('-') {
+            break;
+        }
+        let mut rest = trimmed;
+        if let Some(r) = trimmed.strip_prefix('-') {
+            item = Some(item.map_or(0, |n| n + 1));
+            rest = r.trim_start();
+        }
+        if item == Some(index) {
+            let name = rest.split(':').next().unwrap_or("").trim();
+            if name == field {
+                return Some(i as u64 + 1);
+            }
+        } else if item.is_some_and(|n| n > index) {
+            break;
+        }
+    }
+    Some(start)
 }
 
 impl Default for Config {
@@ -710,13 +814,25 @@ impl Config {
         })?;
         let auth_token = server.auth_token.filter(|t| !t.is_empty());
 
+        let data_types = Registry::new(types.into_iter().map(|(_, s)| s).collect(), default);
+        let sources = sources(
+            cache.sources.unwrap_or_default(),
+            &data_types,
+            |i, name, reason| ConfigError {
+                file: file.map(Path::to_path_buf),
+                line: locate_source(text, i, name),
+                field: format!("cache.sources[{i}].{name}"),
+                reason,
+            },
+        )?;
+
         Ok(Config {
             source: file.map(Path::to_path_buf),
             redis_url: redis_url.map(RedisUrl),
             redis,
             cache_dir,
             metadata_path,
-            data_types: Registry::new(types.into_iter().map(|(_, s)| s).collect(), default),
+            data_types,
             memory: MemoryConfig { max_bytes },
             disk: DiskConfig { inline_max },
             cleanup: CleanupConfig {
@@ -727,6 +843,7 @@ impl Config {
             monitoring,
             freshness: FreshnessConfig { audit_retention },
             server: ServerConfig { listen, auth_token },
+            sources,
         })
     }
 
@@ -962,9 +1079,109 @@ cache:
     }
 
     #[test]
+    fn sources_parse_with_defaults_and_keep_credentials_out_of_debug() {
+        let text = r#"
+cache:
+  sources:
+    - url: "http://reader:pw@feeds.example/espn.json?token=s3cret"
+      key: "news:espn:front"
+      refresh: 5m
+    - url: "http://127.0.0.1:9000/odds"
+      key: "odds:g42:1700000000"
+      refresh: 30s
+      cache_control: ignore
+"#;
+        let c = Config::from_yaml_str(text, None, no_env()).unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[0].key.as_str(), "news:espn:front");
+        assert_eq!(c.sources[0].refresh, Duration::from_secs(300));
+        assert_eq!(c.sources[0].cache_control, CacheControl::MayShorten);
+        assert_eq!(c.sources[1].refresh, Duration::from_secs(30));
+        assert_eq!(c.sources[1].cache_control, CacheControl::Ignore);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("pw@"),
+            "{debug}"
+        );
+        assert!(Config::default().sources.is_empty());
+    }
+
+    #[test]
+    fn bad_sources_name_the_item_field_and_line() {
+        let first = "cache:\n  sources:\n    - url: \"http://h/ok\"\n      key: \"news:a:b\"\n      refresh: 1m\n";
+        let second = |url: &str, key: &str, refresh: &str| {
+            format!("{first}    - url: \"{url}\"\n      key: \"{key}\"\n      refresh: {refresh}\n")
+        };
+        for (text, field, reason, line) in [
+            (
+                second("ftp://h/x", "news:a:c", "1m"),
+                "cache.sources[1].url",
+                "scheme",
+                6,
+            ),
+            (
+                second("not a url", "news:a:c", "1m"),
+                "cache.sources[1].url",
+                "URL",
+                6,
+            ),
+            (
+                second("http://h/x", "weather:x", "1m"),
+                "cache.sources[1].key",
+                "no data type",
+                7,
+            ),
+            (
+                second("http://h/x", "news:a", "1m"),
+                "cache.sources[1].key",
+                "segment",
+                7,
+            ),
+            (
+                second("http://h/x", "news:a:b", "1m"),
+                "cache.sources[1].key",
+                "already fed",
+                7,
+            ),
+            (
+                second("http://h/x", "news:a:c", "500ms"),
+                "cache.sources[1].refresh",
+                "1s",
+                8,
+            ),
+            (
+                second("http://h/x", "news:a:c", "soon"),
+                "cache.sources[1].refresh",
+                "duration",
+                8,
+            ),
+        ] {
+            let e = Config::from_yaml_str(&text, Some(Path::new("r.yml")), no_env()).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+            assert_eq!(e.line, Some(line), "{e}");
+        }
+
+        let text = format!("{first}      cache_control: sometimes\n");
+        let e = Config::from_yaml_str(&text, None, no_env()).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("cache_control", Some(6)),
+            "{e}"
+        );
+        let text = "cache:\n  sources:\n    - url: \"http://h/x\"\n      key: \"news:a:b\"\n";
+        let e = Config::from_yaml_str(text, None, no_env()).unwrap_err();
+        assert!(e.reason.contains("refresh"), "{e}");
+    }
+
+    #[test]
     fn auth_token_is_redacted_in_debug_output() {
         let c = Config::from_yaml_str("server:\n  auth_token: s3cret\n", None, no_env()).unwrap();
-        assert!(!format!("{c:?}").contains("s3cret"));
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("pw@"),
+            "{debug}"
+        );
         assert_eq!(c.server.auth_token.as_deref(), Some("s3cret"));
     }
 }

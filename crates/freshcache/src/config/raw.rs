@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::datatype::{Placement, TtlOverride};
+use crate::fetch::CacheControl;
 
 /// A lifetime as written in the file: a number of hours, or a duration string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +228,20 @@ pub struct RawDisk {
     pub inline_max: Option<ByteSize>,
 }
 
+/// One item of `cache.sources`: a feed `serve` keeps fresh with conditional fetches.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// The feed's `http://` or `https://` URL.
+    pub url: String,
+    /// The key its body is stored under.
+    pub key: String,
+    /// Time between fetches, a duration such as `5m`.
+    pub refresh: String,
+    /// What the feed's `Cache-Control` may do to the TTL (default `may_shorten`).
+    pub cache_control: Option<CacheControl>,
+}
+
 /// The `cache:` section as written.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +270,8 @@ pub struct RawCache {
     pub data_types: Option<BTreeMap<String, RawDataType>>,
     /// Type used for keys whose prefix matches no declared type.
     pub default_data_type: Option<String>,
+    /// Feeds kept fresh by `serve`.
+    pub sources: Option<Vec<RawSource>>,
 }
 
 /// The `server:` section as written.

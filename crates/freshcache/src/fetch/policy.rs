@@ -1,0 +1,404 @@
+//! The RFC 9111 rules the fetcher applies, as pure functions: `Cache-Control` parsing, the
+//! lifetime a response allows, validator comparison and which header values may be stored.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::datatype::{DataTypeSpec, TtlOverride};
+
+/// Whether a feed's `Cache-Control` may change how long its body is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CacheControl {
+    /// The data type's TTL applies; the feed's `Cache-Control` is not read.
+    Ignore,
+    /// `max-age` / `s-maxage` (less `Age`) may shorten the data type's TTL, never lengthen
+    /// it; `no-store` means the body is returned but not stored; `no-cache` or a lifetime of
+    /// zero means it is already stale and is not stored either.
+    #[default]
+    MayShorten,
+}
+
+impl CacheControl {
+    /// Lowercase name as written in the configuration.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheControl::Ignore => "ignore",
+            CacheControl::MayShorten => "may_shorten",
+        }
+    }
+}
+
+/// Why a fetched body was returned without being stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotStoredReason {
+    /// The response said `Cache-Control: no-store`.
+    NoStore,
+    /// The response is stale on arrival: `no-cache`, `max-age=0`, an invalid `max-age`, or an
+    /// `Age` at least as large as its `max-age`.
+    AlreadyStale,
+}
+
+impl NotStoredReason {
+    /// Short lowercase name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            NotStoredReason::NoStore => "no_store",
+            NotStoredReason::AlreadyStale => "already_stale",
+        }
+    }
+}
+
+/// The `Cache-Control` directives the fetcher acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Directives {
+    pub no_store: bool,
+    pub no_cache: bool,
+    /// Seconds; `Some(0)` for a present but invalid value (RFC 9111 §4.2.1: treat as stale).
+    pub max_age: Option<u64>,
+    /// Seconds; a shared cache prefers it over `max-age`.
+    pub s_maxage: Option<u64>,
+}
+
+/// Splits a `Cache-Control` value into directives, honouring quoted strings, so
+/// `private="a, b", max-age=5` is two directives.
+fn split_directives(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out.into_iter()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// Delta-seconds (RFC 9111 §1.2.2): digits only, optionally quoted by lenient senders; values
+/// too large for a `u64` are the largest. `None` when the value is not a number.
+fn delta_seconds(v: &str) -> Option<u64> {
+    let v = v.trim().trim_matches('"');
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse().unwrap_or(u64::MAX))
+}
+
+/// Parses every `Cache-Control` field line of a response. The first occurrence of a
+/// directive wins.
+pub(crate) fn parse_cache_control<'a>(values: impl IntoIterator<Item = &'a str>) -> Directives {
+    let mut d = Directives::default();
+    for value in values {
+        for directive in split_directives(value) {
+            let (name, arg) = match directive.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a)),
+                None => (directive, None),
+            };
+            let age = || Some(arg.and_then(delta_seconds).unwrap_or(0));
+            match name.to_ascii_lowercase().as_str() {
+                "no-store" => d.no_store = true,
+                "no-cache" => d.no_cache = true,
+                "max-age" if d.max_age.is_none() => d.max_age = age(),
+                "s-maxage" if d.s_maxage.is_none() => d.s_maxage = age(),
+                _ => {}
+            }
+        }
+    }
+    d
+}
+
+/// What to do with a response body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// Store it, with this per-call TTL (`None`: the data type's TTL).
+    Store(Option<Duration>),
+    /// Return it without storing.
+    Skip(NotStoredReason),
+}
+
+/// How long a response may be kept, per `mode`: never longer than the type's TTL. `age` is the
+/// response's `Age` header in seconds. A type whose policy is `never` keeps its own TTL
+/// (its per-call TTLs are refused), but still honours `no-store` and staleness on arrival.
+pub(crate) fn storage(
+    mode: CacheControl,
+    d: &Directives,
+    age: Option<u64>,
+    ty: &DataTypeSpec,
+) -> Storage {
+    if mode == CacheControl::Ignore {
+        return Storage::Store(None);
+    }
+    if d.no_store {
+        return Storage::Skip(NotStoredReason::NoStore);
+    }
+    let lifetime = if d.no_cache {
+        Some(0)
+    } else {
+        d.s_maxage.or(d.max_age)
+    };
+    let Some(secs) = lifetime else {
+        return Storage::Store(None);
+    };
+    let left = Duration::from_secs(secs.saturating_sub(age.unwrap_or(0)));
+    if left.is_zero() {
+        return Storage::Skip(NotStoredReason::AlreadyStale);
+    }
+    if left < ty.ttl && ty.ttl_override != TtlOverride::Never {
+        Storage::Store(Some(left))
+    } else {
+        Storage::Store(None)
+    }
+}
+
+/// The opaque part of an entity tag: `W/"x"` and `"x"` both give `"x"`.
+fn opaque(etag: &str) -> &str {
+    let t = etag.trim();
+    t.strip_prefix("W/").unwrap_or(t)
+}
+
+/// Weak comparison (RFC 9110 §8.8.3.2): equal opaque tags, either may be weak.
+pub(crate) fn etags_match(a: &str, b: &str) -> bool {
+    opaque(a) == opaque(b)
+}
+
+/// Whether a 304 describes the stored entry (RFC 9111 §4.3.4): its ETag, when it sends one,
+/// must match the stored one; else its Last-Modified, when both have one, must be equal; a
+/// 304 with neither refers to the entry whose validators were sent.
+pub(crate) fn not_modified_matches(
+    stored_etag: Option<&str>,
+    stored_last_modified: Option<&str>,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+) -> bool {
+    match (etag, last_modified) {
+        (Some(new), _) => stored_etag.is_some_and(|old| etags_match(old, new)),
+        (None, Some(new)) => stored_last_modified.is_none_or(|old| old.trim() == new.trim()),
+        (None, None) => true,
+    }
+}
+
+/// Why a header value may not be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeaderProblem {
+    /// Longer than the limit.
+    TooLong,
+    /// Contains a byte that is not visible ASCII, space or tab (CR, LF, NUL, obs-text).
+    BadByte,
+}
+
+/// Checks a header value before it is stored or sent back: at most `max` bytes of visible
+/// ASCII, space and tab.
+pub(crate) fn check_header_value(v: &[u8], max: usize) -> Result<&str, HeaderProblem> {
+    if v.len() > max {
+        return Err(HeaderProblem::TooLong);
+    }
+    if !v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return Err(HeaderProblem::BadByte);
+    }
+    std::str::from_utf8(v)
+        .map(str::trim)
+        .map_err(|_| HeaderProblem::BadByte)
+}
+
+/// Whether a media type is allowed by `allowed` (empty: any). Entries are essences such as
+/// `application/json` or `text/*`, compared case-insensitively; parameters are ignored.
+pub(crate) fn content_type_allowed(content_type: Option<&str>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(ct) = content_type else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        match a.strip_suffix("/*") {
+            Some(main) => essence
+                .split_once('/')
+                .is_some_and(|(m, sub)| m == main && !sub.is_empty()),
+            None => essence == a,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ttl: u64, policy: TtlOverride) -> DataTypeSpec {
+        DataTypeSpec {
+            id: 0,
+            name: "news_articles".into(),
+            prefix: "news:".into(),
+            ttl: Duration::from_secs(ttl),
+            max_value_size: 1 << 20,
+            placement: crate::datatype::Placement::default(),
+            compress_above: 1 << 14,
+            segments: 3..=4,
+            ttl_override: policy,
+        }
+    }
+
+    #[test]
+    fn directives_parse_case_insensitively_and_respect_quotes() {
+        let d = parse_cache_control(["public, Max-Age=60", "private=\"a, no-store\""]);
+        assert_eq!(d.max_age, Some(60));
+        assert!(
+            !d.no_store,
+            "no-store inside a quoted string is not a directive"
+        );
+        let d = parse_cache_control(["max-age=10, max-age=99, s-maxage=\"5\", NO-STORE"]);
+        assert_eq!(
+            (d.max_age, d.s_maxage, d.no_store),
+            (Some(10), Some(5), true)
+        );
+        let d = parse_cache_control(["max-age=soon"]);
+        assert_eq!(
+            d.max_age,
+            Some(0),
+            "an invalid max-age makes the response stale"
+        );
+        let d = parse_cache_control(["max-age=99999999999999999999999"]);
+        assert_eq!(d.max_age, Some(u64::MAX));
+        assert_eq!(parse_cache_control([""]), Directives::default());
+    }
+
+    #[test]
+    fn max_age_shortens_but_never_lengthens_the_type_ttl() {
+        let ty = spec(3600, TtlOverride::ShorterOnly);
+        let mode = CacheControl::MayShorten;
+        let d = parse_cache_control(["max-age=60"]);
+        assert_eq!(
+            storage(mode, &d, None, &ty),
+            Storage::Store(Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            storage(mode, &d, Some(15), &ty),
+            Storage::Store(Some(Duration::from_secs(45))),
+            "Age counts against max-age"
+        );
+        let d = parse_cache_control(["max-age=86400"]);
+        assert_eq!(storage(mode, &d, None, &ty), Storage::Store(None));
+        let d = parse_cache_control(["max-age=600, s-maxage=30"]);
+        assert_eq!(
+            storage(mode, &d, None, &ty),
+            Storage::Store(Some(Duration::from_secs(30))),
+            "a shared cache prefers s-maxage"
+        );
+        assert_eq!(
+            storage(CacheControl::Ignore, &d, None, &ty),
+            Storage::Store(None)
+        );
+    }
+
+    #[test]
+    fn no_store_and_stale_on_arrival_are_not_stored() {
+        let ty = spec(3600, TtlOverride::ShorterOnly);
+        let mode = CacheControl::MayShorten;
+        for (cc, age, why) in [
+            ("no-store, max-age=60", None, NotStoredReason::NoStore),
+            ("no-cache", None, NotStoredReason::AlreadyStale),
+            ("max-age=0", None, NotStoredReason::AlreadyStale),
+            ("max-age=30", Some(30), NotStoredReason::AlreadyStale),
+        ] {
+            let d = parse_cache_control([cc]);
+            assert_eq!(storage(mode, &d, age, &ty), Storage::Skip(why), "{cc}");
+        }
+        let d = parse_cache_control(["no-store"]);
+        assert_eq!(
+            storage(CacheControl::Ignore, &d, None, &ty),
+            Storage::Store(None)
+        );
+    }
+
+    #[test]
+    fn a_type_that_refuses_per_call_ttls_keeps_its_own() {
+        let ty = spec(3600, TtlOverride::Never);
+        let d = parse_cache_control(["max-age=60"]);
+        assert_eq!(
+            storage(CacheControl::MayShorten, &d, None, &ty),
+            Storage::Store(None)
+        );
+    }
+
+    #[test]
+    fn weak_and_strong_etags_compare_weakly() {
+        assert!(etags_match("W/\"a\"", "\"a\""));
+        assert!(etags_match("\"a\"", "\"a\""));
+        assert!(!etags_match("\"a\"", "\"b\""));
+    }
+
+    #[test]
+    fn a_304_must_name_the_stored_representation() {
+        let (e, lm) = (Some("\"v1\""), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
+        assert!(not_modified_matches(e, lm, Some("\"v1\""), None));
+        assert!(not_modified_matches(e, lm, Some("W/\"v1\""), None));
+        assert!(!not_modified_matches(e, lm, Some("\"v2\""), None));
+        assert!(!not_modified_matches(None, lm, Some("\"v1\""), None));
+        assert!(not_modified_matches(None, lm, None, lm));
+        assert!(!not_modified_matches(
+            None,
+            lm,
+            None,
+            Some("Wed, 02 Jan 2030 00:00:00 GMT")
+        ));
+        assert!(not_modified_matches(e, None, None, None));
+    }
+
+    #[test]
+    fn header_values_with_control_bytes_or_too_long_are_refused() {
+        assert_eq!(check_header_value(b"W/\"x\"", 64), Ok("W/\"x\""));
+        assert_eq!(
+            check_header_value(b"\"a\"\r\nSet-Cookie: x", 64),
+            Err(HeaderProblem::BadByte)
+        );
+        assert_eq!(
+            check_header_value(b"\"a\nb\"", 64),
+            Err(HeaderProblem::BadByte)
+        );
+        assert_eq!(
+            check_header_value(b"\"\xc3\xa9\"", 64),
+            Err(HeaderProblem::BadByte)
+        );
+        assert_eq!(
+            check_header_value(&[b'a'; 65], 64),
+            Err(HeaderProblem::TooLong)
+        );
+    }
+
+    #[test]
+    fn content_types_match_by_essence_and_wildcard() {
+        let allowed = vec!["application/json".to_owned(), "text/*".to_owned()];
+        assert!(content_type_allowed(
+            Some("Application/JSON; charset=utf-8"),
+            &allowed
+        ));
+        assert!(content_type_allowed(Some("text/plain"), &allowed));
+        assert!(!content_type_allowed(Some("text/"), &allowed));
+        assert!(!content_type_allowed(Some("image/png"), &allowed));
+        assert!(!content_type_allowed(None, &allowed));
+        assert!(content_type_allowed(None, &[]));
+    }
+}
