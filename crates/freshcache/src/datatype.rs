@@ -119,6 +119,8 @@ impl fmt::Display for DataTypeSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Registry {
     types: Vec<Arc<DataTypeSpec>>,
+    /// Indexes into `types`, longest prefix first.
+    by_prefix_len: Vec<usize>,
     default: Option<usize>,
 }
 
@@ -133,8 +135,14 @@ impl Registry {
                 t.id = id;
                 Arc::new(t)
             })
-            .collect();
-        Self { types, default }
+            .collect::<Vec<Arc<DataTypeSpec>>>();
+        let mut by_prefix_len: Vec<usize> = (0..types.len()).collect();
+        by_prefix_len.sort_by_key(|&i| std::cmp::Reverse(types[i].prefix.len()));
+        Self {
+            types,
+            by_prefix_len,
+            default,
+        }
     }
 
     /// Every declared type, in id order.
@@ -155,11 +163,12 @@ impl Registry {
     /// [`Error::UnknownDataType`] when no prefix matches and no default type is set;
     /// [`Error::InvalidKey`] when the segment count is outside the type's range.
     pub fn resolve(&self, key: &Key) -> Result<&Arc<DataTypeSpec>> {
+        // Types are kept longest prefix first, so the first match is the longest.
         let ty = self
-            .types
+            .by_prefix_len
             .iter()
-            .filter(|t| key.as_str().starts_with(&t.prefix))
-            .max_by_key(|t| t.prefix.len())
+            .map(|&i| &self.types[i])
+            .find(|t| key.as_str().starts_with(&t.prefix))
             .or_else(|| self.default.and_then(|i| self.types.get(i)))
             .ok_or_else(|| Error::UnknownDataType {
                 key: clip(key.as_str()),

@@ -47,7 +47,11 @@ fn check_charset(s: &str) -> std::result::Result<(), String> {
 
 /// A validated cache key: `segment(:segment)+`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(Arc<str>);
+pub struct Key {
+    text: Arc<str>,
+    /// Counted once at parse time: data type resolution checks it on every lookup.
+    segments: u16,
+}
 
 impl Key {
     /// Parses and validates a key.
@@ -74,7 +78,11 @@ impl Key {
         if count < 2 {
             return Err(invalid("needs at least two segments (prefix:id)".into()));
         }
-        Ok(Self(Arc::from(s)))
+        Ok(Self {
+            text: Arc::from(s),
+            // At most MAX_KEY_LEN / 2 + 1 segments, so this always fits.
+            segments: u16::try_from(count).unwrap_or(u16::MAX),
+        })
     }
 
     /// `llm:features:{cluster_id}:{date}`.
@@ -104,37 +112,37 @@ impl Key {
     /// The key as text.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The shared text, for stores that keep keys.
     #[must_use]
     pub fn as_arc(&self) -> &Arc<str> {
-        &self.0
+        &self.text
     }
 
     /// Number of `:`-separated segments.
     #[must_use]
     pub fn segment_count(&self) -> usize {
-        self.0.split(SEPARATOR).count()
+        usize::from(self.segments)
     }
 
     /// True when the key starts with `prefix`.
     #[must_use]
     pub fn has_prefix(&self, prefix: &KeyPrefix) -> bool {
-        self.0.starts_with(prefix.as_str())
+        self.text.starts_with(prefix.as_str())
     }
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({:?})", &*self.0)
+        write!(f, "Key({:?})", &*self.text)
     }
 }
 
@@ -147,7 +155,7 @@ impl FromStr for Key {
 
 impl AsRef<str> for Key {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
