@@ -247,18 +247,13 @@ pub(crate) fn content_type_allowed(content_type: Option<&str>, allowed: &[String
 mod tests {
     use super::*;
 
+    /// The built-in news type with another TTL and override policy.
     fn spec(ttl: u64, policy: TtlOverride) -> DataTypeSpec {
-        DataTypeSpec {
-            id: 0,
-            name: "news_articles".into(),
-            prefix: "news:".into(),
-            ttl: Duration::from_secs(ttl),
-            max_value_size: 1 << 20,
-            placement: crate::datatype::Placement::default(),
-            compress_above: 1 << 14,
-            segments: 3..=4,
-            ttl_override: policy,
-        }
+        let config = crate::config::Config::default();
+        let mut s = DataTypeSpec::clone(config.data_types.by_name("news_articles").unwrap());
+        s.ttl = Duration::from_secs(ttl);
+        s.ttl_override = policy;
+        s
     }
 
     #[test]
