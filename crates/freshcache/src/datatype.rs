@@ -54,6 +54,31 @@ pub enum TtlOverride {
     Any,
 }
 
+/// Whether, and for how long past its TTL, an expired value may be returned — always marked
+/// [`crate::Lookup::Stale`], and never to the inference guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StalePolicy {
+    /// Expired values are misses (the default).
+    #[default]
+    Never,
+    /// Serve a value expired at most this long while one background refresh runs.
+    WhileRevalidate(Duration),
+    /// Serve a value expired at most this long when the loader fails.
+    IfError(Duration),
+}
+
+impl StalePolicy {
+    /// How long past expiry a value is kept for this policy (zero for `Never`).
+    #[must_use]
+    pub fn window(self) -> Duration {
+        match self {
+            StalePolicy::Never => Duration::ZERO,
+            StalePolicy::WhileRevalidate(d) | StalePolicy::IfError(d) => d,
+        }
+    }
+}
+
 /// Everything the cache knows about one data type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataTypeSpec {
@@ -75,6 +100,11 @@ pub struct DataTypeSpec {
     pub segments: RangeInclusive<usize>,
     /// Per-call TTL policy.
     pub ttl_override: TtlOverride,
+    /// Whether expired values may be served, marked stale, by `get_or_load`.
+    pub stale: StalePolicy,
+    /// Fraction of the lifetime (0..1) before expiry in which a read through `get_or_load`
+    /// refreshes the value in the background; 0 turns refresh-ahead off.
+    pub refresh_ahead: f64,
 }
 
 impl DataTypeSpec {

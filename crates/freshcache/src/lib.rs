@@ -55,7 +55,7 @@ pub mod tier;
 pub use cache::{Cache, CacheBuilder, Hit, Inspection, Lookup, ReadOptions, Source, Value};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
-pub use datatype::{DataTypeSpec, Placement, TtlOverride};
+pub use datatype::{DataTypeSpec, Placement, StalePolicy, TtlOverride};
 pub use entry::{Codec, Entry, Meta};
 pub use error::{ConfigError, Error, FetchErrorKind, Result};
 pub use key::{Key, KeyPrefix};

@@ -116,7 +116,16 @@ impl Cache {
         let disk = self.disk();
         let limit = disk.size_limit();
         progress(Phase::Expired);
-        let expired = disk.sweep_expired(now, opts.mode)?;
+        // Entries some type may still serve as explicitly stale are kept for that window.
+        let keep_for = self
+            .config()
+            .data_types
+            .types()
+            .iter()
+            .map(|t| t.stale.window())
+            .max()
+            .unwrap_or_default();
+        let expired = disk.sweep_expired(now.saturating_sub(keep_for), opts.mode)?;
         let expired_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         progress(Phase::SizeLimit);
         let evicted = if opts.mode == Mode::DryRun {

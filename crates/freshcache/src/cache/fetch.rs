@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use std::time::{Duration, Instant};
 
 use super::{Cache, Hit, Lookup, Source, Value, deadline};
-use crate::datatype::DataTypeSpec;
+use crate::datatype::{DataTypeSpec, StalePolicy};
 use crate::error::{Error, LoaderError, Result, clip};
 use crate::key::Key;
 
@@ -28,13 +28,29 @@ impl Cache {
         V: Into<Value>,
         E: std::error::Error + Send + Sync + 'static,
     {
+        self.fetch(key, loader, Mode::IfNotFresh).await
+    }
+
+    /// The coalesced load: in [`Mode::Refresh`] the loader runs even though a fresh value is
+    /// cached (refresh-ahead, revalidation).
+    async fn fetch<F, Fut, V, E>(&self, key: &Key, loader: F, mode: Mode) -> Result<Hit>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>>,
+        V: Into<Value>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let ty = self.data_type(key)?.clone();
         let ty_id = ty.id;
         let mut loader = Some(loader);
+        let mut first = true;
         loop {
-            if let Lookup::Fresh(h) = self.get(key).await? {
+            if (mode == Mode::IfNotFresh || !first)
+                && let Lookup::Fresh(h) = self.get(key).await?
+            {
                 return Ok(h);
             }
+            first = false;
             let role = {
                 let mut map = self
                     .inner
@@ -57,7 +73,9 @@ impl Cache {
                         key: key.as_arc().clone(),
                     };
                     // Another leader may have finished between our lookup and registration.
-                    if let Lookup::Fresh(h) = self.get(key).await? {
+                    if mode == Mode::IfNotFresh
+                        && let Lookup::Fresh(h) = self.get(key).await?
+                    {
                         let _ = tx.send(Some(Ok(h.entry.clone())));
                         return Ok(h);
                     }
@@ -152,6 +170,99 @@ impl Cache {
                 }
             }
         }
+    }
+}
+
+/// Whether a load is needed only when no fresh value is cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Load only on a miss.
+    IfNotFresh,
+    /// Load even though a fresh value is cached.
+    Refresh,
+}
+
+impl Cache {
+    /// Reads `key` through its data type's freshness policies, calling `loader` as needed:
+    ///
+    /// - a fresh value within the type's refresh-ahead window is returned and refreshed in
+    ///   the background (one refresh per key at a time);
+    /// - under `while_revalidate`, a value expired at most `max` ago is returned as
+    ///   [`Lookup::Stale`] while one background refresh runs;
+    /// - otherwise the loader runs (coalesced); if it fails under `if_error`, a value expired
+    ///   at most `max` ago is returned as [`Lookup::Stale`] instead of the error.
+    ///
+    /// The loader is called again for each refresh, so it is `Fn` and owned by the tasks.
+    ///
+    /// # Errors
+    /// As [`Cache::get_or_fetch`].
+    pub async fn get_or_load<F, Fut, V, E>(&self, key: &Key, loader: F) -> Result<Lookup>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        V: Into<Value> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let ty = self.data_type(key)?.clone();
+        let loader = Arc::new(loader);
+        let window = ty.stale.window();
+        let found = self
+            .get_with(key, super::ReadOptions { max_stale: window })
+            .await?;
+        match found {
+            Lookup::Fresh(h) => {
+                let ttl = h.meta().ttl().min(ty.ttl);
+                if ty.refresh_ahead > 0.0
+                    && h.remaining().as_secs_f64() < ttl.as_secs_f64() * ty.refresh_ahead
+                {
+                    self.refresh_in_background(key, &loader);
+                }
+                Ok(Lookup::Fresh(h))
+            }
+            Lookup::Stale(h) if matches!(ty.stale, StalePolicy::WhileRevalidate(_)) => {
+                self.refresh_in_background(key, &loader);
+                Ok(Lookup::Stale(h))
+            }
+            stale_or_miss => {
+                let l = loader.clone();
+                match self.fetch(key, move || l(), Mode::IfNotFresh).await {
+                    Ok(h) => Ok(Lookup::Fresh(h)),
+                    Err(e @ Error::Loader { .. }) => match (ty.stale, stale_or_miss) {
+                        (StalePolicy::IfError(_), Lookup::Stale(h)) => {
+                            tracing::warn!(key = %key, error = %e, "loader failed; serving a stale value as the type allows");
+                            Ok(Lookup::Stale(h))
+                        }
+                        _ => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Starts one background refresh of `key` unless one is already running.
+    fn refresh_in_background<F, Fut, V, E>(&self, key: &Key, loader: &Arc<F>)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        V: Into<Value> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let busy = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key.as_str());
+        if busy {
+            return;
+        }
+        let (cache, key, loader) = (self.clone(), key.clone(), loader.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cache.fetch(&key, move || loader(), Mode::Refresh).await {
+                tracing::warn!(key = %key, error = %e, "background refresh failed");
+            }
+        });
     }
 }
 

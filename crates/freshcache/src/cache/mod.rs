@@ -553,8 +553,8 @@ impl Cache {
                 TierKind::Disk,
             ));
         }
-        if entry.meta.expires_at <= now {
-            // Lazy removal; a failure here only delays cleanup.
+        if entry.meta.expires_at.saturating_add(ty.stale.window()) <= now {
+            // Lazy removal once past any stale window; a failure here only delays cleanup.
             if let Err(e) = inner.disk.remove_expired(k, entry.meta.expires_at, now) {
                 tracing::debug!(error = %e, "lazy removal of an expired entry failed");
             }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::datatype::{DataTypeSpec, Placement, Registry, TtlOverride};
+use crate::datatype::{DataTypeSpec, Placement, Registry, StalePolicy, TtlOverride};
 use crate::error::{ConfigError, Result};
 use crate::fetch::CacheControl;
 use crate::key::Key;
@@ -30,6 +30,7 @@ pub use raw::{
     ByteSize, RawCache, RawCleanup, RawConfig, RawDataType, RawDisk, RawFreshness, RawMemory,
     RawMonitoring, RawRedis, RawSegments, RawServer, TtlValue, parse_duration, parse_size,
 };
+pub use raw::{RawStale, RawStalePolicy};
 
 /// Memory tier settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -339,6 +340,8 @@ fn builtin_types() -> Vec<(&'static str, DataTypeSpec)> {
                 compress_above: compress,
                 segments: seg.0..=seg.1,
                 ttl_override: TtlOverride::ShorterOnly,
+                stale: StalePolicy::Never,
+                refresh_ahead: 0.0,
             }
         };
     vec![
@@ -591,6 +594,8 @@ impl Config {
                             compress_above: 16 * KIB,
                             segments: 2..=16,
                             ttl_override: TtlOverride::ShorterOnly,
+                            stale: StalePolicy::Never,
+                            refresh_ahead: 0.0,
                         },
                     ));
                     types.len() - 1
@@ -617,6 +622,33 @@ impl Config {
             }
             if let Some(o) = rt.ttl_override {
                 spec.ttl_override = o;
+            }
+            if let Some(st) = rt.stale {
+                let max = match (st.policy, st.max) {
+                    (RawStalePolicy::Never, _) => Duration::ZERO,
+                    (_, None) => {
+                        return Err(err(
+                            &format!("{field}.stale.max"),
+                            "a stale policy needs `max`, e.g. 30s".into(),
+                        ));
+                    }
+                    (_, Some(text)) => parse_duration(&text)
+                        .map_err(|reason| err(&format!("{field}.stale.max"), reason))?,
+                };
+                spec.stale = match st.policy {
+                    RawStalePolicy::Never => StalePolicy::Never,
+                    RawStalePolicy::WhileRevalidate => StalePolicy::WhileRevalidate(max),
+                    RawStalePolicy::IfError => StalePolicy::IfError(max),
+                };
+            }
+            if let Some(r) = rt.refresh_ahead {
+                if !(0.0..1.0).contains(&r) {
+                    return Err(err(
+                        &format!("{field}.refresh_ahead"),
+                        format!("must be a fraction in 0..1, got {r}"),
+                    ));
+                }
+                spec.refresh_ahead = r;
             }
         }
         for (name, ttl) in cache.ttl.unwrap_or_default() {

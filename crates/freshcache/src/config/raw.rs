@@ -155,6 +155,32 @@ pub struct RawDataType {
     pub segments: Option<RawSegments>,
     /// Per-call TTL policy.
     pub ttl_override: Option<TtlOverride>,
+    /// Stale policy: `{policy: never|while_revalidate|if_error, max: 30s}`.
+    pub stale: Option<RawStale>,
+    /// Refresh-ahead window as a fraction of the lifetime (e.g. 0.1 = the last 10 %).
+    pub refresh_ahead: Option<f64>,
+}
+
+/// Which stale policy a data type uses.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawStalePolicy {
+    /// Never serve stale.
+    Never,
+    /// Serve stale while one background refresh runs.
+    WhileRevalidate,
+    /// Serve stale when the loader fails.
+    IfError,
+}
+
+/// `stale:` under a data type.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStale {
+    /// The policy.
+    pub policy: RawStalePolicy,
+    /// How long past expiry (a duration such as `30s`); required unless `never`.
+    pub max: Option<String>,
 }
 
 /// `cache.cleanup`.

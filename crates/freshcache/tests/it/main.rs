@@ -20,6 +20,7 @@ mod promotion;
 mod props;
 mod redis;
 mod redis_server;
+mod refresh;
 mod restart;
 mod stale;
 mod ttl;
