@@ -22,7 +22,7 @@ impl Cache {
     /// Statistics per tier and data type: persisted totals plus this process's unflushed counts.
     ///
     /// # Errors
-    /// [`Error::Index`] when the index cannot be queried.
+    /// [`crate::Error::Index`] when the index cannot be queried.
     pub fn stats(&self) -> Result<StatsReport> {
         let inner = &*self.inner;
         let now = inner.clock.now();

@@ -41,7 +41,7 @@ impl Value {
     /// `v` as JSON.
     ///
     /// # Errors
-    /// [`Error::Codec`] when `v` cannot be serialised.
+    /// [`crate::Error::Codec`] when `v` cannot be serialised.
     pub fn json<T: Serialize + ?Sized>(v: &T) -> Result<Self> {
         Ok(Self::bytes(encode_value("", v, Codec::Json)?).codec(Codec::Json))
     }
@@ -49,7 +49,7 @@ impl Value {
     /// `v` as MessagePack.
     ///
     /// # Errors
-    /// [`Error::Codec`] when `v` cannot be serialised.
+    /// [`crate::Error::Codec`] when `v` cannot be serialised.
     pub fn msgpack<T: Serialize + ?Sized>(v: &T) -> Result<Self> {
         Ok(Self::bytes(encode_value("", v, Codec::MsgPack)?).codec(Codec::MsgPack))
     }
