@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use reqwest::StatusCode;
 
@@ -66,10 +65,7 @@ fn used_names(promql: &str) -> BTreeSet<String> {
 async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
     let env = Env::new();
     let server = env.serve();
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let c = crate::support::http_client();
     c.put(server.url("/v1/cache/odds:g1:1"))
         .body("1.9")
         .send()
@@ -165,10 +161,7 @@ async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
 async fn freshness_check_route_answers_200_or_409_and_records_the_audit() {
     let env = Env::new();
     let server = env.serve();
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let c = crate::support::http_client();
     c.put(server.url("/v1/cache/odds:g1:1"))
         .body("1.9")
         .send()

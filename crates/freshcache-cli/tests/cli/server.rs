@@ -7,10 +7,7 @@ use reqwest::StatusCode;
 use crate::support::Env;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    crate::support::http_client()
 }
 
 #[tokio::test]

@@ -53,7 +53,11 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // A command that refuses its arguments exits without reading stdin: a broken pipe then
+        // is expected, and the exit status tells the rest.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         child.wait_with_output().unwrap()
     }
 
@@ -135,4 +139,14 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// An HTTP client for the tests (installs the process-wide TLS crypto provider first, as the
+/// `freshcache` binary does at start).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
