@@ -61,3 +61,8 @@ pub use error::{ConfigError, Error, FetchErrorKind, Result};
 pub use key::{Key, KeyPrefix};
 pub use stats::StatsReport;
 pub use tier::TierKind;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
