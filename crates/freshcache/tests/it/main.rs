@@ -7,6 +7,7 @@
 mod support;
 
 mod coalescing;
+mod edges;
 mod fetch;
 mod freshness;
 mod integrity;

@@ -422,3 +422,94 @@ async fn a_three_master_cluster_serves_hits_and_invalidates_a_prefix_on_every_ma
             .is_fresh()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_redis_kept_past_its_expiry_is_never_served() {
+    // Clock skew between hosts, or a Redis expiry that lagged: the reader judges freshness from
+    // the envelope, not from Redis having the key.
+    let redis = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = Cache::builder(config(dir_a.path(), &redis.url(), ""))
+        .clock(clock.clone())
+        .connect()
+        .await
+        .unwrap();
+    a.set(&odds(1), "v").await.unwrap();
+    clock.advance(secs(61));
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = Cache::builder(config(dir_b.path(), &redis.url(), ""))
+        .clock(clock.clone())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        redis.cli(&["EXISTS", "freshcache:v/odds:g1:1700000000"]),
+        "1"
+    );
+    assert!(b.get(&odds(1)).await.unwrap().is_miss());
+    let r = b.stats().unwrap();
+    let t = r.tiers.iter().find(|t| t.tier == "redis").unwrap();
+    assert_eq!((t.hits, t.expirations), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_over_the_redis_size_limit_stay_out_of_redis() {
+    let redis = RedisServer::start();
+    let (_dir, a) = instance(&redis.url()).await;
+    let k = Key::news("espn", "long").unwrap();
+    a.set(&k, Value::bytes(crate::support::noise(1, 2 << 20)))
+        .await
+        .unwrap();
+    assert_eq!(redis.cli(&["EXISTS", "freshcache:v/news:espn:long"]), "0");
+    assert_eq!(
+        a.get(&k).await.unwrap().fresh().unwrap().value().len(),
+        2 << 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_missed_redis_is_applied_when_redis_answers_again() {
+    let redis = RedisServer::start();
+    let (_a_dir, a) = instance(&redis.url()).await;
+    a.set(&odds(1), "doomed").await.unwrap();
+    redis.pause();
+    assert!(a.delete(&odds(1)).await.unwrap());
+    let k = Key::news("espn", "x").unwrap();
+    a.set(&k, "kept").await.unwrap();
+    a.invalidate_prefix(&KeyPrefix::parse("news:").unwrap())
+        .await
+        .unwrap();
+    redis.resume();
+    // The stale copy is removed from Redis once it answers (retried in the background).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["EXISTS", "freshcache:v/odds:g1:1700000000"]) != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the missed delete never reached redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Meanwhile and after, this instance never served the deleted value.
+    assert!(a.get(&odds(1)).await.unwrap().is_miss());
+    let (_b_dir, b) = instance(&redis.url()).await;
+    assert!(b.get(&odds(1)).await.unwrap().is_miss());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_open_refuses_a_redis_config_and_points_to_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Cache::builder(config(dir.path(), "redis://127.0.0.1:1", ""))
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("connect"), "{err}");
+    let unreachable = Cache::builder(config(dir.path(), "redis://127.0.0.1:1", ""))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unreachable, Error::Redis { .. }),
+        "{unreachable:?}"
+    );
+}
