@@ -148,6 +148,24 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
             }
         }
         Command::Fetch { url, key, json } => fetch(cache, &url, &key, json.json).await,
+        Command::Warm { manifest, json } => {
+            let items = freshcache::warm::load_manifest(&manifest)?;
+            let fetcher = Fetcher::new(FetchOptions::default())?;
+            let show = std::io::stderr().is_terminal() || !json.json;
+            let report = cache
+                .warm(&items, &fetcher, |done, total, r| {
+                    if show {
+                        output::warm_progress(done, total, r);
+                    }
+                })
+                .await?;
+            output::warm_summary(&report, json.json);
+            if report.all_ok() {
+                Ok(())
+            } else {
+                Err(Failure::Miss)
+            }
+        }
         Command::Stats { json } => {
             let report = cache.stats()?;
             output::stats(&report, json.json);

@@ -160,6 +160,14 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Make the keys listed in a manifest fresh (fetch their URLs, read their files), with
+    /// progress; exits 1 when any item could not be made fresh.
+    Warm {
+        /// YAML/JSON list of `{key, url | file, critical}`.
+        manifest: PathBuf,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Statistics per tier and per data type.
     Stats {
         #[command(flatten)]

@@ -9,6 +9,7 @@ use freshcache::maintenance::{CleanupReport, Phase};
 use freshcache::stats::StatsReport;
 use freshcache::tier::disk::audit::AuditRow;
 use freshcache::tier::disk::upkeep::VerifyReport;
+use freshcache::warm::{WarmReport, WarmResult, WarmStatus};
 use freshcache::{Codec, Config, Hit, Inspection, Key};
 use serde_json::json;
 
@@ -487,6 +488,37 @@ pub(crate) fn audit(run_id: &str, rows: &[AuditRow], json: bool) {
             age_h(r.age_ms.map(|a| a as f64 / 1000.0)),
             age_h(Some(r.ttl_ms as f64 / 1000.0)),
             r.checksum.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+pub(crate) fn warm_progress(done: usize, total: usize, r: &WarmResult) {
+    let status = match r.status {
+        WarmStatus::Fresh => "fresh",
+        WarmStatus::Loaded => "loaded",
+        _ => "FAILED",
+    };
+    match &r.reason {
+        Some(why) => eprintln!("[{done}/{total}] {} {status}: {why}", r.key),
+        None => eprintln!("[{done}/{total}] {} {status}", r.key),
+    }
+}
+
+pub(crate) fn warm_summary(r: &WarmReport, json: bool) {
+    let (fresh, loaded, failed) = (
+        r.count(WarmStatus::Fresh),
+        r.count(WarmStatus::Loaded),
+        r.count(WarmStatus::Failed),
+    );
+    if json {
+        println!(
+            "{}",
+            json!({"fresh": fresh, "loaded": loaded, "failed": failed, "items": r.items})
+        );
+    } else {
+        println!(
+            "warmed {} keys: {fresh} already fresh, {loaded} loaded, {failed} failed",
+            r.items.len()
         );
     }
 }

@@ -17,6 +17,7 @@ use freshcache::config::SourceConfig;
 use freshcache::fetch::{FetchOptions, Fetcher};
 use freshcache::maintenance::{CleanupOptions, Schedule};
 use freshcache::metrics::{Breach, ThresholdWatch};
+use freshcache::warm::WarmStatus;
 use freshcache::{Cache, Codec, Error, Key, KeyPrefix, Lookup, ReadOptions, Value};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
@@ -352,24 +353,34 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    // A Redis outage degrades the service (memory + disk carry on); a broken disk index does not.
+    // A Redis outage degrades the service (memory + disk carry on); a broken disk index, or
+    // critical warm-up signals not yet fresh, make it not ready.
     let redis = state.cache.redis_state_name();
-    match state.cache.ping() {
-        Ok(()) => Json(json!({
-            "status": if redis == "degraded" { "degraded" } else { "ready" },
-            "tiers": {"memory": "up", "disk": "up", "redis": redis},
-        }))
-        .into_response(),
-        Err(e) => (
+    let tiers = |disk: &str| json!({"memory": "up", "disk": disk, "redis": redis});
+    if let Err(e) = state.cache.ping() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "tiers": tiers("down"), "message": e.to_string()})),
+        )
+            .into_response();
+    }
+    let warm = &state.cache.config().warm;
+    if !matches!(state.cache.critical_fresh(warm).await, Ok(true)) {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "status": "not_ready",
-                "tiers": {"memory": "up", "disk": "down", "redis": redis},
-                "message": e.to_string(),
+                "tiers": tiers("up"),
+                "message": "critical warm-up signals are not fresh yet",
             })),
         )
-            .into_response(),
+            .into_response();
     }
+    Json(json!({
+        "status": if redis == "degraded" { "degraded" } else { "ready" },
+        "tiers": tiers("up"),
+    }))
+    .into_response()
 }
 
 /// The API routes over `cache`.
@@ -566,6 +577,24 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
         .iter()
         .map(|s| tokio::spawn(source_loop(cache.clone(), fetcher.clone(), s.clone())))
         .collect();
+    let warmer = {
+        let (cache, fetcher) = (cache.clone(), fetcher.clone());
+        tokio::spawn(async move {
+            let items = cache.config().warm.clone();
+            if items.is_empty() {
+                return;
+            }
+            match cache.warm(&items, &fetcher, |_, _, _| {}).await {
+                Ok(r) => tracing::info!(
+                    fresh = r.count(WarmStatus::Fresh),
+                    loaded = r.count(WarmStatus::Loaded),
+                    failed = r.count(WarmStatus::Failed),
+                    "start-up warming done"
+                ),
+                Err(e) => tracing::warn!(error = %e, "start-up warming failed"),
+            }
+        })
+    };
     let result = axum::serve(listener, router(cache.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;
@@ -573,6 +602,7 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
     cleaner.abort();
     watcher.abort();
     feeds.iter().for_each(tokio::task::JoinHandle::abort);
+    warmer.abort();
     if let Err(e) = cache.flush() {
         tracing::warn!(error = %e, "could not persist counters at shutdown");
     }

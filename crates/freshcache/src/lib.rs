@@ -35,6 +35,7 @@
 //! - [`freshness`]: the inference guard ([`Cache::require_fresh`]) and its audit trail.
 //! - [`fetch`]: conditional HTTP fetch into the cache ([`fetch::Fetcher`]: ETag /
 //!   Last-Modified, 304 re-validation, bounded bodies, `Cache-Control` that may shorten TTLs).
+//! - [`warm`]: preloading listed keys from URLs or files; readiness of critical ones.
 //! - [`error`]: the [`Error`] type.
 
 pub mod cache;
@@ -51,6 +52,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod stats;
 pub mod tier;
+pub mod warm;
 
 pub use cache::{Cache, CacheBuilder, Hit, Inspection, Lookup, ReadOptions, Source, Value};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

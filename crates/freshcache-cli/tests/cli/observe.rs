@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
@@ -215,4 +216,41 @@ async fn freshness_check_route_answers_200_or_409_and_records_the_audit() {
         metrics.contains("ttl_check_total{data_type=\"odds_data\"} 2\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn readiness_waits_for_critical_warm_up_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let odds = dir.path().join("odds.json");
+    std::fs::write(&odds, b"1.9").unwrap();
+    let env = Env::with_extra(&format!(
+        "  warm:\n    - key: odds:g1:1\n      file: {}\n      critical: true\n",
+        odds.display()
+    ));
+    let server = env.serve();
+    let c = crate::support::http_client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = c.get(server.url("/readyz")).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        c.get(server.url("/v1/cache/odds:g1:1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    let missing = Env::with_extra("  warm:\n    - key: odds:g9:1\n      critical: true\n");
+    let server = missing.serve();
+    let r = c.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("critical"));
 }

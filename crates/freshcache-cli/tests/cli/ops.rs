@@ -160,3 +160,34 @@ fn check_exits_1_when_a_signal_is_missing_and_audit_proves_what_was_checked() {
     assert_eq!(env.run(&["audit", "no-such-run"]).status.code(), Some(1));
     assert_eq!(env.run(&["check", "news:../x"]).status.code(), Some(2));
 }
+
+#[test]
+fn warm_loads_a_manifest_with_progress_and_exits_1_when_an_item_cannot_be_made_fresh() {
+    let env = Env::new();
+    let file = env.dir.path().join("odds.json");
+    std::fs::write(&file, b"{\"home\":1.9}").unwrap();
+    let manifest = env.dir.path().join("warm.yml");
+    std::fs::write(
+        &manifest,
+        format!("- key: odds:g1:1\n  file: {}\n", file.display()),
+    )
+    .unwrap();
+    let o = env.run(&["warm", manifest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("[1/1] odds:g1:1 loaded"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("1 loaded"), "{}", stdout(&o));
+    assert_eq!(env.run(&["get", "odds:g1:1"]).stdout, b"{\"home\":1.9}");
+
+    std::fs::write(&manifest, "- key: odds:g1:1\n- key: odds:g2:1\n").unwrap();
+    let o = env.run(&["warm", manifest.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(
+        (v["fresh"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

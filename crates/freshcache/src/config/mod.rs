@@ -212,6 +212,8 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// Inference guard.
     pub freshness: FreshnessConfig,
+    /// Keys warmed by `serve` at start.
+    pub warm: Vec<crate::warm::WarmItem>,
     /// Service.
     pub server: ServerConfig,
     /// Feeds kept fresh by `serve`.
@@ -831,6 +833,8 @@ impl Config {
             username: raw_redis.username.filter(|u| !u.is_empty()),
         };
 
+        let warm =
+            crate::warm::validate(cache.warm.clone().unwrap_or_default(), file, "cache.warm")?;
         let audit_retention = match cache.freshness.and_then(|f| f.audit_retention) {
             None => Duration::from_secs(30 * 86_400),
             Some(text) => parse_duration(&text)
@@ -874,6 +878,7 @@ impl Config {
             },
             monitoring,
             freshness: FreshnessConfig { audit_retention },
+            warm,
             server: ServerConfig { listen, auth_token },
             sources,
         })

@@ -292,6 +292,8 @@ pub struct RawCache {
     pub freshness: Option<RawFreshness>,
     /// Redis tier options.
     pub redis: Option<RawRedis>,
+    /// Keys `serve` makes fresh at start (and whose critical ones gate readiness).
+    pub warm: Option<Vec<crate::warm::RawWarmItem>>,
     /// Data type declarations and overrides.
     pub data_types: Option<BTreeMap<String, RawDataType>>,
     /// Type used for keys whose prefix matches no declared type.

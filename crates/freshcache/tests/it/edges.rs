@@ -127,7 +127,11 @@ async fn reports_and_debug_output_never_carry_values() {
         "{debug}"
     );
     t.advance(secs(61));
-    let (report, _) = t.cache.check_freshness("r", std::slice::from_ref(&k)).await.unwrap();
+    let (report, _) = t
+        .cache
+        .check_freshness("r", std::slice::from_ref(&k))
+        .await
+        .unwrap();
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["signals"][0]["verdict"], "stale");
     assert_eq!(json["signals"][0]["age_seconds"], 61.0);

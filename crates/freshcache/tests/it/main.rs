@@ -26,3 +26,4 @@ mod restart;
 mod stale;
 mod ttl;
 mod typed;
+mod warm;

@@ -1,0 +1,248 @@
+//! Warming: preload a list of keys (from a manifest file or the `warm:` config) so the signals
+//! a run needs are fresh before it starts — fetched from a URL, read from a file, or only
+//! checked when the producer writes them itself.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{Cache, Value};
+use crate::entry::Codec;
+use crate::error::{ConfigError, Result};
+use crate::fetch::{FetchOutcome, Fetcher, parse_url};
+use crate::key::Key;
+
+/// One manifest line as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarmItem {
+    /// The key to make fresh.
+    pub key: String,
+    /// Fetch it from this URL (conditional request when a copy exists).
+    pub url: Option<String>,
+    /// Or load it from this file.
+    pub file: Option<PathBuf>,
+    /// Readiness of `serve` waits for critical items to be fresh.
+    #[serde(default)]
+    pub critical: bool,
+}
+
+/// Where a warmed value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarmSource {
+    /// A URL, fetched with validators.
+    Url(String),
+    /// A file's bytes (the codec follows the extension: `.json`, `.txt`/`.html`, else bytes).
+    File(PathBuf),
+    /// Nothing to load: the item is only checked (its producer writes it).
+    CheckOnly,
+}
+
+/// One validated item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarmItem {
+    /// The key.
+    pub key: Key,
+    /// Its source.
+    pub source: WarmSource,
+    /// Whether readiness waits for it.
+    pub critical: bool,
+}
+
+/// What warming did for one item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WarmStatus {
+    /// Already fresh: nothing done.
+    Fresh,
+    /// Loaded (fetched, re-validated or read from its file).
+    Loaded,
+    /// Not fresh and nothing could be loaded.
+    Failed,
+}
+
+/// One line of the warming report.
+#[derive(Clone, Debug, Serialize)]
+pub struct WarmResult {
+    /// The key.
+    pub key: String,
+    /// What happened.
+    pub status: WarmStatus,
+    /// Why it failed, when it did.
+    pub reason: Option<String>,
+    /// Whether readiness waits for it.
+    pub critical: bool,
+}
+
+/// The warming report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WarmReport {
+    /// One result per item, in order.
+    pub items: Vec<WarmResult>,
+}
+
+impl WarmReport {
+    /// Items with `status`.
+    #[must_use]
+    pub fn count(&self, status: WarmStatus) -> usize {
+        self.items.iter().filter(|i| i.status == status).count()
+    }
+
+    /// True when no item failed.
+    #[must_use]
+    pub fn all_ok(&self) -> bool {
+        self.count(WarmStatus::Failed) == 0
+    }
+}
+
+/// Validates raw items; `field(i, name)` names a field of item `i` in errors.
+///
+/// # Errors
+/// [`ConfigError`] for a bad key, a bad URL, or both `url` and `file` given.
+pub fn validate(
+    raw: Vec<RawWarmItem>,
+    file: Option<&Path>,
+    base: &str,
+) -> std::result::Result<Vec<WarmItem>, ConfigError> {
+    let err = |i: usize, name: &str, reason: String| ConfigError {
+        file: file.map(Path::to_path_buf),
+        line: None,
+        field: format!("{base}[{i}].{name}"),
+        reason,
+    };
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = Key::parse(&r.key).map_err(|e| err(i, "key", e.to_string()))?;
+            let source = match (r.url, r.file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(i, "url", "give either url or file, not both".into()));
+                }
+                (Some(url), None) => {
+                    parse_url(&url).map_err(|e| err(i, "url", e.to_string()))?;
+                    WarmSource::Url(url)
+                }
+                (None, Some(path)) => WarmSource::File(path),
+                (None, None) => WarmSource::CheckOnly,
+            };
+            Ok(WarmItem {
+                key,
+                source,
+                critical: r.critical,
+            })
+        })
+        .collect()
+}
+
+/// Reads a manifest: a YAML (or JSON) list of `{key, url | file, critical}`.
+///
+/// # Errors
+/// [`ConfigError`] naming the file and the problem.
+pub fn load_manifest(path: &Path) -> std::result::Result<Vec<WarmItem>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        line: None,
+        field: "(file)".into(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    let raw: Vec<RawWarmItem> = serde_saphyr::from_str(&text).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        line: e.location().map(|l| l.line()),
+        field: "(manifest)".into(),
+        reason: e.to_string().lines().next().unwrap_or_default().to_owned(),
+    })?;
+    validate(raw, Some(path), "items")
+}
+
+fn codec_for(path: &Path) -> Codec {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Codec::Json,
+        Some("txt" | "html" | "xml" | "md") => Codec::Text,
+        Some("msgpack") => Codec::MsgPack,
+        _ => Codec::Bytes,
+    }
+}
+
+impl Cache {
+    /// Makes each item fresh: already-fresh items are left alone, the rest are fetched or read;
+    /// `progress(done, total, result)` is called after each item.
+    ///
+    /// # Errors
+    /// Only for a fetcher that cannot be built; per-item failures are in the report.
+    pub async fn warm(
+        &self,
+        items: &[WarmItem],
+        fetcher: &Fetcher,
+        mut progress: impl FnMut(usize, usize, &WarmResult),
+    ) -> Result<WarmReport> {
+        let mut report = WarmReport::default();
+        for (i, item) in items.iter().enumerate() {
+            let result = self.warm_one(item, fetcher).await;
+            progress(i + 1, items.len(), &result);
+            report.items.push(result);
+        }
+        Ok(report)
+    }
+
+    async fn warm_one(&self, item: &WarmItem, fetcher: &Fetcher) -> WarmResult {
+        let done = |status, reason: Option<String>| WarmResult {
+            key: item.key.to_string(),
+            status,
+            reason,
+            critical: item.critical,
+        };
+        match self.inspect(&item.key) {
+            Ok(ins) if ins.fresh => return done(WarmStatus::Fresh, None),
+            Ok(_) => {}
+            Err(e) => return done(WarmStatus::Failed, Some(e.to_string())),
+        }
+        let loaded = match &item.source {
+            WarmSource::Url(url) => {
+                fetcher
+                    .fetch(self, &item.key, url)
+                    .await
+                    .and_then(|o| match o {
+                        FetchOutcome::Fetched { .. } | FetchOutcome::Revalidated { .. } => Ok(()),
+                        other => Err(crate::error::Error::Corrupt {
+                            reason: format!("the feed's answer was not stored: {other:?}"),
+                        }),
+                    })
+            }
+            WarmSource::File(path) => match std::fs::read(path) {
+                Ok(bytes) => self
+                    .set(&item.key, Value::bytes(bytes).codec(codec_for(path)))
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(crate::error::Error::Io {
+                    path: path.clone(),
+                    source: e,
+                }),
+            },
+            WarmSource::CheckOnly => {
+                return done(
+                    WarmStatus::Failed,
+                    Some("not fresh, and the item names no url or file to load it from".into()),
+                );
+            }
+        };
+        match loaded {
+            Ok(()) => done(WarmStatus::Loaded, None),
+            Err(e) => done(WarmStatus::Failed, Some(e.to_string())),
+        }
+    }
+
+    /// True when every critical item is fresh now (for readiness).
+    ///
+    /// # Errors
+    /// Key or index errors.
+    pub async fn critical_fresh(&self, items: &[WarmItem]) -> Result<bool> {
+        for item in items.iter().filter(|i| i.critical) {
+            if !matches!(self.inspect(&item.key), Ok(ins) if ins.fresh) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
