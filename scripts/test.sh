@@ -36,6 +36,9 @@ echo "==> alert rules (promtool)"
 promtool check rules deploy/prometheus/freshcache-rules.yml
 (cd deploy/prometheus && promtool test rules freshcache-rules.test.yml)
 
+echo "==> the pipeline example (short run)"
+cargo run -q -p freshcache --example pipeline -- --seconds 3
+
 echo "==> benchmark smoke run (tiny sizes, no timing assertions)"
 cargo test -p freshcache --bench tiers --quiet -- --smoke
 
