@@ -166,6 +166,7 @@ impl Cache {
             .map(|k| self.data_type(k).cloned())
             .collect::<Result<Vec<_>>>()?;
         let now = self.now();
+        let skew = self.config().freshness.clock_skew_tolerance;
         let mut signals = Vec::with_capacity(keys.len());
         let mut hits = Vec::with_capacity(keys.len());
         for (key, ty) in keys.iter().zip(&types) {
@@ -174,6 +175,10 @@ impl Cache {
                 .await?;
             let (verdict, hit) = match found {
                 Lookup::Fresh(h) => (Verdict::Fresh, Some(h)),
+                // Configured tolerance for clock skew between hosts (zero by default).
+                Lookup::Stale(h) if h.now < h.deadline.saturating_add(skew) => {
+                    (Verdict::Fresh, Some(h))
+                }
                 Lookup::Stale(h) => (Verdict::Stale, Some(h)),
                 Lookup::Miss => (Verdict::Missing, None),
             };

@@ -164,6 +164,8 @@ impl fmt::Debug for RedisConfig {
 pub struct FreshnessConfig {
     /// Audit rows older than this are removed by cleanup.
     pub audit_retention: Duration,
+    /// Accepted lateness for clock skew between hosts (zero by default).
+    pub clock_skew_tolerance: Duration,
 }
 
 /// Service settings.
@@ -835,10 +837,17 @@ impl Config {
 
         let warm =
             crate::warm::validate(cache.warm.clone().unwrap_or_default(), file, "cache.warm")?;
-        let audit_retention = match cache.freshness.and_then(|f| f.audit_retention) {
+        let raw_freshness = cache.freshness.unwrap_or_default();
+        let audit_retention = match raw_freshness.audit_retention {
             None => Duration::from_secs(30 * 86_400),
             Some(text) => parse_duration(&text)
                 .map_err(|reason| err("cache.freshness.audit_retention", reason))?,
+        };
+        let clock_skew_tolerance = match raw_freshness.clock_skew_tolerance {
+            None => Duration::ZERO,
+            Some(text) if text.trim() == "0" || text.trim() == "0s" => Duration::ZERO,
+            Some(text) => parse_duration(&text)
+                .map_err(|reason| err("cache.freshness.clock_skew_tolerance", reason))?,
         };
 
         let listen_text = server.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
@@ -877,7 +886,10 @@ impl Config {
                 min_free_disk: cleanup.min_free_disk.map_or(0, |b| b.0),
             },
             monitoring,
-            freshness: FreshnessConfig { audit_retention },
+            freshness: FreshnessConfig {
+                audit_retention,
+                clock_skew_tolerance,
+            },
             warm,
             server: ServerConfig { listen, auth_token },
             sources,

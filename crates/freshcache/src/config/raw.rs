@@ -211,6 +211,9 @@ pub struct RawMonitoring {
 pub struct RawFreshness {
     /// How long freshness audit rows are kept (a duration such as `30d`).
     pub audit_retention: Option<String>,
+    /// Clock-skew tolerance between hosts (a duration; default `0s`): a signal at most this
+    /// far past its TTL is still accepted by the guard.
+    pub clock_skew_tolerance: Option<String>,
 }
 
 /// `cache.redis`: how the shared tier is used when `redis_url` is set.

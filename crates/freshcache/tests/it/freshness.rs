@@ -120,3 +120,84 @@ async fn cleanup_prunes_audit_rows_past_their_retention() {
     assert!(t.cache.audit("old-run").unwrap().is_empty());
     assert_eq!(t.cache.audit("new-run").unwrap().len(), 1);
 }
+
+fn violations(registry: &prometheus_client::registry::Registry, data_type: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, registry).unwrap();
+    let series = format!("ttl_violation_total{{data_type=\"{data_type}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_guard_accepts_at_ttl_minus_1ms_refuses_at_ttl_and_counts_exactly_the_refusals() {
+    let t = TestCache::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    freshcache::metrics::register(&mut registry, &t.cache);
+    let keys = [odds(1), odds(2), Key::news("espn", "a1").unwrap()];
+    for k in &keys {
+        t.cache.set(k, "v").await.unwrap();
+    }
+    t.advance(secs(60) - std::time::Duration::from_millis(1));
+    let ok = t
+        .cache
+        .require_fresh("at-ttl-minus-1ms", &keys)
+        .await
+        .unwrap();
+    assert_eq!(ok.values.len(), 3);
+    assert_eq!(violations(&registry, "odds_data"), 0.0);
+
+    t.advance(std::time::Duration::from_millis(1));
+    let err = t.cache.require_fresh("at-ttl", &keys).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("odds:g1:1700000000 stale") && text.contains("odds:g2:1700000000 stale"),
+        "{text}"
+    );
+    assert!(!text.contains("news:espn:a1 stale"), "{text}");
+    assert_eq!(violations(&registry, "odds_data"), 2.0);
+    assert_eq!(violations(&registry, "news_articles"), 0.0);
+
+    let first: Vec<String> = t
+        .cache
+        .audit("at-ttl-minus-1ms")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.verdict)
+        .collect();
+    assert_eq!(first, ["fresh", "fresh", "fresh"]);
+    let second: Vec<String> = t
+        .cache
+        .audit("at-ttl")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.verdict)
+        .collect();
+    assert_eq!(second, ["stale", "stale", "fresh"]);
+}
+
+#[tokio::test]
+async fn a_configured_clock_skew_tolerance_accepts_that_much_lateness_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "cache:\n  freshness:\n    clock_skew_tolerance: 2s\n";
+    let config = freshcache::Config::from_yaml_str(yaml, None, Vec::new())
+        .unwrap()
+        .with_cache_dir(dir.path());
+    let clock = freshcache::ManualClock::new(T0);
+    let cache = freshcache::Cache::builder(config)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    cache.set(&odds(1), "v").await.unwrap();
+    cache.set(&odds(2), "v").await.unwrap();
+    clock.advance(secs(61));
+    assert!(cache.require_fresh("late-1s", &[odds(1)]).await.is_ok());
+    clock.advance(secs(1));
+    assert!(matches!(
+        cache.require_fresh("late-2s", &[odds(2)]).await,
+        Err(Error::StaleSignals { .. })
+    ));
+}
