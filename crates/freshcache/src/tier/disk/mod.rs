@@ -36,6 +36,8 @@ pub mod upkeep;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pending access-time updates are written once this many have accumulated.
 const TOUCH_BATCH: usize = 256;
+/// Reads closer together than this do not update a row's access time (LRU to the second).
+const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -465,18 +467,26 @@ impl DiskTier {
         // A concurrent overwrite can remove the blob a just-read row named; the row then names
         // a new blob. Only a row that still names a missing file is damaged.
         let mut attempts = 0;
+        let mut access_at = 0i64;
         let (bytes, file) = loop {
             attempts += 1;
             let row = self.with_reader(|c| {
-                c.prepare_cached("SELECT file, inline_value FROM entries WHERE key = ?1")?
-                    .query_row([key], |r| {
-                        Ok((
-                            r.get::<_, Option<String>>(0)?,
-                            r.get::<_, Option<Vec<u8>>>(1)?,
-                        ))
-                    })
-                    .optional()
+                c.prepare_cached(
+                    "SELECT file, inline_value, access_at FROM entries WHERE key = ?1",
+                )?
+                .query_row([key], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
             })?;
+            let row = row.map(|(file, inline, at)| {
+                access_at = at;
+                (file, inline)
+            });
             match row {
                 None => return Ok(None),
                 Some((None, Some(inline))) => break (inline, None),
@@ -506,7 +516,11 @@ impl DiskTier {
         };
         match codec::decode_bytes(key, bytes.into()) {
             Ok(entry) => {
-                self.touch(key, now);
+                // LRU needs access times to the second, not a write per read.
+                let last = Timestamp::from_millis(access_at.max(0) as u64);
+                if now.duration_since(last) >= TOUCH_GRANULARITY {
+                    self.touch(key, now);
+                }
                 Ok(Some(entry))
             }
             Err(e) => {
