@@ -7,14 +7,17 @@
 mod support;
 
 mod coalescing;
+mod crash;
 mod edges;
 mod fetch;
 mod freshness;
+mod history;
 mod integrity;
 mod invalidation;
 mod maintenance;
 mod metrics;
 mod multiprocess;
+mod netfault;
 mod paths;
 mod policy;
 mod promotion;
@@ -24,6 +27,7 @@ mod redis_server;
 mod refresh;
 mod restart;
 mod stale;
+mod torn;
 mod ttl;
 mod typed;
 mod warm;
