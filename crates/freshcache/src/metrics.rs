@@ -198,7 +198,7 @@ impl Collector for CacheCollector {
             "cache_corrupt_entries",
             "Stored entries that failed verification and were removed.",
             "cache_type",
-            [("disk", m.corrupt)],
+            [("redis", m.redis_corrupt), ("disk", m.corrupt)],
         )?;
         gauge_family(
             &mut enc,
@@ -434,6 +434,7 @@ pub(crate) struct MetricsSnapshot {
     pub memory_evictions: u64,
     pub disk_evictions: u64,
     pub corrupt: u64,
+    pub redis_corrupt: u64,
     pub memory_bytes: u64,
     pub memory_limit: u64,
     pub memory_entries: u64,

@@ -68,8 +68,16 @@ async fn apply(cache: &Cache, msg: &str) {
     }
 }
 
-/// Removes the Redis copies of keys whose write or delete did not reach Redis.
+/// Removes the Redis copies of keys whose write or delete did not reach Redis, then sends the
+/// announcements that could not be published (in that order, so an instance that drops its
+/// memory copy cannot re-read the old value from Redis).
 async fn retry_dirty(cache: &Cache) {
+    if !cache.inner.redis_dirty_any.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(redis) = &cache.inner.redis else {
+        return;
+    };
     let keys: Vec<String> = {
         let dirty = cache
             .inner
@@ -78,12 +86,10 @@ async fn retry_dirty(cache: &Cache) {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         dirty.iter().take(500).cloned().collect()
     };
-    if keys.is_empty() {
-        return;
-    }
-    if let Some(redis) = &cache.inner.redis
-        && redis.delete_many(&keys).await.is_ok()
-    {
+    if !keys.is_empty() {
+        if redis.delete_many(&keys).await.is_err() {
+            return;
+        }
         let mut dirty = cache
             .inner
             .redis_dirty
@@ -92,8 +98,62 @@ async fn retry_dirty(cache: &Cache) {
         for k in &keys {
             dirty.remove(k);
         }
-        if dirty.is_empty() {
-            cache.inner.redis_dirty_any.store(false, Ordering::Release);
+        if !dirty.is_empty() {
+            return;
+        }
+    }
+    let unsent: Vec<String> = std::mem::take(
+        &mut *cache
+            .inner
+            .unsent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for (i, msg) in unsent.iter().enumerate() {
+        if redis.publish(msg).await.is_err() {
+            // Put back what was not sent, ahead of anything queued meanwhile.
+            let mut queue = cache
+                .inner
+                .unsent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut rest = unsent[i..].to_vec();
+            rest.append(&mut queue);
+            *queue = rest;
+            return;
+        }
+    }
+    let dirty_empty = cache
+        .inner
+        .redis_dirty
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_empty();
+    let unsent_empty = cache
+        .inner
+        .unsent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_empty();
+    if dirty_empty && unsent_empty {
+        cache.inner.redis_dirty_any.store(false, Ordering::Release);
+    }
+}
+
+/// Retries dirty keys and unsent announcements every [`DIRTY_RETRY_EVERY`], whether or not the
+/// subscription is up; ends when the cache is dropped.
+pub(super) async fn repair_loop(weak: Weak<Inner>) {
+    let Some(mut closed) = weak.upgrade().map(|i| i.closed.clone()) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(DIRTY_RETRY_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let Some(inner) = weak.upgrade() else { return };
+                retry_dirty(&Cache { inner }).await;
+            }
+            _ = closed.changed() => return,
         }
     }
 }
@@ -117,7 +177,6 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 tracing::info!("coherence subscription established");
                 drop(cache);
                 let mut stream = pubsub.into_on_message();
-                let mut dirty_tick = tokio::time::interval(DIRTY_RETRY_EVERY);
                 loop {
                     tokio::select! {
                         msg = stream.next() => {
@@ -127,10 +186,6 @@ pub(super) async fn run(weak: Weak<Inner>) {
                             if let Ok(text) = msg.get_payload::<String>() {
                                 apply(&cache, &text).await;
                             }
-                        }
-                        _ = dirty_tick.tick() => {
-                            let Some(inner) = weak.upgrade() else { return };
-                            retry_dirty(&Cache { inner }).await;
                         }
                         _ = closed.changed() => return,
                     }

@@ -62,8 +62,12 @@ struct Inner {
     /// Keys whose Redis copy may be outdated because a write or delete did not reach Redis;
     /// removed from Redis once it answers again, and never read from Redis meanwhile.
     redis_dirty: Mutex<std::collections::HashSet<String>>,
-    /// Whether `redis_dirty` may be non-empty (read without the lock on every lookup).
+    /// Whether `redis_dirty` or `unsent` may be non-empty (read without the lock on lookups).
     redis_dirty_any: std::sync::atomic::AtomicBool,
+    /// Announcements that could not be published, in order; retried with the dirty keys.
+    unsent: Mutex<Vec<String>>,
+    /// Damaged values found in Redis (ignored and deleted).
+    redis_corrupt: AtomicU64,
     /// Dropped with the cache, which stops its background tasks.
     _closing: watch::Sender<()>,
     closed: watch::Receiver<()>,
@@ -165,6 +169,7 @@ impl CacheBuilder {
         if with_redis {
             cache.inner.l1_trusted.store(false, Ordering::Release);
             tokio::spawn(coherence::run(Arc::downgrade(&cache.inner)));
+            tokio::spawn(coherence::repair_loop(Arc::downgrade(&cache.inner)));
         }
         Ok(cache)
     }
@@ -205,6 +210,8 @@ impl CacheBuilder {
                 l1_trusted: std::sync::atomic::AtomicBool::new(true),
                 redis_dirty: Mutex::new(std::collections::HashSet::new()),
                 redis_dirty_any: std::sync::atomic::AtomicBool::new(false),
+                unsent: Mutex::new(Vec::new()),
+                redis_corrupt: AtomicU64::new(0),
                 _closing: closing,
                 closed,
                 stats,
@@ -316,7 +323,16 @@ impl Cache {
         if let Some(redis) = &self.inner.redis {
             let msg = coherence::encode(&self.inner.instance_id, kind, stored_at, subject);
             if redis.publish(&msg).await.is_err() {
-                tracing::debug!(kind = %kind, "invalidation announcement not delivered");
+                // Other instances would keep serving their memory copy until its TTL: queue the
+                // announcement; it is sent again once Redis answers (after the Redis copy of
+                // the key is fixed, so nobody re-reads the old value from there).
+                tracing::debug!(kind = %kind, "announcement not delivered; queued for retry");
+                self.inner
+                    .unsent
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(msg);
+                self.inner.redis_dirty_any.store(true, Ordering::Release);
             }
         }
     }
@@ -492,6 +508,7 @@ impl Cache {
                     }
                     Err(e) => {
                         tracing::warn!(key = k, error = %e, "redis tier: damaged value ignored");
+                        inner.redis_corrupt.fetch_add(1, Ordering::Relaxed);
                         let _ = redis.delete(k).await;
                     }
                 }
@@ -537,30 +554,22 @@ impl Cache {
                 .fetch_add(1, Ordering::Relaxed);
         }
         disk_stats.misses.fetch_add(1, Ordering::Relaxed);
-        if stale_ok(&entry.meta) {
+        let serve_stale = stale_ok(&entry.meta);
+        if serve_stale {
             inner
                 .stats
                 .of_type(ty.id)
                 .stale_served
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok((
-                Lookup::Stale(Hit {
-                    entry,
-                    source: Source::Tier(TierKind::Disk),
-                    now,
-                    deadline: until,
-                }),
-                TierKind::Disk,
-            ));
-        }
-        if entry.meta.expires_at.saturating_add(ty.stale.window()) <= now {
+        } else if entry.meta.expires_at.saturating_add(ty.stale.window()) <= now {
             // Lazy removal once past any stale window; a failure here only delays cleanup.
             if let Err(e) = inner.disk.remove_expired(k, entry.meta.expires_at, now) {
                 tracing::debug!(error = %e, "lazy removal of an expired entry failed");
             }
         }
-        if purpose == Purpose::Audit {
-            // The guard reports how stale the refused value was; it never serves it.
+        // A stale value goes back only when the call allowed it, or to the guard, which
+        // reports how stale the refused value was and never serves it.
+        if serve_stale || purpose == Purpose::Audit {
             return Ok((
                 Lookup::Stale(Hit {
                     entry,

@@ -122,7 +122,8 @@ impl Cache {
             cache_dir: inner.config.cache_dir.display().to_string(),
             tiers,
             data_types: types,
-            corrupt_entries: inner.disk.corrupt_count(),
+            corrupt_entries: inner.disk.corrupt_count()
+                + inner.redis_corrupt.load(Ordering::Relaxed),
         })
     }
 
@@ -172,6 +173,7 @@ impl Cache {
             memory_evictions: inner.memory.evictions(),
             disk_evictions: inner.disk.eviction_count(),
             corrupt: inner.disk.corrupt_count(),
+            redis_corrupt: inner.redis_corrupt.load(Ordering::Relaxed),
             memory_bytes: inner.memory.bytes(),
             memory_limit: inner.memory.max_bytes(),
             memory_entries: inner.memory.len() as u64,

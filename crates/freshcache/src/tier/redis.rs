@@ -28,6 +28,13 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
 
+/// Whether a `SET` applies always or only to an absent key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SetWhen {
+    Always,
+    Absent,
+}
+
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
@@ -422,16 +429,28 @@ impl RedisTier {
         envelope: &[u8],
         ttl: Duration,
     ) -> std::result::Result<(), Unavailable> {
+        self.set_px(self.value_key(key), envelope, ttl, SetWhen::Always)
+            .await
+            .map(|_| ())
+    }
+
+    /// `SET name value PX ttl`, with `NX` when only an absent key may be set; true when set.
+    async fn set_px(
+        &self,
+        name: String,
+        value: &[u8],
+        ttl: Duration,
+        when: SetWhen,
+    ) -> std::result::Result<bool, Unavailable> {
         let px = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.call(
-            redis::cmd("SET")
-                .arg(self.value_key(key))
-                .arg(envelope)
-                .arg("PX")
-                .arg(px)
-                .clone(),
-        )
-        .await
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(name).arg(value);
+        if when == SetWhen::Absent {
+            cmd.arg("NX");
+        }
+        cmd.arg("PX").arg(px);
+        let reply: Option<String> = self.call(cmd).await?;
+        Ok(reply.is_some())
     }
 
     /// Stores an envelope only if Redis holds no value for `key` (promotion from disk must
@@ -445,19 +464,8 @@ impl RedisTier {
         envelope: &[u8],
         ttl: Duration,
     ) -> std::result::Result<bool, Unavailable> {
-        let px = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let r: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(self.value_key(key))
-                    .arg(envelope)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(px)
-                    .clone(),
-            )
-            .await?;
-        Ok(r.is_some())
+        self.set_px(self.value_key(key), envelope, ttl, SetWhen::Absent)
+            .await
     }
 
     /// Deletes several keys in one call.
@@ -539,19 +547,8 @@ impl RedisTier {
         token: &str,
         ttl: Duration,
     ) -> std::result::Result<bool, Unavailable> {
-        let px = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let r: Option<String> = self
-            .call(
-                redis::cmd("SET")
-                    .arg(self.lease_key(key))
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(px)
-                    .clone(),
-            )
-            .await?;
-        Ok(r.is_some())
+        self.set_px(self.lease_key(key), token.as_bytes(), ttl, SetWhen::Absent)
+            .await
     }
 
     /// Releases the lease if `token` still holds it.

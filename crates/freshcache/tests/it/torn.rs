@@ -326,6 +326,11 @@ async fn damaged_redis_values_are_misses_never_wrong_values() {
         );
     }
     let reader_corrupt = reader.stats().unwrap().corrupt_entries;
+    assert_eq!(
+        reader_corrupt,
+        damaged.len() as u64,
+        "every damaged Redis value is counted"
+    );
     // The writer still has every value on disk: its reads fall through the damage to disk.
     let writer2 = Cache::builder(config(d1.path()))
         .clock(SystemClock)
