@@ -148,7 +148,7 @@ impl CacheBuilder {
                 ),
             }));
         }
-        Ok(self.build(None)?.0)
+        self.build(None)
     }
 
     /// Opens the cache, connecting to Redis when `redis_url` is set (authenticating, and
@@ -165,7 +165,7 @@ impl CacheBuilder {
             None => None,
         };
         let with_redis = redis.is_some();
-        let (cache, _) = self.build(redis)?;
+        let cache = self.build(redis)?;
         if with_redis {
             cache.inner.l1_trusted.store(false, Ordering::Release);
             tokio::spawn(coherence::run(Arc::downgrade(&cache.inner)));
@@ -174,7 +174,7 @@ impl CacheBuilder {
         Ok(cache)
     }
 
-    fn build(self, redis: Option<RedisTier>) -> Result<(Cache, ())> {
+    fn build(self, redis: Option<RedisTier>) -> Result<Cache> {
         let Self {
             config,
             clock,
@@ -226,7 +226,7 @@ impl CacheBuilder {
                 clock,
             }),
         };
-        Ok((cache, ()))
+        Ok(cache)
     }
 }
 
