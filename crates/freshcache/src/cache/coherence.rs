@@ -14,8 +14,10 @@ use crate::clock::Timestamp;
 
 /// How long to wait before resubscribing after the subscription dropped.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(100);
-/// How often keys whose Redis copy may be outdated are retried.
-const DIRTY_RETRY_EVERY: Duration = Duration::from_millis(250);
+/// How often keys whose Redis copy may be outdated (and unsent announcements) are retried.
+const DIRTY_RETRY_EVERY: Duration = Duration::from_millis(100);
+/// How often the subscription connection is checked with a PING.
+const PING_EVERY: Duration = Duration::from_millis(250);
 
 /// `instance \t kind \t stored_at_ms \t subject`.
 pub(super) fn encode(instance: &str, kind: char, stored_at: Timestamp, subject: &str) -> String {
@@ -176,7 +178,8 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 cache.inner.l1_trusted.store(true, Ordering::Release);
                 tracing::info!("coherence subscription established");
                 drop(cache);
-                let mut stream = pubsub.into_on_message();
+                let (mut sink, mut stream) = pubsub.split();
+                let mut liveness = tokio::time::interval(PING_EVERY);
                 loop {
                     tokio::select! {
                         msg = stream.next() => {
@@ -185,6 +188,14 @@ pub(super) async fn run(weak: Weak<Inner>) {
                             let cache = Cache { inner };
                             if let Ok(text) = msg.get_payload::<String>() {
                                 apply(&cache, &text).await;
+                            }
+                        }
+                        _ = liveness.tick() => {
+                            // A half-open connection delivers nothing and never closes: a
+                            // subscription that cannot answer a PING is treated as lost.
+                            let pong = tokio::time::timeout(PING_EVERY * 2, sink.ping::<redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
                             }
                         }
                         _ = closed.changed() => return,
