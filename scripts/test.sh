@@ -8,11 +8,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# Tests start their own redis-server processes (never the one on 6379) and check the metrics
-# exposition and alert rules with promtool (Debian's `prometheus` package).
+# Tests start their own redis-server processes (never the one on 6379; one over TLS with a CA
+# made by openssl) and check the metrics exposition and alert rules with promtool (Debian's
+# `prometheus` package).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""

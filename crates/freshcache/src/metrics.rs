@@ -233,7 +233,7 @@ impl Collector for CacheCollector {
         {
             let mut family = enc.encode_descriptor(
                 "cache_lookup_duration_seconds",
-                "Lookup latency, by the tier that answered (disk includes misses).",
+                "Lookup latency, by the tier that answered (disk includes misses). Memory-tier hits are sampled: one lookup in 16 per thread (the first included) is timed, so the memory series' _count is about 1/16 of its hits; cache_hit_total counts every hit.",
                 None,
                 MetricType::Histogram,
             )?;

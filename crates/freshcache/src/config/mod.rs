@@ -141,6 +141,8 @@ pub struct RedisConfig {
     pub password: Option<String>,
     /// ACL user from the config or environment (overrides the URL's).
     pub username: Option<String>,
+    /// CA certificate (PEM) for `rediss://`, instead of the system trust store.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -155,6 +157,7 @@ impl fmt::Debug for RedisConfig {
             .field("lease", &self.lease)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("username", &self.username)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -833,6 +836,7 @@ impl Config {
             )?,
             password: raw_redis.password.filter(|p| !p.is_empty()),
             username: raw_redis.username.filter(|u| !u.is_empty()),
+            tls_ca_file: raw_redis.tls_ca_file,
         };
 
         let warm =

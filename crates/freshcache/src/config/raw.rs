@@ -239,6 +239,9 @@ pub struct RawRedis {
     pub password: Option<String>,
     /// ACL user name, when not in the URL.
     pub username: Option<String>,
+    /// PEM file of the CA that signed the server certificate (`rediss://`); the system's
+    /// trust store is used when absent.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// `cache.memory`.

@@ -138,7 +138,20 @@ impl RedisTier {
             .first()
             .ok_or_else(|| fail("no Redis node in the URL".into()))?;
         let first_info = connection_info(first, cfg).map_err(|e| fail(describe(&e)))?;
-        let pubsub_client = Client::open(first_info.clone()).map_err(|e| fail(describe(&e)))?;
+        let certs = match &cfg.tls_ca_file {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    fail(format!("cannot read the CA file {}: {e}", path.display()))
+                })?),
+            }),
+            None => None,
+        };
+        let pubsub_client = match &certs {
+            Some(c) => Client::build_with_tls(first_info.clone(), c.clone()),
+            None => Client::open(first_info.clone()),
+        }
+        .map_err(|e| fail(describe(&e)))?;
         let conn = if url.is_cluster() {
             let mut b = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                 .connection_timeout(cfg.connect_timeout)
@@ -149,6 +162,9 @@ impl RedisTier {
             }
             if let Some(u) = &cfg.username {
                 b = b.username(u);
+            }
+            if let Some(c) = &certs {
+                b = b.certs(c.clone());
             }
             let client = b.build().map_err(|e| fail(describe(&e)))?;
             let c = tokio::time::timeout(cfg.connect_timeout, client.get_async_connection())

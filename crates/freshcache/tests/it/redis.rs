@@ -513,3 +513,190 @@ async fn the_sync_open_refuses_a_redis_config_and_points_to_connect() {
         "{unreachable:?}"
     );
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed (Debian package openssl; ./scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills a child process of the test's own when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_an_acl_user_works_and_a_wrong_ca_is_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    for (key, crt, cn) in [
+        ("ca.key", "ca.crt", "fc-test-ca"),
+        ("other.key", "other.crt", "other-ca"),
+    ] {
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                crt,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+    }
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+
+    let port = crate::redis_server::free_port();
+    let _server = KillOnDrop(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                "server.crt",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(d)
+            .current_dir(d)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(d.join("ca.crt"))
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&cli(&["PING"]).stdout).contains("PONG") {
+        assert!(Instant::now() < deadline, "TLS redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let acl = cli(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">app-secret",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    assert!(String::from_utf8_lossy(&acl.stdout).contains("OK"));
+
+    let url = format!("rediss://app:app-secret@localhost:{port}");
+    let with_ca = |ca: &str| format!("    tls_ca_file: \"{}\"\n", d.join(ca).display());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Cache::builder(config(da.path(), &url, &with_ca("ca.crt")))
+        .connect()
+        .await
+        .unwrap();
+    let b = Cache::builder(config(db.path(), &url, &with_ca("ca.crt")))
+        .connect()
+        .await
+        .unwrap();
+    a.set(&odds(1), "over tls").await.unwrap();
+    let hit = b.get(&odds(1)).await.unwrap().fresh().unwrap();
+    assert_eq!(
+        (hit.source, hit.value().as_ref()),
+        (REDIS, &b"over tls"[..])
+    );
+
+    // A server certificate from another CA is refused, with a message about it.
+    let dc = tempfile::tempdir().unwrap();
+    let err = Cache::builder(config(dc.path(), &url, &with_ca("other.crt")))
+        .connect()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+    assert!(!text.contains("app-secret"), "{text}");
+    assert!(
+        text.to_lowercase().contains("certificate") || text.to_lowercase().contains("tls"),
+        "{text}"
+    );
+    // The wrong ACL password is refused too.
+    let bad = format!("rediss://app:nope@localhost:{port}");
+    let err = Cache::builder(config(dc.path(), &bad, &with_ca("ca.crt")))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Redis { .. }) && !err.to_string().contains("nope"),
+        "{err}"
+    );
+}
