@@ -1,30 +1,43 @@
-//! Tier benchmarks: freshcache beside a raw baseline measured in the same run.
+//! Tier benchmarks (issue 7): freshcache beside contenders measured in the same run, with
+//! ratios (absolute figures drift on a shared machine; ratios within one run hold better).
 //!
-//! - L1 hits: `Cache::get` on the embedded default vs a raw `RwLock<HashMap>` and a bare
-//!   quick_cache map (256 B values, Zipf(0.99) key choice, one thread).
-//! - Disk tier: 64 KiB `set` / `get` through a disk-only data type vs raw files
-//!   (write to a temp file + rename; read the whole file), page cache warm.
+//! - W1 memory hits (`--only memory`): `Cache::get` on the embedded default (L1 hit) and the bare
+//!   `MemoryTier`, beside a raw `RwLock<HashMap>`, a bare quick_cache and moka with a per-entry
+//!   TTL; 256 B values, Zipf(0.99); 1 and 2 threads; get-only and a 90/10 get/set mix
+//!   (freshcache's sets take its whole write path: disk index and blob, then memory).
+//! - W6 hit ratio (`--only hitratio`): a Zipf(0.99) trace at an L1 capacity of 10 % of the keys:
+//!   freshcache's `MemoryTier`, quick_cache, moka and a plain LRU.
+//! - W2 disk tier (`--only disk`): 64 KiB `set` / `get` through a disk-only data type vs raw
+//!   files (write to a temp file + rename; read the whole file) and python-diskcache's own
+//!   `Cache.set` / `Cache.get` (`benches/diskcache_get_set.py`), page cache warm.
+//! - W5 expired sweep (`--only sweep`): one cleanup pass over N entries, half expired, beside
+//!   python-diskcache's `expire()` (`benches/diskcache_expire.py`).
+//! - W3 Redis tier (`--only redis`): hits through freshcache beside raw redis-crate GETs of the
+//!   same keys on a `redis-server` of the bench's own, 1 and 64 concurrent callers, 256 B and
+//!   64 KiB.
 //!
-//! `cargo bench -p freshcache --bench tiers` for the full run; `-- --smoke` for tiny sizes (the
-//! test command runs that to check the bench works; it asserts nothing about timing).
-//! - Expired sweep: one cleanup pass over N entries, half expired, beside python-diskcache's
-//!   `expire()` (when `pip install diskcache` is done).
-//! - Redis tier: hits through freshcache beside raw redis-crate GETs of the same keys on a
-//!   `redis-server` of the bench's own, 1 and 64 concurrent callers, 256 B and 64 KiB.
-//!
-//! Sizes: `--keys N` (L1 keys), `--disk-keys N`, `--ops N` (L1 lookups per contender),
-//! `--sweep-entries N`, `--redis-ops N`; `--only memory|disk|sweep|redis` runs one section.
+//! python-diskcache baselines need `pip install diskcache`; without it they are skipped with a
+//! loud message. `cargo bench -p freshcache --bench tiers` for the full run; `-- --smoke` for
+//! tiny sizes (the test command runs that to check the bench works; it asserts nothing about
+//! timing). Sizes: `--keys N` (W1/W6 keys), `--disk-keys N`, `--ops N` (W1 operations per
+//! contender and configuration, W6 trace length), `--sweep-entries N`, `--redis-ops N`;
+//! `--json PATH` writes every figure as JSON (a summary is printed at the end either way).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::hint::black_box;
-use std::path::Path;
-use std::sync::RwLock;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use freshcache::{Cache, Config, Key, Lookup, Value};
+use freshcache::{Cache, Config, Key, Value};
+use serde_json::json;
+
+#[path = "tiers/disk.rs"]
+mod disk;
+#[path = "tiers/memory.rs"]
+mod memory;
+#[path = "tiers/redis.rs"]
+mod redis_tier;
 
 /// Drives a future that is normally ready at once (the embedded tiers do not wait on I/O
 /// readiness) without paying for a runtime hand-off per operation; falls back to the runtime.
@@ -44,6 +57,7 @@ struct Args {
     sweep_entries: usize,
     redis_ops: usize,
     only: Option<String>,
+    json: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -54,6 +68,7 @@ fn args() -> Args {
         sweep_entries: 1_000_000,
         redis_ops: 100_000,
         only: None,
+        json: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -67,7 +82,8 @@ fn args() -> Args {
                     ops: 5_000,
                     sweep_entries: 2_000,
                     redis_ops: 500,
-                    only: None,
+                    only: a.only.take(),
+                    json: a.json.take(),
                 }
             }
             "--keys" => a.keys = next().unwrap_or(a.keys),
@@ -76,6 +92,7 @@ fn args() -> Args {
             "--sweep-entries" => a.sweep_entries = next().unwrap_or(a.sweep_entries),
             "--redis-ops" => a.redis_ops = next().unwrap_or(a.redis_ops),
             "--only" => a.only = argv.get(i + 1).cloned(),
+            "--json" => a.json = argv.get(i + 1).map(PathBuf::from),
             _ => {}
         }
         i += 1;
@@ -112,6 +129,8 @@ struct Measure {
     ops: usize,
     elapsed: Duration,
     lat: Vec<u32>,
+    /// Percentiles (p50, p99 in µs) measured elsewhere (a Python baseline), when `lat` is empty.
+    given_pct: Option<(f64, f64)>,
 }
 
 impl Measure {
@@ -120,7 +139,11 @@ impl Measure {
     }
     fn pct(&self, p: f64) -> f64 {
         if self.lat.is_empty() {
-            return f64::NAN;
+            return match (self.given_pct, p) {
+                (Some((p50, _)), 0.5) => p50,
+                (Some((_, p99)), 0.99) => p99,
+                _ => f64::NAN,
+            };
         }
         let mut v = self.lat.clone();
         v.sort_unstable();
@@ -129,7 +152,8 @@ impl Measure {
     }
 }
 
-/// Runs `op` over `seq`: one pass untimed per op for throughput, one sampled pass for latency.
+/// Runs `op` over `seq`: a warm-up over the first tenth, one timed pass for throughput, one
+/// pass timing each op (at most 200 000) for latency.
 fn measure(name: &str, seq: &[usize], mut op: impl FnMut(usize)) -> Measure {
     for &i in seq.iter().take(seq.len() / 10) {
         op(i);
@@ -150,150 +174,148 @@ fn measure(name: &str, seq: &[usize], mut op: impl FnMut(usize)) -> Measure {
         ops: seq.len(),
         elapsed,
         lat,
+        given_pct: None,
     }
 }
 
-fn print_table(title: &str, rows: &[Measure], baseline: &str) {
-    let base = rows
+/// [`measure`] from `threads` OS threads at once, each over its own contiguous share of `seq`:
+/// throughput is all ops over the wall time of the slowest thread; latencies are merged.
+fn measure_mt<F: Fn(u32) + Sync>(name: &str, seq: &[u32], threads: usize, op: F) -> Measure {
+    let chunk = seq.len().div_ceil(threads).max(1);
+    let shares: Vec<&[u32]> = seq.chunks(chunk).collect();
+    let op = &op;
+    let barrier = std::sync::Barrier::new(shares.len());
+    let barrier = &barrier;
+    let per_thread_lat = 200_000 / shares.len();
+    let (elapsed, lat) = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .iter()
+            .map(|share| {
+                s.spawn(move || {
+                    for &i in share.iter().take(share.len() / 10) {
+                        op(i);
+                    }
+                    barrier.wait();
+                    let start = Instant::now();
+                    for &i in *share {
+                        op(i);
+                    }
+                    let done = Instant::now();
+                    barrier.wait();
+                    let mut lat = Vec::with_capacity(share.len().min(per_thread_lat));
+                    for &i in share.iter().take(per_thread_lat) {
+                        let t = Instant::now();
+                        op(i);
+                        lat.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
+                    }
+                    (start, done, lat)
+                })
+            })
+            .collect();
+        let mut first = None::<Instant>;
+        let mut last = None::<Instant>;
+        let mut all = Vec::new();
+        for h in handles {
+            let (start, done, lat) = h.join().unwrap();
+            first = Some(first.map_or(start, |f| f.min(start)));
+            last = Some(last.map_or(done, |l| l.max(done)));
+            all.extend(lat);
+        }
+        (last.unwrap() - first.unwrap(), all)
+    });
+    Measure {
+        name: name.to_owned(),
+        ops: seq.len(),
+        elapsed,
+        lat,
+        given_pct: None,
+    }
+}
+
+/// Prints `rows` with one ratio column per `(label, baseline name prefix)`.
+fn print_table(title: &str, rows: &[Measure], ratios: &[(&str, &str)]) {
+    let bases: Vec<f64> = ratios
         .iter()
-        .find(|m| m.name == baseline)
-        .map_or(f64::NAN, Measure::per_sec);
+        .map(|(_, prefix)| {
+            rows.iter()
+                .find(|m| m.name.starts_with(prefix))
+                .map_or(f64::NAN, Measure::per_sec)
+        })
+        .collect();
     println!("\n{title}");
-    println!(
-        "  {:<34} {:>13} {:>10} {:>10} {:>12}",
-        "contender", "ops/s", "p50 µs", "p99 µs", "vs baseline"
+    print!(
+        "  {:<40} {:>12} {:>9} {:>9}",
+        "contender", "ops/s", "p50 µs", "p99 µs"
     );
+    for (label, _) in ratios {
+        print!(" {label:>14}");
+    }
+    println!();
     for m in rows {
-        println!(
-            "  {:<34} {:>13.0} {:>10.2} {:>10.2} {:>11.2}x",
+        print!(
+            "  {:<40} {:>12.0} {:>9.2} {:>9.2}",
             m.name,
             m.per_sec(),
             m.pct(0.5),
-            m.pct(0.99),
-            m.per_sec() / base
+            m.pct(0.99)
+        );
+        for base in &bases {
+            print!(" {:>13.2}x", m.per_sec() / base);
+        }
+        println!();
+    }
+}
+
+/// Every figure of the run, for `--json`.
+#[derive(Default)]
+struct Report {
+    rows: Vec<serde_json::Value>,
+}
+
+impl Report {
+    fn row(&mut self, workload: &str, mut fields: serde_json::Value) {
+        fields["workload"] = json!(workload);
+        self.rows.push(fields);
+    }
+
+    /// One row per contender of a throughput table, with `extra` fields merged in.
+    fn table(&mut self, workload: &str, title: &str, rows: &[Measure], extra: serde_json::Value) {
+        for m in rows {
+            let mut v = json!({
+                "table": title,
+                "contender": m.name,
+                "ops": m.ops,
+                "seconds": m.elapsed.as_secs_f64(),
+                "ops_per_sec": m.per_sec(),
+                "p50_us": m.pct(0.5),
+                "p99_us": m.pct(0.99),
+            });
+            if let (Some(v), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                v.extend(e.clone());
+            }
+            self.row(workload, v);
+        }
+    }
+}
+
+/// True when `python3 -c "import diskcache"` works; otherwise says loudly that `what` runs
+/// without its python-diskcache baseline.
+fn python_diskcache(what: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import diskcache"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!(
+            "\n!!! {what}: python-diskcache NOT available (`python3 -c \"import diskcache\"` failed; pip install diskcache): its baseline is SKIPPED in this run !!!"
         );
     }
-}
-
-fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
-    let config = Config::default().with_cache_dir(dir.join("l1"));
-    let cache = Cache::open(config).unwrap();
-    let keys: Vec<Key> = (0..a.keys)
-        .map(|i| Key::odds(format!("g{i}"), 1_700_000_000).unwrap())
-        .collect();
-    let value = Bytes::from(vec![7u8; 256]);
-    rt.block_on(async {
-        for k in &keys {
-            cache.set(k, Value::bytes(value.clone())).await.unwrap();
-        }
-    });
-    let zipf = Zipf::new(a.keys, 0.99);
-    let mut rng = fastrand::Rng::with_seed(42);
-    let seq: Vec<usize> = (0..a.ops).map(|_| zipf.sample(&mut rng)).collect();
-
-    let raw: RwLock<HashMap<String, Bytes>> = RwLock::new(
-        keys.iter()
-            .map(|k| (k.to_string(), value.clone()))
-            .collect(),
-    );
-    let qc: quick_cache::sync::Cache<String, Bytes> = quick_cache::sync::Cache::new(a.keys * 2);
-    for k in &keys {
-        qc.insert(k.to_string(), value.clone());
-    }
-
-    let mut rows = Vec::new();
-    rows.push(measure("raw RwLock<HashMap> get", &seq, |i| {
-        black_box(raw.read().unwrap().get(keys[i].as_str()).cloned());
-    }));
-    rows.push(measure("bare quick_cache get", &seq, |i| {
-        black_box(qc.get(keys[i].as_str()));
-    }));
-    let mut misses = 0usize;
-    rows.push(measure("freshcache Cache::get (L1 hit)", &seq, |i| {
-        let l = ready(rt, cache.get(&keys[i])).unwrap();
-        if !matches!(l, Lookup::Fresh(_)) {
-            misses += 1;
-        }
-        let _ = black_box(l);
-    }));
-    assert_eq!(misses, 0, "every L1 lookup should be a fresh hit");
-    print_table(
-        &format!(
-            "L1 hits: {} keys x 256 B, Zipf(0.99), 1 thread, {} lookups",
-            a.keys, a.ops
-        ),
-        &rows,
-        "raw RwLock<HashMap> get",
-    );
-}
-
-fn disk_tier(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
-    let yaml = format!(
-        "cache:\n  cache_dir: {}\n  data_types:\n    blob:\n      prefix: \"blob:\"\n      ttl: 1h\n      max_value_size: 4MiB\n      placement: disk_only\n      compress_above: 1GiB\n",
-        dir.join("l3").display()
-    );
-    let config = Config::from_yaml_str(&yaml, None, Vec::new()).unwrap();
-    let cache = Cache::open(config).unwrap();
-    let n = a.disk_keys;
-    let mut rng = fastrand::Rng::with_seed(7);
-    let values: Vec<Bytes> = (0..n.min(64))
-        .map(|_| Bytes::from((0..64 * 1024).map(|_| rng.u8(..)).collect::<Vec<u8>>()))
-        .collect();
-    let keys: Vec<Key> = (0..n)
-        .map(|i| Key::parse(&format!("blob:k{i}")).unwrap())
-        .collect();
-    let raw_dir = dir.join("raw");
-    std::fs::create_dir_all(&raw_dir).unwrap();
-    let order: Vec<usize> = (0..n).collect();
-    let mut shuffled = order.clone();
-    rng.shuffle(&mut shuffled);
-
-    let mut sets = Vec::new();
-    sets.push(measure("raw files: write tmp + rename", &order, |i| {
-        let tmp = raw_dir.join(format!("{i}.tmp"));
-        std::fs::write(&tmp, &values[i % values.len()]).unwrap();
-        std::fs::rename(&tmp, raw_dir.join(format!("{i}.bin"))).unwrap();
-    }));
-    sets.push(measure("freshcache Cache::set (disk)", &order, |i| {
-        ready(
-            rt,
-            cache.set(&keys[i], Value::bytes(values[i % values.len()].clone())),
-        )
-        .unwrap();
-    }));
-    print_table(
-        &format!("Disk tier set: {n} x 64 KiB (no fsync for either)"),
-        &sets,
-        "raw files: write tmp + rename",
-    );
-
-    let mut gets = Vec::new();
-    gets.push(measure("raw files: read", &shuffled, |i| {
-        black_box(std::fs::read(raw_dir.join(format!("{i}.bin"))).unwrap());
-    }));
-    let mut misses = 0usize;
-    gets.push(measure(
-        "freshcache Cache::get (disk hit)",
-        &shuffled,
-        |i| {
-            let l = ready(rt, cache.get(&keys[i])).unwrap();
-            if !matches!(l, Lookup::Fresh(_)) {
-                misses += 1;
-            }
-            let _ = black_box(l);
-        },
-    ));
-    assert_eq!(misses, 0, "every disk lookup should be a fresh hit");
-    print_table(
-        &format!("Disk tier get: {n} x 64 KiB, page cache warm"),
-        &gets,
-        "raw files: read",
-    );
+    ok
 }
 
 /// W5: one cleanup pass over N entries of which half have expired, beside python-diskcache's
 /// `expire()` on the same shape of data (run as a child process when diskcache is installed).
-fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
+fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, out: &mut Report) {
     let n = a.sweep_entries;
     let clock = freshcache::ManualClock::new(freshcache::Timestamp::from_secs(1_700_000_000));
     let config = Config::default().with_cache_dir(dir.join("sweep"));
@@ -322,12 +344,17 @@ fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
     );
     let per_sec = |removed: u64, d: Duration| removed as f64 / d.as_secs_f64();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/diskcache_expire.py");
-    let theirs = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(dir.join("diskcache"))
-        .arg(n.to_string())
-        .output()
-        .ok()
+    let have = python_diskcache("W5 expired sweep");
+    let theirs = have
+        .then(|| {
+            std::process::Command::new("python3")
+                .arg(&script)
+                .arg(dir.join("diskcache"))
+                .arg(n.to_string())
+                .output()
+                .ok()
+        })
+        .flatten()
         .filter(|o| o.status.success())
         .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
     let base = theirs.as_ref().and_then(|v| {
@@ -337,6 +364,17 @@ fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
         ))
     });
     let ours_rate = per_sec(report.expired.entries, ours);
+    let theirs_rate = base.map(|(removed, d)| per_sec(removed, d));
+    out.row(
+        "W5",
+        json!({"contender": "freshcache cleanup (expired sweep)", "entries": n, "seconds": ours.as_secs_f64(), "removed_per_sec": ours_rate}),
+    );
+    if let (Some((_, d)), Some(rate)) = (base, theirs_rate) {
+        out.row(
+            "W5",
+            json!({"contender": "python-diskcache expire()", "entries": n, "seconds": d.as_secs_f64(), "removed_per_sec": rate}),
+        );
+    }
     match base {
         Some((removed, d)) => {
             let theirs_rate = per_sec(removed, d);
@@ -375,164 +413,6 @@ fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path) {
     );
 }
 
-/// Runs `op(i)` for `i` in `0..ops` from `callers` concurrent tasks; wall time and latencies.
-async fn concurrent<F, Fut>(callers: usize, ops: usize, op: F) -> (Duration, Vec<u32>)
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..callers {
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(ops / callers + 1);
-            for i in (c..ops).step_by(callers) {
-                let t = Instant::now();
-                op(i).await;
-                lat.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::with_capacity(ops);
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    (started.elapsed(), all)
-}
-
-/// W3 / issue 3: Redis-tier hits through freshcache beside raw redis-crate GETs of the same
-/// keys on the same server (a `redis-server` of the bench's own on a free port).
-fn redis_tier(a: &Args, dir: &Path) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else {
-        println!(
-            "\nRedis tier: redis-server not installed; skipped (./scripts/test.sh installs it)"
-        );
-        return;
-    };
-    let url = format!("redis://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    for size in [256usize, 64 * 1024] {
-        let yaml = format!(
-            "cache:\n  redis_url: \"{url}\"\n  redis:\n    timeout: 1s\n    max_value_size: 1MiB\n  data_types:\n    hot:\n      prefix: \"hot:\"\n      ttl: 1h\n      max_value_size: 1MiB\n      placement: redis_and_disk\n      compress_above: 1GiB\n"
-        );
-        let config = Config::from_yaml_str(&yaml, None, Vec::new())
-            .unwrap()
-            .with_cache_dir(dir.join(format!("redis-{size}")));
-        let cache = rt.block_on(Cache::builder(config).connect()).unwrap();
-        let keys: Vec<Key> = (0..1000)
-            .map(|i| Key::parse(&format!("hot:k{i}")).unwrap())
-            .collect();
-        let value = Bytes::from(vec![9u8; size]);
-        rt.block_on(async {
-            for k in &keys {
-                cache.set(k, Value::bytes(value.clone())).await.unwrap();
-            }
-        });
-        let raw = rt
-            .block_on(async {
-                redis::Client::open(url.as_str())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-            })
-            .unwrap();
-        let keys = std::sync::Arc::new(keys);
-        let mut rows = Vec::new();
-        for callers in [1usize, 64] {
-            let ops = a.redis_ops;
-            let (raw_keys, raw_conn) = (keys.clone(), raw.clone());
-            let (elapsed, lat) = rt.block_on(concurrent(callers, ops, move |i| {
-                let mut c = raw_conn.clone();
-                let name = format!("freshcache:v/{}", raw_keys[i % raw_keys.len()]);
-                async move {
-                    let v: Option<Vec<u8>> = redis::cmd("GET")
-                        .arg(name)
-                        .query_async(&mut c)
-                        .await
-                        .unwrap();
-                    assert!(v.is_some());
-                }
-            }));
-            rows.push(Measure {
-                name: format!("raw redis GET, {callers} caller(s)"),
-                ops,
-                elapsed,
-                lat,
-            });
-            let (fc_keys, fc) = (keys.clone(), cache.clone());
-            let (elapsed, lat) = rt.block_on(concurrent(callers, ops, move |i| {
-                let (fc, k) = (fc.clone(), fc_keys[i % fc_keys.len()].clone());
-                async move {
-                    let hit = fc.get(&k).await.unwrap().fresh().unwrap();
-                    assert_eq!(
-                        hit.source,
-                        freshcache::Source::Tier(freshcache::TierKind::Redis)
-                    );
-                }
-            }));
-            rows.push(Measure {
-                name: format!("freshcache Redis-tier hit, {callers}"),
-                ops,
-                elapsed,
-                lat,
-            });
-        }
-        println!(
-            "\nRedis tier: {} keys x {} B, same server, same keys",
-            keys.len(),
-            size
-        );
-        println!(
-            "  {:<34} {:>13} {:>10} {:>10} {:>12}",
-            "contender", "ops/s", "p50 µs", "p99 µs", "vs raw"
-        );
-        for pair in rows.chunks(2) {
-            let base = pair[0].per_sec();
-            for m in pair {
-                println!(
-                    "  {:<34} {:>13.0} {:>10.1} {:>10.1} {:>11.2}x",
-                    m.name,
-                    m.per_sec(),
-                    m.pct(0.5),
-                    m.pct(0.99),
-                    m.per_sec() / base
-                );
-            }
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 fn main() {
     let a = args();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -549,16 +429,37 @@ fn main() {
         }
     );
     let run = |name: &str| a.only.as_deref().is_none_or(|o| o == name);
+    let mut report = Report::default();
     if run("memory") {
-        memory_hits(&a, &rt, dir.path());
+        memory::memory_hits(&a, &rt, dir.path(), &mut report);
+    }
+    if run("hitratio") {
+        memory::hit_ratio(&a, &mut report);
     }
     if run("disk") {
-        disk_tier(&a, &rt, dir.path());
+        disk::disk_tier(&a, &rt, dir.path(), &mut report);
     }
     if run("sweep") {
-        expired_sweep(&a, &rt, dir.path());
+        expired_sweep(&a, &rt, dir.path(), &mut report);
     }
     if run("redis") {
-        redis_tier(&a, dir.path());
+        redis_tier::redis_tier(&a, dir.path(), &mut report);
+    }
+    let summary = json!({
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "keys": a.keys,
+        "disk_keys": a.disk_keys,
+        "ops": a.ops,
+        "sweep_entries": a.sweep_entries,
+        "redis_ops": a.redis_ops,
+        "results": &report.rows,
+    });
+    println!("\nJSON summary (one result a line; `--json PATH` writes the whole document):");
+    for r in &report.rows {
+        println!("  {r}");
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap()).unwrap();
+        println!("(written to {})", path.display());
     }
 }

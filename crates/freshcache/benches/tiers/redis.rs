@@ -1,0 +1,172 @@
+//! W3: Redis-tier hits through freshcache beside raw redis-crate GETs of the same keys on the
+//! same server (a `redis-server` of the bench's own on a free port).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use freshcache::{Cache, Config, Key, Value};
+use serde_json::json;
+
+use crate::{Args, Measure, Report};
+
+/// Runs `op(i)` for `i` in `0..ops` from `callers` concurrent tasks; wall time and latencies.
+async fn concurrent<F, Fut>(callers: usize, ops: usize, op: F) -> (Duration, Vec<u32>)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(ops / callers + 1);
+            for i in (c..ops).step_by(callers) {
+                let t = Instant::now();
+                op(i).await;
+                lat.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(ops);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (started.elapsed(), all)
+}
+
+/// W3 / issue 3: Redis-tier hits through freshcache beside raw redis-crate GETs of the same
+/// keys on the same server (a `redis-server` of the bench's own on a free port).
+pub fn redis_tier(a: &Args, dir: &Path, report: &mut Report) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!(
+            "\nRedis tier: redis-server not installed; skipped (./scripts/test.sh installs it)"
+        );
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for size in [256usize, 64 * 1024] {
+        let yaml = format!(
+            "cache:\n  redis_url: \"{url}\"\n  redis:\n    timeout: 1s\n    max_value_size: 1MiB\n  data_types:\n    hot:\n      prefix: \"hot:\"\n      ttl: 1h\n      max_value_size: 1MiB\n      placement: redis_and_disk\n      compress_above: 1GiB\n"
+        );
+        let config = Config::from_yaml_str(&yaml, None, Vec::new())
+            .unwrap()
+            .with_cache_dir(dir.join(format!("redis-{size}")));
+        let cache = rt.block_on(Cache::builder(config).connect()).unwrap();
+        let keys: Vec<Key> = (0..1000)
+            .map(|i| Key::parse(&format!("hot:k{i}")).unwrap())
+            .collect();
+        let value = Bytes::from(vec![9u8; size]);
+        rt.block_on(async {
+            for k in &keys {
+                cache.set(k, Value::bytes(value.clone())).await.unwrap();
+            }
+        });
+        let raw = rt
+            .block_on(async {
+                redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+            })
+            .unwrap();
+        let keys = std::sync::Arc::new(keys);
+        let mut rows = Vec::new();
+        for callers in [1usize, 64] {
+            let ops = a.redis_ops;
+            let (raw_keys, raw_conn) = (keys.clone(), raw.clone());
+            let (elapsed, lat) = rt.block_on(concurrent(callers, ops, move |i| {
+                let mut c = raw_conn.clone();
+                let name = format!("freshcache:v/{}", raw_keys[i % raw_keys.len()]);
+                async move {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(name)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
+                    assert!(v.is_some());
+                }
+            }));
+            rows.push(Measure {
+                name: format!("raw redis GET, {callers} caller(s)"),
+                ops,
+                elapsed,
+                lat,
+                given_pct: None,
+            });
+            let (fc_keys, fc) = (keys.clone(), cache.clone());
+            let (elapsed, lat) = rt.block_on(concurrent(callers, ops, move |i| {
+                let (fc, k) = (fc.clone(), fc_keys[i % fc_keys.len()].clone());
+                async move {
+                    let hit = fc.get(&k).await.unwrap().fresh().unwrap();
+                    assert_eq!(
+                        hit.source,
+                        freshcache::Source::Tier(freshcache::TierKind::Redis)
+                    );
+                }
+            }));
+            rows.push(Measure {
+                name: format!("freshcache Redis-tier hit, {callers}"),
+                ops,
+                elapsed,
+                lat,
+                given_pct: None,
+            });
+        }
+        let title = format!(
+            "W3 Redis tier: {} keys x {size} B, same server, same keys",
+            keys.len()
+        );
+        println!("\n{title}");
+        report.table("W3", &title, &rows, json!({"size": size}));
+        println!(
+            "  {:<34} {:>13} {:>10} {:>10} {:>12}",
+            "contender", "ops/s", "p50 µs", "p99 µs", "vs raw"
+        );
+        for pair in rows.chunks(2) {
+            let base = pair[0].per_sec();
+            for m in pair {
+                println!(
+                    "  {:<34} {:>13.0} {:>10.1} {:>10.1} {:>11.2}x",
+                    m.name,
+                    m.per_sec(),
+                    m.pct(0.5),
+                    m.pct(0.99),
+                    m.per_sec() / base
+                );
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
