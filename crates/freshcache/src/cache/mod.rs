@@ -230,9 +230,6 @@ impl CacheBuilder {
     }
 }
 
-/// The instant after which an entry of `ty` must not be served: its own `expires_at`, capped
-/// by the type's current TTL unless the type lets callers choose any TTL (so shortening a TTL
-/// in the config takes effect on entries already stored).
 /// One in this many memory-tier fast-path lookups per thread is timed into the memory latency
 /// histogram (the first one on each thread included). See the metric's HELP text.
 pub(crate) const MEMORY_LATENCY_SAMPLE: u32 = 16;
@@ -251,6 +248,9 @@ fn sample_memory_latency() -> bool {
     })
 }
 
+/// The instant after which an entry of `ty` must not be served: its own `expires_at`, capped
+/// by the type's current TTL unless the type lets callers choose any TTL (so shortening a TTL
+/// in the config takes effect on entries already stored).
 fn deadline(meta: &Meta, ty: &DataTypeSpec) -> Timestamp {
     if ty.ttl_override == TtlOverride::Any {
         return meta.expires_at;
