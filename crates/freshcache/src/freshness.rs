@@ -165,22 +165,30 @@ impl Cache {
             .iter()
             .map(|k| self.data_type(k).cloned())
             .collect::<Result<Vec<_>>>()?;
-        let now = self.now();
         let skew = self.config().freshness.clock_skew_tolerance;
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let now = self.now();
+            found.push(
+                self.lookup(key, now, ReadOptions::default(), Purpose::Audit)
+                    .await?,
+            );
+        }
+        // Verdicts are judged at one instant taken after every read: a signal that expired
+        // while later keys were being read (a slow Redis, a busy disk) is refused, not passed.
+        let now = self.now();
         let mut signals = Vec::with_capacity(keys.len());
         let mut hits = Vec::with_capacity(keys.len());
-        for (key, ty) in keys.iter().zip(&types) {
-            let found = self
-                .lookup(key, now, ReadOptions::default(), Purpose::Audit)
-                .await?;
-            let (verdict, hit) = match found {
-                Lookup::Fresh(h) => (Verdict::Fresh, Some(h)),
+        for ((key, ty), lookup) in keys.iter().zip(&types).zip(found) {
+            let hit = match lookup {
+                Lookup::Fresh(h) | Lookup::Stale(h) => Some(Hit { now, ..h }),
+                Lookup::Miss => None,
+            };
+            let verdict = match &hit {
                 // Configured tolerance for clock skew between hosts (zero by default).
-                Lookup::Stale(h) if h.now < h.deadline.saturating_add(skew) => {
-                    (Verdict::Fresh, Some(h))
-                }
-                Lookup::Stale(h) => (Verdict::Stale, Some(h)),
-                Lookup::Miss => (Verdict::Missing, None),
+                Some(h) if now < h.deadline.saturating_add(skew) => Verdict::Fresh,
+                Some(_) => Verdict::Stale,
+                None => Verdict::Missing,
             };
             let ttl = hit.as_ref().map_or(ty.ttl, |h| h.meta().ttl().min(ty.ttl));
             let counters = self.type_counters(ty.id);

@@ -43,25 +43,34 @@ async fn apply(cache: &Cache, msg: &str) {
         return;
     }
     let disk = &cache.inner.disk;
+    // Disk first, memory second: the memory drop moves the stripe epoch after the disk change,
+    // so a read racing this cannot promote the old disk row back into memory.
     let outcome = match kind {
         's' => {
+            let r = disk.remove_if_older(subject, stored_at).map(|_| ());
             cache.forget(subject).await;
-            disk.remove_if_older(subject, stored_at).map(|_| ())
+            r
         }
         'd' => {
+            // Only rows written up to the delete: a newer write on a shared disk survives.
+            let r = disk
+                .remove_if_older(subject, stored_at.saturating_add(Duration::from_millis(1)))
+                .map(|_| ());
             cache.forget(subject).await;
-            disk.remove(subject).map(|_| ())
+            r
         }
         'p' if !subject.is_empty() => {
-            cache.forget_prefix(subject).await;
             let upper = crate::key::KeyPrefix::parse(subject)
                 .ok()
                 .and_then(|p| p.upper_bound());
-            disk.remove_prefix(subject, upper.as_deref()).map(|_| ())
+            let r = disk.remove_prefix(subject, upper.as_deref()).map(|_| ());
+            cache.forget_prefix(subject).await;
+            r
         }
         'a' => {
+            let r = disk.remove_prefix("", None).map(|_| ());
             cache.forget_prefix("").await;
-            disk.remove_prefix("", None).map(|_| ())
+            r
         }
         _ => Ok(()),
     };
@@ -80,6 +89,23 @@ async fn retry_dirty(cache: &Cache) {
     let Some(redis) = &cache.inner.redis else {
         return;
     };
+    let prefixes: Vec<String> = cache
+        .inner
+        .redis_dirty_prefixes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for p in &prefixes {
+        if redis.delete_prefix(p).await.is_err() {
+            return;
+        }
+        cache
+            .inner
+            .redis_dirty_prefixes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|q| q != p);
+    }
     let keys: Vec<String> = {
         let dirty = cache
             .inner
@@ -130,7 +156,13 @@ async fn retry_dirty(cache: &Cache) {
         .redis_dirty
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .is_empty();
+        .is_empty()
+        && cache
+            .inner
+            .redis_dirty_prefixes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
     let unsent_empty = cache
         .inner
         .unsent
@@ -153,6 +185,9 @@ pub(super) async fn repair_loop(weak: Weak<Inner>) {
         tokio::select! {
             _ = tick.tick() => {
                 let Some(inner) = weak.upgrade() else { return };
+                if let Some(redis) = &inner.redis {
+                    let _ = redis.recover().await;
+                }
                 retry_dirty(&Cache { inner }).await;
             }
             _ = closed.changed() => return,

@@ -66,6 +66,8 @@ struct Inner {
     redis_dirty_any: std::sync::atomic::AtomicBool,
     /// Announcements that could not be published, in order; retried with the dirty keys.
     unsent: Mutex<Vec<String>>,
+    /// Prefixes whose invalidation did not reach Redis; retried before their announcement.
+    redis_dirty_prefixes: Mutex<Vec<String>>,
     /// Damaged values found in Redis (ignored and deleted).
     redis_corrupt: AtomicU64,
     /// Dropped with the cache, which stops its background tasks.
@@ -211,6 +213,7 @@ impl CacheBuilder {
                 redis_dirty: Mutex::new(std::collections::HashSet::new()),
                 redis_dirty_any: std::sync::atomic::AtomicBool::new(false),
                 unsent: Mutex::new(Vec::new()),
+                redis_dirty_prefixes: Mutex::new(Vec::new()),
                 redis_corrupt: AtomicU64::new(0),
                 _closing: closing,
                 closed,
@@ -318,13 +321,26 @@ impl Cache {
         ty.placement.in_memory() && self.inner.l1_trusted.load(Ordering::Acquire)
     }
 
+    /// Whether Redis may hold an outdated copy of `key` (a write, delete or prefix
+    /// invalidation did not reach it): such keys are never read from Redis.
     fn is_redis_dirty(&self, key: &str) -> bool {
-        let dirty = self
+        if !self.inner.redis_dirty_any.load(Ordering::Acquire) {
+            return false;
+        }
+        let dirty_prefix = self
             .inner
-            .redis_dirty
+            .redis_dirty_prefixes
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        !dirty.is_empty() && dirty.contains(key)
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|p| key.starts_with(p.as_str()));
+        dirty_prefix
+            || self
+                .inner
+                .redis_dirty
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(key)
     }
 
     fn mark_redis_dirty(&self, key: &str) {
@@ -333,24 +349,39 @@ impl Cache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key.to_owned());
+        self.inner.redis_dirty_any.store(true, Ordering::Release);
     }
 
-    /// Announces a change to the other instances (best effort: a lost announcement leaves
-    /// their memory copies to expire, never beyond their TTL).
-    async fn announce(&self, kind: char, stored_at: Timestamp, subject: &str) {
+    fn mark_redis_dirty_prefix(&self, prefix: &str) {
+        self.inner
+            .redis_dirty_prefixes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(prefix.to_owned());
+        self.inner.redis_dirty_any.store(true, Ordering::Release);
+    }
+
+    fn queue_announcement(&self, msg: String) {
+        self.inner
+            .unsent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(msg);
+        self.inner.redis_dirty_any.store(true, Ordering::Release);
+    }
+
+    /// Announces a change to the other instances. When Redis may still hold the old value
+    /// (`redis_fixed` is false) or the publish fails, the announcement is queued and sent once
+    /// the Redis copy is fixed — otherwise other instances would drop their memory copy and
+    /// re-read the old value from Redis.
+    async fn announce(&self, kind: char, stored_at: Timestamp, subject: &str, redis_fixed: bool) {
         if let Some(redis) = &self.inner.redis {
             let msg = coherence::encode(&self.inner.instance_id, kind, stored_at, subject);
-            if redis.publish(&msg).await.is_err() {
-                // Other instances would keep serving their memory copy until its TTL: queue the
-                // announcement; it is sent again once Redis answers (after the Redis copy of
-                // the key is fixed, so nobody re-reads the old value from there).
+            if !redis_fixed {
+                self.queue_announcement(msg);
+            } else if redis.publish(&msg).await.is_err() {
                 tracing::debug!(kind = %kind, "announcement not delivered; queued for retry");
-                self.inner
-                    .unsent
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(msg);
-                self.inner.redis_dirty_any.store(true, Ordering::Release);
+                self.queue_announcement(msg);
             }
         }
     }
@@ -440,7 +471,7 @@ impl Cache {
         let inner = &*self.inner;
         let ty = inner.config.data_types.resolve(key)?;
         let k = key.as_str();
-        let stale_ok = |meta: &Meta| {
+        let stale_ok = |meta: &Meta, now: Timestamp| {
             !opts.max_stale.is_zero() && now < deadline(meta, ty).saturating_add(opts.max_stale)
         };
 
@@ -500,6 +531,8 @@ impl Cache {
         if let Some(redis) = self.redis_for(ty).filter(|_| !self.is_redis_dirty(k)) {
             let rstats = inner.stats.tier(TierKind::Redis, ty.id);
             if let Ok(Some(bytes)) = redis.get(k).await {
+                // Judged against the clock after the round trip, not before it.
+                let now = inner.clock.now().max(now);
                 match codec::decode_bytes(k, bytes.into()) {
                     Ok(entry) => {
                         let entry = Arc::new(entry);
@@ -547,6 +580,8 @@ impl Cache {
             return Ok((Lookup::Miss, TierKind::Disk));
         };
         let entry = Arc::new(entry);
+        // Judged against the clock after the disk read, not before it.
+        let now = inner.clock.now().max(now);
         let until = deadline(&entry.meta, ty);
         if now < until {
             inner
@@ -555,7 +590,7 @@ impl Cache {
                 .hits
                 .fetch_add(1, Ordering::Relaxed);
             self.promote_to_memory(key, ty, stripe, epoch, &entry).await;
-            self.promote_to_redis(key, ty, &entry, now);
+            self.promote_to_redis(key, ty, &entry, now, epoch);
             return Ok((
                 Lookup::Fresh(Hit {
                     entry,
@@ -576,7 +611,7 @@ impl Cache {
                 .fetch_add(1, Ordering::Relaxed);
         }
         disk_stats.misses.fetch_add(1, Ordering::Relaxed);
-        let serve_stale = stale_ok(&entry.meta);
+        let serve_stale = stale_ok(&entry.meta, now);
         if serve_stale {
             inner
                 .stats
@@ -628,7 +663,14 @@ impl Cache {
 
     /// Copies a disk hit into Redis in the background with its remaining lifetime, only if
     /// Redis has no value for the key (`SET NX`: never over a newer write).
-    fn promote_to_redis(&self, key: &Key, ty: &DataTypeSpec, entry: &Arc<Entry>, now: Timestamp) {
+    fn promote_to_redis(
+        &self,
+        key: &Key,
+        ty: &DataTypeSpec,
+        entry: &Arc<Entry>,
+        now: Timestamp,
+        epoch: u64,
+    ) {
         let redis_ttl = deadline(&entry.meta, ty).duration_since(now);
         if self.redis_for(ty).is_none()
             || entry.size() > self.inner.config.redis.max_value_size
@@ -643,7 +685,15 @@ impl Cache {
         let cache = self.clone();
         let key = key.clone();
         tokio::spawn(async move {
-            if let Some(redis) = &cache.inner.redis {
+            let Some(redis) = &cache.inner.redis else {
+                return;
+            };
+            // Under the key's stripe lock, and only if no write, delete or invalidation of the
+            // stripe happened since the disk read: a promotion must never undo a delete.
+            let stripe = cache.stripe(key.as_str());
+            let _g = Self::lock(stripe).await;
+            if stripe.epoch.load(Ordering::Acquire) == epoch && !cache.is_redis_dirty(key.as_str())
+            {
                 let _ = redis
                     .set_if_absent(key.as_str(), &envelope, redis_ttl)
                     .await;
@@ -710,6 +760,7 @@ impl Cache {
         // tiers end in the same order as the writes; then the announcement. If Redis misses the
         // write, its old copy is marked dirty and removed as soon as Redis answers again.
         let stripe = self.stripe(key.as_str());
+        let mut redis_fixed = true;
         {
             let _g = Self::lock(stripe).await;
             inner
@@ -736,10 +787,11 @@ impl Cache {
                 };
                 if !written {
                     self.mark_redis_dirty(key.as_str());
+                    redis_fixed = false;
                 }
             }
         }
-        self.announce('s', now, key.as_str()).await;
+        self.announce('s', now, key.as_str(), redis_fixed).await;
         inner
             .stats
             .of_type(ty.id)
@@ -757,6 +809,7 @@ impl Cache {
         let inner = &*self.inner;
         let ty = inner.config.data_types.resolve(key)?;
         let stripe = self.stripe(key.as_str());
+        let mut redis_fixed = true;
         let (in_memory, on_disk, in_redis) = {
             let _g = Self::lock(stripe).await;
             let in_memory = inner.memory.remove(key.as_str());
@@ -767,15 +820,19 @@ impl Cache {
                     Ok(found) => found,
                     Err(_) => {
                         self.mark_redis_dirty(key.as_str());
+                        redis_fixed = false;
                         false
                     }
                 },
                 None => false,
             };
             stripe.epoch.fetch_add(1, Ordering::AcqRel);
-            (in_memory, on_disk?, in_redis)
+            (in_memory, on_disk, in_redis)
         };
-        self.announce('d', self.now(), key.as_str()).await;
+        // Announced even when the disk delete failed: other instances must drop their copies.
+        self.announce('d', self.now(), key.as_str(), redis_fixed)
+            .await;
+        let on_disk = on_disk?;
         inner
             .stats
             .of_type(ty.id)
@@ -816,35 +873,46 @@ impl Cache {
     /// # Errors
     /// [`Error::Index`] when the disk delete fails (memory copies are dropped regardless).
     pub async fn invalidate_prefix(&self, prefix: &KeyPrefix) -> Result<u64> {
-        let n = self
+        let (n, redis_fixed) = self
             .invalidate_range(prefix.as_str(), prefix.upper_bound().as_deref())
             .await;
-        self.announce('p', self.now(), prefix.as_str()).await;
+        self.announce('p', self.now(), prefix.as_str(), redis_fixed)
+            .await;
         n
     }
 
     /// Removes keys in `[prefix, upper)` (all keys starting with `prefix`) from every tier and
-    /// counts distinct keys removed.
-    async fn invalidate_range(&self, prefix: &str, upper: Option<&str>) -> Result<u64> {
+    /// counts distinct keys removed; says whether Redis was reached (if not, the prefix is
+    /// marked dirty: never read from Redis until the invalidation is retried there).
+    async fn invalidate_range(&self, prefix: &str, upper: Option<&str>) -> (Result<u64>, bool) {
         let inner = &*self.inner;
         // Epochs move before and after, so a promotion racing with this call cannot put a
         // removed value back into memory.
         self.bump_all_epochs().await;
         let mem = inner.memory.remove_prefix(prefix);
         let disk = inner.disk.remove_prefix(prefix, upper);
+        let mut redis_fixed = true;
         let in_redis = match &inner.redis {
             Some(redis) => redis.delete_prefix(prefix).await.unwrap_or_else(|_| {
-                tracing::warn!(prefix, "prefix invalidation did not reach redis");
+                tracing::warn!(
+                    prefix,
+                    "prefix invalidation did not reach redis; retrying later"
+                );
+                self.mark_redis_dirty_prefix(prefix);
+                redis_fixed = false;
                 0
             }),
             None => 0,
         };
         self.bump_all_epochs().await;
         let mem_after = inner.memory.remove_prefix(prefix);
-        let disk = disk?;
+        let disk = match disk {
+            Ok(d) => d,
+            Err(e) => return (Err(e), redis_fixed),
+        };
         let mut all: std::collections::HashSet<&str> = disk.iter().map(String::as_str).collect();
         all.extend(mem.iter().chain(&mem_after).map(|k| &**k));
-        Ok((all.len() as u64).max(in_redis))
+        (Ok((all.len() as u64).max(in_redis)), redis_fixed)
     }
 
     /// Removes everything from every tier (the emergency flush); returns the count.
@@ -852,8 +920,8 @@ impl Cache {
     /// # Errors
     /// [`Error::Index`] when the disk delete fails.
     pub async fn invalidate_all(&self) -> Result<u64> {
-        let n = self.invalidate_range("", None).await;
-        self.announce('a', self.now(), "").await;
+        let (n, redis_fixed) = self.invalidate_range("", None).await;
+        self.announce('a', self.now(), "", redis_fixed).await;
         n
     }
 

@@ -256,8 +256,9 @@ impl RedisTier {
         }
     }
 
-    /// After a failure, re-checks the owner run id before Redis content is trusted again.
-    async fn ensure_trusted(&self) -> std::result::Result<(), Unavailable> {
+    /// After a failure, re-checks the owner run id before Redis content is trusted again; run
+    /// by the cache's background repair loop, never on a reader's path.
+    pub async fn recover(&self) -> std::result::Result<(), Unavailable> {
         if self.trusted.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -430,7 +431,11 @@ impl RedisTier {
     /// # Errors
     /// [`Unavailable`] when Redis is down, slow, untrusted or the breaker is open.
     pub async fn get(&self, key: &str) -> std::result::Result<Option<Vec<u8>>, Unavailable> {
-        self.ensure_trusted().await?;
+        // Until the owner check has run again (in the background, see `recover`), Redis content
+        // is not read: readers never wait on it.
+        if !self.trusted.load(Ordering::Acquire) {
+            return Err(Unavailable);
+        }
         self.call(redis::cmd("GET").arg(self.value_key(key)).clone())
             .await
     }
