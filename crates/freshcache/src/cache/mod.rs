@@ -343,31 +343,27 @@ impl Cache {
                 .contains(key)
     }
 
-    fn mark_redis_dirty(&self, key: &str) {
-        self.inner
-            .redis_dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.to_owned());
+    /// Records something Redis still has to be told (under `pending`'s lock), then raises the
+    /// flag readers and the repair loop check without locking.
+    fn note_pending<T>(&self, pending: &Mutex<T>, add: impl FnOnce(&mut T)) {
+        add(&mut pending.lock().unwrap_or_else(PoisonError::into_inner));
         self.inner.redis_dirty_any.store(true, Ordering::Release);
+    }
+
+    fn mark_redis_dirty(&self, key: &str) {
+        self.note_pending(&self.inner.redis_dirty, |d| {
+            d.insert(key.to_owned());
+        });
     }
 
     fn mark_redis_dirty_prefix(&self, prefix: &str) {
-        self.inner
-            .redis_dirty_prefixes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(prefix.to_owned());
-        self.inner.redis_dirty_any.store(true, Ordering::Release);
+        self.note_pending(&self.inner.redis_dirty_prefixes, |p| {
+            p.push(prefix.to_owned());
+        });
     }
 
     fn queue_announcement(&self, msg: String) {
-        self.inner
-            .unsent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(msg);
-        self.inner.redis_dirty_any.store(true, Ordering::Release);
+        self.note_pending(&self.inner.unsent, |u| u.push(msg));
     }
 
     /// Announces a change to the other instances. When Redis may still hold the old value

@@ -160,13 +160,7 @@ impl Cache {
                 }
             })
             .collect();
-        let (disk_bytes, disk_entries) = match inner.disk.stats(inner.clock.now()) {
-            Ok(s) => (
-                s.values().map(|d| d.stored_bytes).sum(),
-                s.values().map(|d| d.entries).sum(),
-            ),
-            Err(_) => (0, 0),
-        };
+        let (disk_entries, disk_bytes) = inner.disk.totals().unwrap_or((0, 0));
         MetricsSnapshot {
             tiers,
             types: type_snaps,

@@ -106,10 +106,25 @@ impl DiskTier {
     /// # Errors
     /// [`crate::Error::Index`] when the query fails.
     pub fn total_bytes(&self) -> Result<u64> {
+        self.totals().map(|(_, bytes)| bytes)
+    }
+
+    /// Entries and stored bytes of the whole tier, from the trigger-maintained totals (no scan
+    /// of the entries table, so cheap enough for every metrics scrape).
+    ///
+    /// # Errors
+    /// [`crate::Error::Index`] when the query fails.
+    pub fn totals(&self) -> Result<(u64, u64)> {
         self.with_reader(|c| {
-            c.prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
-                .query_row([], |r| r.get::<_, i64>(0))
-                .map(|v| v.max(0) as u64)
+            c.prepare_cached(
+                "SELECT COALESCE(SUM(entries), 0), COALESCE(SUM(bytes), 0) FROM type_totals",
+            )?
+            .query_row([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })
         })
     }
 
