@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::anyhow;
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::{Body, HttpBody};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use freshcache::config::SourceConfig;
 use freshcache::fetch::{FetchOptions, Fetcher};
 use freshcache::maintenance::{CleanupOptions, Schedule};
@@ -30,6 +31,10 @@ use crate::{CmdResult, Failure};
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Window over which alert thresholds are checked.
 const WATCH_EVERY: Duration = Duration::from_secs(60);
+/// Largest JSON request body (`/v1/invalidate`, `/v1/freshness/check`).
+const JSON_BODY_LIMIT: u64 = 1 << 20;
+/// Most memory reserved up front for a body that announces its length; more grows as it comes.
+const PREALLOCATE_MAX: u64 = 1 << 20;
 
 #[derive(Clone)]
 struct AppState {
@@ -122,6 +127,91 @@ fn parse_key(raw: &str) -> ApiResult<Key> {
     Key::parse(raw).map_err(ApiError::from)
 }
 
+/// Refuses a request body in any content coding but `identity`. The service stores bodies as
+/// sent and never decodes them, so a compressed body would be stored compressed — and a
+/// decoder here would be a decompression bomb's way in.
+fn check_content_encoding(headers: &HeaderMap) -> ApiResult<()> {
+    for v in headers.get_all(header::CONTENT_ENCODING) {
+        let identity = v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .map(str::trim)
+                .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!(
+                    "Content-Encoding {:?} is not accepted: send the body uncompressed \
+                     (values are stored as sent; the service does not decode request bodies)",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn too_large(what: &str, limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("{what} is larger than the {limit} bytes allowed"),
+    )
+}
+
+/// Reads a request body of at most `limit` bytes, after its headers are checked: a declared
+/// `Content-Length` over the limit is refused before any of it is read, and a chunked body as
+/// soon as it passes the limit, so a refused upload costs at most `limit` bytes of memory.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: u64,
+    what: &str,
+) -> ApiResult<Bytes> {
+    check_content_encoding(headers)?;
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "invalid Content-Length",
+                    )
+                })?,
+        ),
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(what, limit));
+    }
+    let reserve = declared.unwrap_or(0).min(limit).min(PREALLOCATE_MAX);
+    let mut buf = BytesMut::with_capacity(usize::try_from(reserve).unwrap_or(0));
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = u64::try_from(buf.len().saturating_add(data.len())).unwrap_or(u64::MAX);
+        if total > limit {
+            return Err(too_large(what, limit));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
 fn header_value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(s).ok()
 }
@@ -185,10 +275,13 @@ async fn put_entry(
     Path(raw): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     authorize(&state, &headers)?;
     let key = parse_key(&raw)?;
+    // The key's own limit, known before a byte of the body is read.
+    let limit = state.cache.data_type(&key)?.max_value_size;
+    let body = read_body(&headers, body, limit, "the value").await?;
     let codec = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -253,9 +346,10 @@ struct InvalidateBody {
 async fn invalidate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     authorize(&state, &headers)?;
+    let body = read_body(&headers, body, JSON_BODY_LIMIT, "the request body").await?;
     let req: InvalidateBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -289,8 +383,15 @@ struct FreshnessBody {
     run_id: Option<String>,
 }
 
-/// Checks an inference run's signals: 200 when all are fresh, 409 otherwise; audited.
-async fn freshness_check(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+/// Checks an inference run's signals: 200 when all are fresh, 409 otherwise. It writes audit
+/// rows under the caller's run id, so it is a mutating route and needs the token when one is set.
+async fn freshness_check(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    authorize(&state, &headers)?;
+    let body = read_body(&headers, body, JSON_BODY_LIMIT, "the request body").await?;
     let req: FreshnessBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -384,15 +485,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// The API routes over `cache`.
+///
+/// Handlers read request bodies themselves ([`read_body`]), after authorization and with the
+/// route's own limit, so no body extractor (and no global body limit) is involved.
 fn router(cache: Cache) -> Router {
-    let max_body = cache
-        .config()
-        .data_types
-        .types()
-        .iter()
-        .map(|t| t.max_value_size)
-        .max()
-        .unwrap_or(1 << 20);
     let token = cache.config().server.auth_token.as_deref().map(Arc::from);
     let mut registry = Registry::default();
     freshcache::metrics::register(&mut registry, &cache);
@@ -413,11 +509,6 @@ fn router(cache: Cache) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(
-            usize::try_from(max_body)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1),
-        ))
         .with_state(state)
 }
 

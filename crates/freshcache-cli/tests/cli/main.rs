@@ -4,6 +4,7 @@
 
 mod commands;
 mod fetch;
+mod hostile;
 mod observe;
 mod ops;
 mod server;
