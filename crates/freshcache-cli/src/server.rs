@@ -71,6 +71,8 @@ impl From<Error> for ApiError {
             Error::Codec { .. } => (StatusCode::BAD_REQUEST, "codec"),
             Error::Loader { .. } => (StatusCode::BAD_GATEWAY, "loader"),
             Error::StaleSignals { .. } => (StatusCode::CONFLICT, "stale_signals"),
+            _ if e.is_disk_full() => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            _ if e.is_read_only() => (StatusCode::SERVICE_UNAVAILABLE, "read_only"),
             _ => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
         };
         if status.is_server_error() {

@@ -133,6 +133,48 @@ pub enum Error {
     },
 }
 
+/// Why the filesystem refused a write, for callers that branch on it (a CLI exit code, an HTTP
+/// status). Reads of what is already stored go on in both cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageFault {
+    /// No space or no inodes left (`ENOSPC`, `EDQUOT`, `SQLITE_FULL`): writes succeed again
+    /// once space is freed.
+    DiskFull,
+    /// The filesystem is read-only (`EROFS`, `SQLITE_READONLY`): writes succeed again once it is
+    /// writable.
+    ReadOnly,
+}
+
+impl StorageFault {
+    /// Short lowercase name, safe as a metrics label.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageFault::DiskFull => "disk_full",
+            StorageFault::ReadOnly => "read_only",
+        }
+    }
+
+    fn of_io(e: &io::Error) -> Option<Self> {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                Some(StorageFault::DiskFull)
+            }
+            io::ErrorKind::ReadOnlyFilesystem => Some(StorageFault::ReadOnly),
+            _ => None,
+        }
+    }
+
+    fn of_index(e: &rusqlite::Error) -> Option<Self> {
+        match e.sqlite_error_code()? {
+            rusqlite::ErrorCode::DiskFull => Some(StorageFault::DiskFull),
+            rusqlite::ErrorCode::ReadOnly => Some(StorageFault::ReadOnly),
+            _ => None,
+        }
+    }
+}
+
 /// What went wrong in an HTTP fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -227,6 +269,28 @@ impl Error {
                     ..
                 }
         )
+    }
+
+    /// Why the filesystem refused a write (disk full, read-only); `None` for other errors.
+    #[must_use]
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        match self {
+            Error::Io { source, .. } => StorageFault::of_io(source),
+            Error::Index { source, .. } => StorageFault::of_index(source),
+            _ => None,
+        }
+    }
+
+    /// True when a write failed for lack of space or inodes.
+    #[must_use]
+    pub fn is_disk_full(&self) -> bool {
+        self.storage_fault() == Some(StorageFault::DiskFull)
+    }
+
+    /// True when a write failed because the filesystem is read-only.
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.storage_fault() == Some(StorageFault::ReadOnly)
     }
 
     /// The kind of a failed fetch; `None` for other errors.

@@ -59,7 +59,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, StalePolicy, TtlOverride};
 pub use entry::{Codec, Entry, Meta};
-pub use error::{ConfigError, Error, FetchErrorKind, Result};
+pub use error::{ConfigError, Error, FetchErrorKind, Result, StorageFault};
 pub use key::{Key, KeyPrefix};
 pub use stats::StatsReport;
 pub use tier::TierKind;

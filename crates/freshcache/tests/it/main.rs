@@ -8,6 +8,7 @@ mod support;
 
 mod coalescing;
 mod crash;
+mod diskfault;
 mod edges;
 mod fetch;
 mod freshness;

@@ -357,8 +357,11 @@ struct TinyDisk {
 
 impl freshcache::tier::disk::FreeSpace for TinyDisk {
     fn available(&self, _path: &std::path::Path) -> Option<u64> {
+        // The disk tier's fixed reserve (headroom for deletes on a full disk) is left out: the
+        // simulated disk is the space entries compete for.
         let used: u64 = files_under(&self.dir)
             .iter()
+            .filter(|p| !p.ends_with("reserve"))
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .sum();
         Some(self.capacity.saturating_sub(used))

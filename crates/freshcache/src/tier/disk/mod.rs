@@ -30,6 +30,8 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 
 pub mod audit;
+pub mod fault;
+mod reserve;
 pub mod upkeep;
 
 /// How long a writer waits for another process's transaction before failing.
@@ -164,6 +166,10 @@ pub struct DiskTier {
     free_space: Box<dyn FreeSpace>,
     /// When free space was last measured, and bytes written since.
     free_checked: Mutex<(Option<std::time::Instant>, u64)>,
+    /// Headroom released when a delete fails on a full filesystem.
+    reserve: reserve::Reserve,
+    /// Injected filesystem faults on the blob write path; unset in production.
+    faults: std::sync::OnceLock<std::sync::Arc<dyn fault::FsFaults>>,
 }
 
 /// How much space is left on the filesystem holding a path: a seam so tests can simulate a
@@ -277,6 +283,7 @@ impl DiskTier {
         if version.as_deref() != Some("1") {
             return Err(db(rusqlite::Error::InvalidQuery));
         }
+        let reserve = reserve::Reserve::open(dir, &tmp);
         Ok(Self {
             db_path: db_path.to_path_buf(),
             blobs,
@@ -291,6 +298,8 @@ impl DiskTier {
             min_free: AtomicU64::new(0),
             free_space: Box::new(StatvfsFreeSpace),
             free_checked: Mutex::new((None, 0)),
+            reserve,
+            faults: std::sync::OnceLock::new(),
         })
     }
 
@@ -325,6 +334,23 @@ impl DiskTier {
     }
 
     fn db_err(&self, source: rusqlite::Error) -> Error {
+        // SQLite reports a write refused by a read-only filesystem as a plain I/O error (and
+        // keeps the errno to itself): ask the filesystem, so callers can tell it from damage.
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) {
+            let probe = self
+                .tmp
+                .join(format!("probe-{:016x}.tmp", fastrand::u64(..)));
+            match fs::File::create_new(&probe) {
+                Ok(_) => {
+                    let _ = fs::remove_file(&probe);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ReadOnlyFilesystem => {
+                    let reason = format!("{source}: {e}");
+                    return Error::io(&self.db_path, io::Error::new(e.kind(), reason));
+                }
+                Err(_) => {}
+            }
+        }
         Error::Index {
             path: self.db_path.clone(),
             source,
@@ -358,6 +384,20 @@ impl DiskTier {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut conn).map_err(|e| self.db_err(e))
+    }
+
+    /// [`Self::with_writer`] for deletes: when one fails for lack of space, the reserve is
+    /// released and it runs once more; after one succeeds, a released reserve is put back if
+    /// there is room.
+    fn with_deleter<T>(&self, f: impl Fn(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let out = match self.with_writer(&f) {
+            Err(e) if e.is_disk_full() && self.reserve.release() => self.with_writer(&f),
+            other => other,
+        };
+        if out.is_ok() {
+            self.reserve.restore();
+        }
+        out
     }
 
     /// The index file.
@@ -696,11 +736,18 @@ impl DiskTier {
     fn write_blob(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let tmp_path = self.tmp.join(format!("{}.tmp", &name[3..35]));
         let final_path = self.blob_path(name);
+        let fault = |step| {
+            self.faults
+                .get()
+                .map_or(Ok(()), |f| f.check(step, &tmp_path))
+        };
         let write = || -> io::Result<()> {
+            fault(fault::BlobStep::Create)?;
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&tmp_path)?;
+            fault(fault::BlobStep::Write(bytes.len() as u64))?;
             f.write_all(bytes)?;
             Ok(())
         };
@@ -730,7 +777,7 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the delete cannot be committed.
     pub fn remove(&self, key: &str) -> Result<bool> {
-        let old = self.with_writer(|c| {
+        let old = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let old: Option<Option<String>> = tx
                 .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
@@ -751,7 +798,7 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the delete cannot be committed.
     pub fn remove_if_older(&self, key: &str, stored_at: Timestamp) -> Result<bool> {
-        let old = self.with_writer(|c| {
+        let old = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let old: Option<Option<String>> = tx
                 .prepare_cached(
@@ -775,7 +822,7 @@ impl DiskTier {
         if expires_at > now {
             return Ok(false);
         }
-        let removed = self.with_writer(|c| {
+        let removed = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let old: Option<Option<String>> = tx
                 .prepare_cached("SELECT file FROM entries WHERE key = ?1 AND expires_at = ?2")?
@@ -798,7 +845,7 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the delete cannot be committed.
     pub fn remove_prefix(&self, prefix: &str, upper: Option<&str>) -> Result<Vec<String>> {
-        let rows = self.with_writer(|c| {
+        let rows = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let rows: Vec<(String, Option<String>)> = match upper {
                 Some(up) => tx

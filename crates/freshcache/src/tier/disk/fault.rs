@@ -1,0 +1,39 @@
+//! A fault seam on the blob write path.
+//!
+//! Where a small filesystem cannot be mounted (no privileges), tests make temp-file creation or
+//! blob writes fail exactly as a full or read-only filesystem would, and check that the cache
+//! reports a typed error, keeps serving what it holds, and recovers. Unset, it costs one atomic
+//! load per blob write.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A step of writing a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlobStep {
+    /// Creating the temp file (takes an inode).
+    Create,
+    /// Writing this many bytes into the just-created temp file (takes space).
+    Write(u64),
+}
+
+/// Decides whether a blob write step fails, and with which error. For tests only.
+#[doc(hidden)]
+pub trait FsFaults: Send + Sync {
+    /// `Err` to fail `step` on the temp file at `path` with that error.
+    ///
+    /// # Errors
+    /// The error the filesystem would report (e.g. `ENOSPC`, `EROFS`).
+    fn check(&self, step: BlobStep, path: &Path) -> io::Result<()>;
+}
+
+impl crate::Cache {
+    /// Routes every blob write of this cache's disk tier through `faults`. Can be set once;
+    /// false when faults were already injected.
+    #[doc(hidden)]
+    pub fn inject_fs_faults(&self, faults: Arc<dyn FsFaults>) -> bool {
+        self.disk().faults.set(faults).is_ok()
+    }
+}
