@@ -5,6 +5,7 @@
 mod commands;
 mod fetch;
 mod hostile;
+mod load;
 mod observe;
 mod ops;
 mod server;
