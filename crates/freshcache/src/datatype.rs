@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -145,9 +146,30 @@ impl fmt::Display for DataTypeSpec {
     }
 }
 
+/// A process-unique registry id (never 0, which means "no hint" in a key; 48 bits would take
+/// centuries to run out); equality ignores it, so registries built from the same types still
+/// compare equal.
+#[derive(Clone, Copy, Debug)]
+struct RegistryId(u64);
+
+impl RegistryId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl PartialEq for RegistryId {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// The declared data types, resolved by longest matching key prefix.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Registry {
+    /// Names this registry in the resolutions keys remember (see [`Key`]).
+    uid: RegistryId,
     types: Vec<Arc<DataTypeSpec>>,
     /// Indexes into `types`, longest prefix first.
     by_prefix_len: Vec<usize>,
@@ -169,6 +191,7 @@ impl Registry {
         let mut by_prefix_len: Vec<usize> = (0..types.len()).collect();
         by_prefix_len.sort_by_key(|&i| std::cmp::Reverse(types[i].prefix.len()));
         Self {
+            uid: RegistryId::next(),
             types,
             by_prefix_len,
             default,
@@ -192,7 +215,23 @@ impl Registry {
     /// # Errors
     /// [`Error::UnknownDataType`] when no prefix matches and no default type is set;
     /// [`Error::InvalidKey`] when the segment count is outside the type's range.
+    #[inline]
     pub fn resolve(&self, key: &Key) -> Result<&Arc<DataTypeSpec>> {
+        // A key this registry resolved before (and validated then: its text cannot change).
+        match key
+            .resolved()
+            .get(self.uid.0)
+            .and_then(|i| self.types.get(i))
+        {
+            Some(ty) => Ok(ty),
+            None => self.resolve_by_prefix(key),
+        }
+    }
+
+    /// [`Registry::resolve`] for a key this registry has not resolved before.
+    #[cold]
+    #[inline(never)]
+    fn resolve_by_prefix(&self, key: &Key) -> Result<&Arc<DataTypeSpec>> {
         // Types are kept longest prefix first, so the first match is the longest.
         let ty = self
             .by_prefix_len
@@ -221,6 +260,7 @@ impl Registry {
                 ),
             });
         }
+        key.resolved().set(self.uid.0, ty.id);
         Ok(ty)
     }
 }
@@ -241,6 +281,30 @@ mod tests {
         assert_eq!(name("llm:features:c1:2026-11-24"), "llm_features");
         assert_eq!(name("news:espn:a1"), "news_articles");
         assert_eq!(name("odds:g1:1700000000"), "odds_data");
+    }
+
+    #[test]
+    fn a_key_remembers_its_type_per_registry_never_across_registries() {
+        let defaults = registry();
+        let key = Key::parse("odds:g1:1700000000").unwrap();
+        assert_eq!(&*defaults.resolve(&key).unwrap().name, "odds_data");
+        // The same key (and a clone carrying the remembered type) in a registry whose types
+        // are in another order resolves by that registry's own prefixes.
+        let mut types: Vec<DataTypeSpec> = defaults.types().iter().map(|t| (**t).clone()).collect();
+        types.reverse();
+        let reversed = Registry::new(types, None);
+        let clone = key.clone();
+        assert_eq!(&*reversed.resolve(&clone).unwrap().name, "odds_data");
+        assert_eq!(&*defaults.resolve(&clone).unwrap().name, "odds_data");
+        // A registry without the type refuses the key even though it was resolved before.
+        let others: Vec<DataTypeSpec> = defaults
+            .types()
+            .iter()
+            .filter(|t| &*t.name != "odds_data")
+            .map(|t| (**t).clone())
+            .collect();
+        assert!(Registry::new(others, None).resolve(&key).is_err());
+        assert_eq!(key, clone, "the remembered type is not part of the key");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result, clip};
 
@@ -51,6 +52,65 @@ pub struct Key {
     text: Arc<str>,
     /// Counted once at parse time: data type resolution checks it on every lookup.
     segments: u16,
+    /// The data type this key last resolved to, so that a key used again skips the prefix
+    /// search; never part of the key's identity.
+    resolved: ResolvedHint,
+}
+
+/// A data type resolution remembered by a [`Key`]: the resolving registry's id in the high 48
+/// bits, the type's index in the low 16; 0 when none. A registry trusts only its own id (ids are
+/// never reused within a process), so a hint can be stale but never wrong. Clones copy it;
+/// equality, ordering and hashing ignore it.
+#[derive(Debug, Default)]
+pub(crate) struct ResolvedHint(AtomicU64);
+
+impl ResolvedHint {
+    /// The type index `registry` remembered for this key, if it did.
+    #[inline]
+    pub(crate) fn get(&self, registry: u64) -> Option<usize> {
+        let v = self.0.load(Ordering::Relaxed);
+        (v >> 16 == registry).then_some((v & 0xffff) as usize)
+    }
+
+    /// Remembers that `registry` (below 2^48) resolved this key to type `index`.
+    pub(crate) fn set(&self, registry: u64, index: usize) {
+        if let Ok(index) = u16::try_from(index)
+            && registry < 1 << 48
+        {
+            self.0
+                .store(registry << 16 | u64::from(index), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Clone for ResolvedHint {
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl PartialEq for ResolvedHint {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ResolvedHint {}
+
+impl PartialOrd for ResolvedHint {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ResolvedHint {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl std::hash::Hash for ResolvedHint {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl Key {
@@ -82,6 +142,7 @@ impl Key {
             text: Arc::from(s),
             // At most MAX_KEY_LEN / 2 + 1 segments, so this always fits.
             segments: u16::try_from(count).unwrap_or(u16::MAX),
+            resolved: ResolvedHint::default(),
         })
     }
 
@@ -125,6 +186,11 @@ impl Key {
     #[must_use]
     pub fn segment_count(&self) -> usize {
         usize::from(self.segments)
+    }
+
+    /// The remembered data type resolution.
+    pub(crate) fn resolved(&self) -> &ResolvedHint {
+        &self.resolved
     }
 
     /// True when the key starts with `prefix`.

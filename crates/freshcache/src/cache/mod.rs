@@ -400,7 +400,9 @@ impl Cache {
         if let Some(hit) = self.memory_hit(key, now)? {
             return Ok(Lookup::Fresh(hit));
         }
-        self.lookup(key, now, opts, Purpose::Serve).await
+        // Boxed so that this future stays a few words: the lower tiers' state machine is over
+        // a kilobyte, and every memory hit would otherwise move and drop it for nothing.
+        Box::pin(self.lookup(key, now, opts, Purpose::Serve)).await
     }
 
     /// The memory-tier hit path, without the machinery of the full lookup: a fresh copy in
