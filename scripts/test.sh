@@ -15,6 +15,9 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v openssl >/dev/null || need+=(openssl)
+# The service benchmark's smoke run drives `serve` with wrk and Redis with redis-benchmark.
+command -v wrk >/dev/null || need+=(wrk)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""
@@ -43,5 +46,6 @@ cargo run -q -p freshcache --example pipeline -- --seconds 3
 
 echo "==> benchmark smoke run (tiny sizes, no timing assertions)"
 cargo test -p freshcache --bench tiers --quiet -- --smoke
+cargo test -p freshcache-cli --bench service --quiet -- --smoke
 
 echo "all tests passed"
