@@ -56,17 +56,33 @@ struct Args {
     ops: usize,
     sweep_entries: usize,
     redis_ops: usize,
+    /// 1 MiB values for the second W2 size.
+    large_keys: usize,
     only: Option<String>,
     json: Option<PathBuf>,
+}
+
+/// Timed passes per contender (`--runs`); the median pass is reported.
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(3);
+
+fn runs() -> usize {
+    RUNS.load(std::sync::atomic::Ordering::Relaxed).max(1)
+}
+
+/// The median of `elapsed` (one per timed pass).
+fn median_of(mut elapsed: Vec<Duration>) -> Duration {
+    elapsed.sort_unstable();
+    elapsed[elapsed.len() / 2]
 }
 
 fn args() -> Args {
     let mut a = Args {
         keys: 100_000,
-        disk_keys: 2_000,
+        disk_keys: 20_000,
         ops: 2_000_000,
         sweep_entries: 1_000_000,
         redis_ops: 100_000,
+        large_keys: 1_000,
         only: None,
         json: None,
     };
@@ -82,6 +98,7 @@ fn args() -> Args {
                     ops: 5_000,
                     sweep_entries: 2_000,
                     redis_ops: 500,
+                    large_keys: 5,
                     only: a.only.take(),
                     json: a.json.take(),
                 }
@@ -91,6 +108,11 @@ fn args() -> Args {
             "--ops" => a.ops = next().unwrap_or(a.ops),
             "--sweep-entries" => a.sweep_entries = next().unwrap_or(a.sweep_entries),
             "--redis-ops" => a.redis_ops = next().unwrap_or(a.redis_ops),
+            "--large-keys" => a.large_keys = next().unwrap_or(a.large_keys),
+            "--runs" => RUNS.store(
+                next().unwrap_or(3).max(1),
+                std::sync::atomic::Ordering::Relaxed,
+            ),
             "--only" => a.only = argv.get(i + 1).cloned(),
             "--json" => a.json = argv.get(i + 1).map(PathBuf::from),
             _ => {}
@@ -98,6 +120,18 @@ fn args() -> Args {
         i += 1;
     }
     a
+}
+
+/// This process's resident set size in bytes (0 where /proc is missing).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Zipf(s) sampler over `n` ranks by inverse CDF.
@@ -131,6 +165,8 @@ struct Measure {
     lat: Vec<u32>,
     /// Percentiles (p50, p99 in µs) measured elsewhere (a Python baseline), when `lat` is empty.
     given_pct: Option<(f64, f64)>,
+    /// Every timed pass (`elapsed` is their median).
+    passes: Vec<Duration>,
 }
 
 impl Measure {
@@ -152,17 +188,22 @@ impl Measure {
     }
 }
 
-/// Runs `op` over `seq`: a warm-up over the first tenth, one timed pass for throughput, one
-/// pass timing each op (at most 200 000) for latency.
+/// Runs `op` over `seq`: a warm-up over the first tenth, [`runs`] timed passes for throughput
+/// (the median counts), one pass timing each op (at most 200 000) for latency.
 fn measure(name: &str, seq: &[usize], mut op: impl FnMut(usize)) -> Measure {
     for &i in seq.iter().take(seq.len() / 10) {
         op(i);
     }
-    let start = Instant::now();
-    for &i in seq {
-        op(i);
-    }
-    let elapsed = start.elapsed();
+    let passes: Vec<Duration> = (0..runs())
+        .map(|_| {
+            let start = Instant::now();
+            for &i in seq {
+                op(i);
+            }
+            start.elapsed()
+        })
+        .collect();
+    let elapsed = median_of(passes.clone());
     let mut lat = Vec::with_capacity(seq.len().min(200_000));
     for &i in seq.iter().take(200_000) {
         let t = Instant::now();
@@ -175,6 +216,7 @@ fn measure(name: &str, seq: &[usize], mut op: impl FnMut(usize)) -> Measure {
         elapsed,
         lat,
         given_pct: None,
+        passes,
     }
 }
 
@@ -187,7 +229,7 @@ fn measure_mt<F: Fn(u32) + Sync>(name: &str, seq: &[u32], threads: usize, op: F)
     let barrier = std::sync::Barrier::new(shares.len());
     let barrier = &barrier;
     let per_thread_lat = 200_000 / shares.len();
-    let (elapsed, lat) = std::thread::scope(|s| {
+    let (passes, lat) = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .iter()
             .map(|share| {
@@ -195,40 +237,49 @@ fn measure_mt<F: Fn(u32) + Sync>(name: &str, seq: &[u32], threads: usize, op: F)
                     for &i in share.iter().take(share.len() / 10) {
                         op(i);
                     }
-                    barrier.wait();
-                    let start = Instant::now();
-                    for &i in *share {
-                        op(i);
+                    let mut spans = Vec::new();
+                    for _ in 0..runs() {
+                        barrier.wait();
+                        let start = Instant::now();
+                        for &i in *share {
+                            op(i);
+                        }
+                        spans.push((start, Instant::now()));
+                        barrier.wait();
                     }
-                    let done = Instant::now();
-                    barrier.wait();
                     let mut lat = Vec::with_capacity(share.len().min(per_thread_lat));
                     for &i in share.iter().take(per_thread_lat) {
                         let t = Instant::now();
                         op(i);
                         lat.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
                     }
-                    (start, done, lat)
+                    (spans, lat)
                 })
             })
             .collect();
-        let mut first = None::<Instant>;
-        let mut last = None::<Instant>;
+        // Pass r lasts from the first thread's start to the last thread's end.
+        let mut bounds: Vec<Option<(Instant, Instant)>> = vec![None; runs()];
         let mut all = Vec::new();
         for h in handles {
-            let (start, done, lat) = h.join().unwrap();
-            first = Some(first.map_or(start, |f| f.min(start)));
-            last = Some(last.map_or(done, |l| l.max(done)));
+            let (spans, lat) = h.join().unwrap();
+            for (b, (start, done)) in bounds.iter_mut().zip(spans) {
+                *b = Some(b.map_or((start, done), |(s, d)| (s.min(start), d.max(done))));
+            }
             all.extend(lat);
         }
-        (last.unwrap() - first.unwrap(), all)
+        let passes: Vec<Duration> = bounds
+            .into_iter()
+            .map(|b| b.map_or(Duration::ZERO, |(s, d)| d - s))
+            .collect();
+        (passes, all)
     });
     Measure {
         name: name.to_owned(),
         ops: seq.len(),
-        elapsed,
+        elapsed: median_of(passes.clone()),
         lat,
         given_pct: None,
+        passes,
     }
 }
 
@@ -289,6 +340,7 @@ impl Report {
                 "ops_per_sec": m.per_sec(),
                 "p50_us": m.pct(0.5),
                 "p99_us": m.pct(0.99),
+                "passes_ops_per_sec": m.passes.iter().map(|d| m.ops as f64 / d.as_secs_f64()).collect::<Vec<_>>(),
             });
             if let (Some(v), Some(e)) = (v.as_object_mut(), extra.as_object()) {
                 v.extend(e.clone());
@@ -313,6 +365,20 @@ fn python_diskcache(what: &str) -> bool {
     ok
 }
 
+/// Copies the files under `from` into `to` (a closed cache directory).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
 /// W5: one cleanup pass over N entries of which half have expired, beside python-diskcache's
 /// `expire()` on the same shape of data (run as a child process when diskcache is installed).
 fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, out: &mut Report) {
@@ -332,12 +398,30 @@ fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, out: &mut R
         ready(rt, cache.set(&key, Value::bytes(value.clone()).ttl(ttl))).unwrap();
     }
     let populate = populate.elapsed();
+    drop(cache);
     clock.advance(Duration::from_secs(30));
-    let opts = freshcache::maintenance::CleanupOptions::default();
-    let report = cache.cleanup_at(cache.now(), opts, |_| {}).unwrap();
-    let ours = Duration::from_micros(report.expired_us.max(1));
-    assert_eq!(report.expired.entries as usize, n.div_ceil(2));
-    println!("\nExpired sweep (W5): {n} entries x 100 B, half expired, one pass");
+    // Populated once; every pass sweeps its own copy of the closed cache directory.
+    let mut passes = Vec::new();
+    let mut report = None;
+    for pass in 0..runs() {
+        let copy = dir.join(format!("sweep-run{pass}"));
+        copy_dir(&dir.join("sweep"), &copy);
+        let config = Config::default().with_cache_dir(copy.clone());
+        let cache = Cache::builder(config).clock(clock.clone()).open().unwrap();
+        let opts = freshcache::maintenance::CleanupOptions::default();
+        let r = cache.cleanup_at(cache.now(), opts, |_| {}).unwrap();
+        assert_eq!(r.expired.entries as usize, n.div_ceil(2));
+        passes.push(Duration::from_micros(r.expired_us.max(1)));
+        report = Some(r);
+        drop(cache);
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+    let report = report.unwrap();
+    let ours = median_of(passes.clone());
+    println!(
+        "\nExpired sweep (W5): {n} entries x 100 B, half expired, one pass (median of {})",
+        runs()
+    );
     println!(
         "  {:<34} {:>12} {:>14} {:>12}",
         "contender", "seconds", "removed/s", "vs diskcache"
@@ -351,6 +435,7 @@ fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, out: &mut R
                 .arg(&script)
                 .arg(dir.join("diskcache"))
                 .arg(n.to_string())
+                .arg(runs().to_string())
                 .output()
                 .ok()
         })
@@ -367,12 +452,12 @@ fn expired_sweep(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, out: &mut R
     let theirs_rate = base.map(|(removed, d)| per_sec(removed, d));
     out.row(
         "W5",
-        json!({"contender": "freshcache cleanup (expired sweep)", "entries": n, "seconds": ours.as_secs_f64(), "removed_per_sec": ours_rate}),
+        json!({"contender": "freshcache cleanup (expired sweep)", "entries": n, "seconds": ours.as_secs_f64(), "removed_per_sec": ours_rate, "passes_s": passes.iter().map(Duration::as_secs_f64).collect::<Vec<_>>()}),
     );
     if let (Some((_, d)), Some(rate)) = (base, theirs_rate) {
         out.row(
             "W5",
-            json!({"contender": "python-diskcache expire()", "entries": n, "seconds": d.as_secs_f64(), "removed_per_sec": rate}),
+            json!({"contender": "python-diskcache expire()", "entries": n, "seconds": d.as_secs_f64(), "removed_per_sec": rate, "passes_s": theirs.as_ref().map(|v| v["expire_runs_s"].clone())}),
         );
     }
     match base {

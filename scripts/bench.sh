@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole benchmark suite (issue 7), every contender in the same run: W1 memory hits, W6 hit
+# ratio, W2 disk tier, W5 expired sweep and W3 Redis tier (`cargo bench --bench tiers`), then W4
+# the HTTP service beside Redis (`cargo bench --bench service`). Prints tables with ratios and
+# writes JSON to target/bench/. Installs the contenders it needs on Debian: python-diskcache
+# (pip), redis-server, redis-benchmark and wrk (apt).
+#
+# Usage: ./scripts/bench.sh [flags]   e.g. --runs 5, --keys 100000, --disk-keys 20000,
+#        --large-keys 1000, --sweep-entries 1000000, --ops 2000000, --redis-ops 100000,
+#        --secs 5 (per wrk run), --requests 400000 (per redis-benchmark run), --smoke.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! python3 -c "import diskcache" 2>/dev/null; then
+  echo "==> installing python-diskcache"
+  python3 -m pip install -q diskcache
+fi
+
+mkdir -p target/bench
+started=$(date +%s)
+cargo bench -p freshcache --bench tiers -- --json target/bench/tiers.json "$@"
+cargo bench -p freshcache-cli --bench service -- --json target/bench/service.json "$@"
+echo "==> benchmark suite finished in $(( $(date +%s) - started )) s; JSON in target/bench/"
