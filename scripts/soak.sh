@@ -13,11 +13,14 @@ for i in $(seq 1 10); do
   cargo test -p freshcache --test it --release -- netfault torn history 2>&1 | grep -E "test result"
 done
 
-echo "==> fuzzing (key parser, envelope decoder, config loader) for ${fuzz_secs}s each"
+echo "==> the service under mixed load for 300s: no errors, no stale reads, flat memory"
+FRESHCACHE_LOAD_SECS=300 cargo test -p freshcache-cli --test cli --release load:: -- --nocapture 2>&1 | grep -E "load:|load failure|test result"
+
+echo "==> fuzzing (key parser, envelope decoder, config loader, HTTP headers) for ${fuzz_secs}s each"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-for target in key_parse envelope_decode config_load; do
+for target in key_parse envelope_decode config_load http_headers; do
   (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$fuzz_secs" -rss_limit_mb=2048)
 done
 echo "soak finished"

@@ -50,6 +50,8 @@ mod body;
 mod policy;
 
 use body::{BodyError, BodyReader, Encoding};
+#[doc(hidden)]
+pub use policy::fuzzing;
 pub use policy::{CacheControl, NotStoredReason};
 use policy::{Directives, HeaderProblem, Storage};
 

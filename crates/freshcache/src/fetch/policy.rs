@@ -243,6 +243,73 @@ pub(crate) fn content_type_allowed(content_type: Option<&str>, allowed: &[String
     })
 }
 
+/// The header rules over untrusted bytes, for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::time::Duration;
+
+    use super::{CacheControl, NotStoredReason, Storage};
+    use crate::datatype::DataTypeSpec;
+
+    /// The `Cache-Control` directives found, as `(no_store, no_cache, max_age, s_maxage)`.
+    #[must_use]
+    pub fn cache_control(lines: &[&str]) -> (bool, bool, Option<u64>, Option<u64>) {
+        let d = super::parse_cache_control(lines.iter().copied());
+        (d.no_store, d.no_cache, d.max_age, d.s_maxage)
+    }
+
+    /// Whether and how long a response with these `Cache-Control` lines and `Age` is kept:
+    /// `Ok(None)` for the type's TTL, `Ok(Some(ttl))` for a shorter one.
+    ///
+    /// # Errors
+    /// Why the body would not be stored.
+    pub fn storage(
+        mode: CacheControl,
+        lines: &[&str],
+        age: Option<u64>,
+        ty: &DataTypeSpec,
+    ) -> Result<Option<Duration>, NotStoredReason> {
+        match super::storage(
+            mode,
+            &super::parse_cache_control(lines.iter().copied()),
+            age,
+            ty,
+        ) {
+            Storage::Store(ttl) => Ok(ttl),
+            Storage::Skip(why) => Err(why),
+        }
+    }
+
+    /// A header value as the fetcher would keep it, or `None` when it is refused.
+    #[must_use]
+    pub fn header_value(v: &[u8], max: usize) -> Option<&str> {
+        super::check_header_value(v, max).ok()
+    }
+
+    /// Weak entity-tag comparison.
+    #[must_use]
+    pub fn etags_match(a: &str, b: &str) -> bool {
+        super::etags_match(a, b)
+    }
+
+    /// Whether a 304 with these validators describes the stored entry.
+    #[must_use]
+    pub fn not_modified_matches(
+        stored_etag: Option<&str>,
+        stored_last_modified: Option<&str>,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> bool {
+        super::not_modified_matches(stored_etag, stored_last_modified, etag, last_modified)
+    }
+
+    /// Whether a `Content-Type` is one of `allowed`.
+    #[must_use]
+    pub fn content_type_allowed(content_type: Option<&str>, allowed: &[String]) -> bool {
+        super::content_type_allowed(content_type, allowed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
