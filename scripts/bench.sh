@@ -29,6 +29,6 @@ fi
 
 mkdir -p target/bench
 started=$(date +%s)
-cargo bench -p freshcache --bench tiers -- --json target/bench/tiers.json "$@"
-cargo bench -p freshcache-cli --bench service -- --json target/bench/service.json "$@"
+cargo bench -p freshcache --bench tiers -- --json "$PWD/target/bench/tiers.json" "$@"
+cargo bench -p freshcache-cli --bench service -- --json "$PWD/target/bench/service.json" "$@"
 echo "==> benchmark suite finished in $(( $(date +%s) - started )) s; JSON in target/bench/"
