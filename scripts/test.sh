@@ -9,12 +9,14 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # Tests start their own redis-server processes (never the one on 6379; one over TLS with a CA
-# made by openssl) and check the metrics exposition and alert rules with promtool (Debian's
-# `prometheus` package).
+# made by openssl), check the metrics exposition and alert rules with promtool (Debian's
+# `prometheus` package), and run processes with clocks five minutes off under libfaketime
+# (Debian's `faketime`).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v openssl >/dev/null || need+=(openssl)
+command -v faketime >/dev/null || need+=(faketime)
 # The service benchmark's smoke run drives `serve` with wrk and Redis with redis-benchmark.
 command -v wrk >/dev/null || need+=(wrk)
 command -v redis-benchmark >/dev/null || need+=(redis-tools)

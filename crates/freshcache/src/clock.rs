@@ -4,9 +4,9 @@
 //! [`ManualClock`] moved by tests decides expiry exactly as the system clock does in production.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A wall-clock UTC instant, in milliseconds since the Unix epoch.
 ///
@@ -39,16 +39,16 @@ impl Timestamp {
 
     /// This instant moved forward by `d`, saturating at the far future.
     #[must_use]
+    #[inline]
     pub fn saturating_add(self, d: Duration) -> Self {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Self(self.0.saturating_add(ms))
+        Self(self.0.saturating_add(whole_millis(d)))
     }
 
     /// This instant moved back by `d`, saturating at the epoch.
     #[must_use]
+    #[inline]
     pub fn saturating_sub(self, d: Duration) -> Self {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Self(self.0.saturating_sub(ms))
+        Self(self.0.saturating_sub(whole_millis(d)))
     }
 
     /// The time from `earlier` to `self`, or zero when `earlier` is later.
@@ -74,6 +74,15 @@ impl Timestamp {
     }
 }
 
+/// `d` in whole milliseconds, saturating (without the 128-bit `Duration::as_millis`: this runs
+/// on every lookup's deadline).
+#[inline]
+fn whole_millis(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = humantime::format_rfc3339_millis(self.to_system_time());
@@ -87,14 +96,39 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> Timestamp;
 }
 
-/// The system's wall clock.
+/// The system's wall clock, as seen by a process that never lets it run backwards.
+///
+/// It follows the wall clock forward (an NTP correction forward, time spent suspended), but
+/// when the wall clock steps back it keeps counting real elapsed time from where it was
+/// instead. A clock that ran slow would make every entry look younger than it is and serve it
+/// past its lifetime; one that runs ahead only expires entries early. All `SystemClock`s of a
+/// process share this view. A process started after a step back starts from the stepped
+/// clock: entries stamped later than that are misses (see [`crate::Meta::is_future_stamped_at`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_system_time(SystemTime::now())
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        static OFFSET: AtomicU64 = AtomicU64::new(0);
+        let base = *BASE.get_or_init(Instant::now);
+        let elapsed = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let wall = Timestamp::from_system_time(SystemTime::now()).as_millis();
+        Timestamp(never_back(&OFFSET, wall, elapsed))
     }
+}
+
+/// Wall time that never runs slower than `elapsed` (a monotonic count of milliseconds):
+/// `elapsed + offset`, where `offset` is the largest `wall - elapsed` seen so far.
+fn never_back(offset: &AtomicU64, wall_ms: u64, elapsed_ms: u64) -> u64 {
+    let seen = wall_ms.saturating_sub(elapsed_ms);
+    let mut off = offset.load(Ordering::Relaxed);
+    // Written only when the wall clock moved ahead of the monotonic count: no shared write per
+    // reading.
+    if seen > off {
+        off = offset.fetch_max(seen, Ordering::Relaxed).max(seen);
+    }
+    elapsed_ms.saturating_add(off)
 }
 
 /// A clock that moves only when told to; cloning shares the same time.
@@ -165,6 +199,27 @@ mod tests {
             Timestamp::from_secs(2).duration_since(t),
             Duration::from_millis(1990)
         );
+    }
+
+    #[test]
+    fn a_wall_clock_stepping_back_does_not_move_the_system_view_back() {
+        let offset = AtomicU64::new(0);
+        let hour = 3_600_000;
+        let t0 = 1_700_000_000_000;
+        assert_eq!(never_back(&offset, t0, 10), t0);
+        assert_eq!(never_back(&offset, t0 + 1_000, 1_010), t0 + 1_000);
+        // The wall clock steps back an hour: real time keeps counting from where it was.
+        assert_eq!(never_back(&offset, t0 + 2_000 - hour, 2_010), t0 + 2_000);
+        assert_eq!(never_back(&offset, t0 + 3_000 - hour, 3_010), t0 + 3_000);
+        // A step forward (or time spent suspended, when the monotonic count stops) is followed.
+        assert_eq!(never_back(&offset, t0 + 2 * hour, 4_010), t0 + 2 * hour);
+        assert_eq!(
+            never_back(&offset, t0 + 2 * hour + 500, 4_510),
+            t0 + 2 * hour + 500
+        );
+        // Nonsense inputs saturate instead of panicking.
+        assert_eq!(never_back(&AtomicU64::new(u64::MAX), 0, u64::MAX), u64::MAX);
+        assert_eq!(never_back(&AtomicU64::new(0), 0, 5), 5);
     }
 
     #[test]

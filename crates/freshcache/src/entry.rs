@@ -113,10 +113,20 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// True when the entry may be served as fresh at `now`: strictly before `expires_at`.
+    /// True when the entry may be served as fresh at `now`: strictly before `expires_at`, and
+    /// not stamped in the future (see [`Meta::is_future_stamped_at`]).
     #[must_use]
     pub fn is_fresh_at(&self, now: Timestamp) -> bool {
-        now < self.expires_at
+        now < self.expires_at && !self.is_future_stamped_at(now)
+    }
+
+    /// True when the entry was stamped later than `now`: by a writer whose clock is ahead of
+    /// this reader's, or before this reader's wall clock stepped back. Its real age cannot be
+    /// known (judged from the stamp it would look younger than it is), so such an entry is
+    /// never served. There is no tolerance: an entry stamped even a millisecond ahead is a miss.
+    #[must_use]
+    pub fn is_future_stamped_at(&self, now: Timestamp) -> bool {
+        self.stored_at > now || self.as_of.is_some_and(|t| t > now)
     }
 
     /// Time left before expiry at `now` (zero once expired).
@@ -234,6 +244,20 @@ mod tests {
         );
         assert_eq!(m.remaining(Timestamp::from_secs(170)), Duration::ZERO);
         assert_eq!(m.ttl(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_entry_stamped_after_now_is_never_fresh() {
+        let m = meta(100, 160, None);
+        assert!(m.is_future_stamped_at(Timestamp::from_millis(99_999)));
+        assert!(!m.is_fresh_at(Timestamp::from_millis(99_999)));
+        assert!(!m.is_future_stamped_at(Timestamp::from_secs(100)));
+        assert!(m.is_fresh_at(Timestamp::from_secs(100)));
+        // A clock far behind the stamp: no panic, zero age, still not fresh.
+        assert!(!m.is_fresh_at(Timestamp::EPOCH));
+        assert_eq!(m.age(Timestamp::EPOCH), Duration::ZERO);
+        let m = meta(100, 160, Some(120));
+        assert!(m.is_future_stamped_at(Timestamp::from_secs(110)));
     }
 
     #[test]

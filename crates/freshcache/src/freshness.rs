@@ -184,6 +184,16 @@ impl Cache {
                 Lookup::Fresh(h) | Lookup::Stale(h) => Some(Hit { now, ..h }),
                 Lookup::Miss => None,
             };
+            // A copy stamped after the verdict's instant (the clock stepped back during the
+            // reads) has no knowable age: it is treated as missing, as every lookup treats it.
+            let hit = hit.filter(|h| {
+                let future = h.meta().is_future_stamped_at(now);
+                if future {
+                    let c = self.type_counters(ty.id);
+                    c.future_stamped.fetch_add(1, Ordering::Relaxed);
+                }
+                !future
+            });
             let verdict = match &hit {
                 // Configured tolerance for clock skew between hosts (zero by default).
                 Some(h) if now < h.deadline.saturating_add(skew) => Verdict::Fresh,

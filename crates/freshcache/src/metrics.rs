@@ -142,6 +142,14 @@ impl Collector for CacheCollector {
         )?;
         counter_family(
             &mut enc,
+            "cache_future_stamped",
+            "Copies not served because they were stamped later than this instance's clock \
+             (a writer's clock ahead, or this clock stepped back), by data type.",
+            "data_type",
+            m.types.iter().map(|t| (t.name.as_str(), t.future_stamped)),
+        )?;
+        counter_family(
+            &mut enc,
             "ttl_violation",
             "Signals refused on the inference path for being older than their TTL, by data type.",
             "data_type",
@@ -418,6 +426,7 @@ pub(crate) struct TierSnapshot {
 pub(crate) struct TypeSnapshot {
     pub name: String,
     pub expirations: u64,
+    pub future_stamped: u64,
     pub violations: u64,
     pub checks: u64,
     pub stale_served: u64,

@@ -32,6 +32,8 @@ pub(crate) struct TypeCounters {
     pub stale_served: AtomicU64,
     /// Lookups that found an expired value (once per lookup, whichever tier held it).
     pub expired_reads: AtomicU64,
+    /// Copies not served because they were stamped later than the reader's clock.
+    pub future_stamped: AtomicU64,
     /// Signals the freshness guard checked.
     pub checks: AtomicU64,
     /// Signals the freshness guard refused as stale or missing.
@@ -101,6 +103,7 @@ impl Stats {
                 ("coalesced", &c.coalesced),
                 ("stale_served", &c.stale_served),
                 ("expired_reads", &c.expired_reads),
+                ("future_stamped", &c.future_stamped),
                 ("checks", &c.checks),
                 ("violations", &c.violations),
             ] {
@@ -225,6 +228,9 @@ pub struct TypeReport {
     pub hit_ratio: Option<f64>,
     /// Lookups that found an expired value (counted once per lookup).
     pub expirations: u64,
+    /// Copies not served because they were stamped later than the reader's clock (a writer
+    /// with a clock ahead, or a wall clock that stepped back).
+    pub future_stamped: u64,
     /// Rows on disk past their expiry, awaiting cleanup.
     pub expired_on_disk: u64,
     /// Age in seconds of the oldest entry on disk.

@@ -148,7 +148,7 @@ impl Cache {
                             // The value may have expired while this caller waited to wake.
                             let now = self.inner.clock.now();
                             let until = deadline(&entry.meta, &ty);
-                            if now < until {
+                            if now < until && !entry.meta.is_future_stamped_at(now) {
                                 return Ok(Hit {
                                     entry,
                                     source: Source::Loader,

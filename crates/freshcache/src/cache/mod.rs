@@ -497,6 +497,10 @@ impl Cache {
                     TierKind::Memory,
                 ));
             }
+            // Stamped after now (the clock stepped back): dropped by the tier, not an expiry.
+            MemoryLookup::Expired(e) if e.meta.is_future_stamped_at(now) => {
+                self.note_future_stamped(ty, TierKind::Memory, k);
+            }
             found @ (MemoryLookup::Fresh(_) | MemoryLookup::Expired(_)) => {
                 // Expired (already dropped by the tier), or past the type's current TTL though
                 // within its stamped expiry: drop that copy, not a newer one.
@@ -532,6 +536,11 @@ impl Cache {
                 // Judged against the clock after the round trip, not before it.
                 let now = inner.clock.now().max(now);
                 match codec::decode_bytes(k, bytes.into()) {
+                    // Left in Redis: its own expiry there was set as a duration and runs in
+                    // real time, whatever the writer's clock said.
+                    Ok(entry) if entry.meta.is_future_stamped_at(now) => {
+                        self.note_future_stamped(ty, TierKind::Redis, k);
+                    }
                     Ok(entry) => {
                         let entry = Arc::new(entry);
                         let until = deadline(&entry.meta, ty);
@@ -580,6 +589,24 @@ impl Cache {
         let entry = Arc::new(entry);
         // Judged against the clock after the disk read, not before it.
         let now = inner.clock.now().max(now);
+        if entry.meta.is_future_stamped_at(now) {
+            self.note_future_stamped(ty, TierKind::Disk, k);
+            inner
+                .stats
+                .tier(TierKind::Disk, ty.id)
+                .misses
+                .fetch_add(1, Ordering::Relaxed);
+            // Removed (with any copy stamped earlier, sparing a later one), or it would be
+            // served once this clock reaches its stamp, for longer than its real lifetime.
+            let at_or_before = entry
+                .meta
+                .stored_at
+                .saturating_add(std::time::Duration::from_millis(1));
+            if let Err(e) = inner.disk.remove_if_older(k, at_or_before) {
+                tracing::debug!(error = %e, "removal of a future-stamped entry failed");
+            }
+            return Ok((Lookup::Miss, TierKind::Disk));
+        }
         let until = deadline(&entry.meta, ty);
         if now < until {
             inner
@@ -636,6 +663,20 @@ impl Cache {
             ));
         }
         Ok((Lookup::Miss, TierKind::Disk))
+    }
+
+    /// Counts a copy not served because it was stamped later than `now`.
+    fn note_future_stamped(&self, ty: &DataTypeSpec, tier: TierKind, key: &str) {
+        self.inner
+            .stats
+            .of_type(ty.id)
+            .future_stamped
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            key,
+            tier = tier.name(),
+            "copy stamped after this clock's now (clock skew or a clock step): not served"
+        );
     }
 
     /// Puts a copy read from a lower tier into memory, with the entry's own expiry. Skipped if
@@ -983,7 +1024,9 @@ impl Cache {
             None if disk.is_some() => inner.disk.get(key.as_str(), now)?.map(Arc::new),
             None => None,
         };
-        let fresh = entry.as_ref().is_some_and(|e| now < deadline(&e.meta, ty));
+        let fresh = entry
+            .as_ref()
+            .is_some_and(|e| now < deadline(&e.meta, ty) && !e.meta.is_future_stamped_at(now));
         Ok(Inspection {
             now,
             in_memory: mem.is_some(),

@@ -64,6 +64,7 @@ impl Cache {
                 misses,
                 hit_ratio: ratio(hits, misses),
                 expirations: get("all", name, "expired_reads"),
+                future_stamped: get("all", name, "future_stamped"),
                 expired_on_disk: d.expired,
                 oldest_entry_age_seconds: d
                     .oldest_stored_at
@@ -151,6 +152,7 @@ impl Cache {
                 TypeSnapshot {
                     name: ty.name.to_string(),
                     expirations,
+                    future_stamped: ld(&c.future_stamped),
                     violations: ld(&c.violations),
                     checks: ld(&c.checks),
                     stale_served: ld(&c.stale_served),

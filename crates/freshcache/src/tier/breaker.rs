@@ -75,12 +75,17 @@ impl Breaker {
         let mut g = self.lock();
         match *g {
             Inner::Closed { .. } => true,
-            Inner::Open { until } if now < until => false,
+            // Open for no longer than `open_for` even if the clock stepped back meanwhile.
+            Inner::Open { until } if now < until && until.duration_since(now) <= self.open_for => {
+                false
+            }
             Inner::Open { .. } => {
                 *g = Inner::HalfOpen { since: now };
                 true
             }
-            Inner::HalfOpen { since } if now >= since.saturating_add(self.open_for) => {
+            Inner::HalfOpen { since }
+                if now >= since.saturating_add(self.open_for) || now < since =>
+            {
                 *g = Inner::HalfOpen { since: now };
                 true
             }
@@ -164,6 +169,23 @@ mod tests {
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allow(t(2051)));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_does_not_keep_the_breaker_open_longer() {
+        let hour = 3_600_000;
+        let b = Breaker::new(1, Duration::from_secs(1));
+        assert!(b.failure(t(hour)));
+        assert!(!b.allow(t(hour + 500)));
+        // The clock steps back an hour: the open period is not stretched to an hour.
+        assert!(b.allow(t(600)), "a probe goes through after the step");
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(!b.allow(t(700)));
+        // A half-open probe stamped in the future is replaced rather than waited for.
+        let b = Breaker::new(1, Duration::from_secs(1));
+        b.failure(t(0));
+        assert!(b.allow(t(hour)));
+        assert!(b.allow(t(1000)));
     }
 
     #[test]

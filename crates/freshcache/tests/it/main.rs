@@ -27,6 +27,7 @@ mod redis;
 mod redis_server;
 mod refresh;
 mod restart;
+mod skew;
 mod stale;
 mod torn;
 mod ttl;
