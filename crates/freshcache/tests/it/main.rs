@@ -29,6 +29,7 @@ mod refresh;
 mod restart;
 mod skew;
 mod stale;
+mod symlinks;
 mod torn;
 mod ttl;
 mod typed;

@@ -59,6 +59,9 @@ async fn path_like_nul_and_oversized_keys_are_invalid_and_nothing_lands_outside_
         "news:..a:x",
         "news:etc~passwd:1",
         "news:a*:[1]",
+        // SQL and glob metacharacters are data: bound parameters, escaped patterns.
+        "news:x;DROP-TABLE-entries;--:1",
+        "news:a%_[*]^:{}|1",
     ] {
         let key = Key::parse(k).unwrap();
         t.cache
@@ -70,6 +73,8 @@ async fn path_like_nul_and_oversized_keys_are_invalid_and_nothing_lands_outside_
             20_000
         );
     }
+    // All of them are still there: nothing in a key reached SQL or a pattern.
+    assert_eq!(disk_entries(&t.cache, "news_articles"), 6);
 
     // The temp root holds only the cache directory.
     let entries: Vec<_> = std::fs::read_dir(t.root.path())

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 
 pub mod audit;
 pub mod fault;
+mod nofollow;
 mod reserve;
 pub mod upkeep;
 
@@ -243,6 +244,14 @@ impl DiskTier {
     pub fn open(dir: &Path, db_path: &Path, inline_max: u64) -> Result<Self> {
         let blobs = dir.join("blobs");
         let tmp = dir.join("tmp");
+        for d in [&blobs, &tmp] {
+            // The tier's own directories are never links: one planted there is removed (the
+            // link, not its target) and the directory made.
+            if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
+                tracing::warn!(path = %d.display(), "disk tier: symbolic link in place of a directory removed");
+                fs::remove_file(d).map_err(|e| Error::io(d, e))?;
+            }
+        }
         for d in [dir, &blobs, &tmp] {
             fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
@@ -494,7 +503,12 @@ impl DiskTier {
     /// removes, never a value that could be served.
     fn remove_blob(&self, name: Option<&str>) {
         if let Some(name) = name.filter(|n| valid_blob_name(n)) {
-            let _ = fs::remove_file(self.blob_path(name));
+            // Never through a shard directory replaced by a link (the blob itself may be one:
+            // removing it removes the link, not its target).
+            let path = self.blob_path(name);
+            if path.parent().is_some_and(nofollow::is_real_dir) {
+                let _ = fs::remove_file(path);
+            }
         }
     }
 
@@ -540,8 +554,13 @@ impl DiskTier {
                         return Ok(None);
                     }
                     let path = self.blob_path(&name);
-                    match fs::read(&path) {
-                        Ok(b) => break (b, Some(name)),
+                    match nofollow::read_blob(&path) {
+                        Ok(Some(b)) => break (b, Some(name)),
+                        Ok(None) => {
+                            let why = "blob path is a symbolic link or not a regular file";
+                            self.drop_damaged(key, Some(&name), why);
+                            return Ok(None);
+                        }
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
                             if attempts < 4 && self.row_file_changed(key, &name)? {
                                 continue;
@@ -741,6 +760,8 @@ impl DiskTier {
                 .get()
                 .map_or(Ok(()), |f| f.check(step, &tmp_path))
         };
+        // A link planted in place of tmp/ would take the write outside the cache directory.
+        nofollow::check_dir(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
         let write = || -> io::Result<()> {
             fault(fault::BlobStep::Create)?;
             let mut f = fs::OpenOptions::new()
@@ -756,6 +777,9 @@ impl DiskTier {
             return Err(Error::io(&tmp_path, e));
         }
         let rename = || -> io::Result<()> {
+            if let Some(shard) = final_path.parent() {
+                nofollow::check_dir(shard)?;
+            }
             match fs::rename(&tmp_path, &final_path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if let Some(parent) = final_path.parent() {

@@ -58,6 +58,10 @@ impl Reserve {
             self.present.store(true, Ordering::Relaxed);
             return;
         }
+        // Never written through a link planted in place of tmp/.
+        if !super::nofollow::is_real_dir(&self.tmp) {
+            return;
+        }
         let room = rustix::fs::statvfs(&self.tmp)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
             .unwrap_or(0);

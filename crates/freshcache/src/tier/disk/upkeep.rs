@@ -93,7 +93,8 @@ fn older_than(path: &std::path::Path, grace: Duration) -> bool {
     if grace.is_zero() {
         return true;
     }
-    fs::metadata(path)
+    // The entry's own time, not a link target's.
+    fs::symlink_metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -275,12 +276,24 @@ impl DiskTier {
         })
     }
 
+    /// Every file under the blob directory, named as the index names blobs. A link planted in
+    /// place of a shard directory is listed itself (as an orphan to remove), never walked.
     fn blob_files(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
+        if !super::nofollow::is_real_dir(&self.blobs) {
+            return out;
+        }
         let Ok(shards) = fs::read_dir(&self.blobs) else {
             return out;
         };
         for shard in shards.flatten() {
+            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push((
+                    shard.file_name().to_string_lossy().into_owned(),
+                    shard.path(),
+                ));
+                continue;
+            }
             let Ok(files) = fs::read_dir(shard.path()) else {
                 continue;
             };
@@ -312,7 +325,7 @@ impl DiskTier {
         })?;
         let mut referenced = HashSet::with_capacity(rows.len());
         for (key, file) in rows {
-            if valid_blob_name(&file) && self.blob_path(&file).is_file() {
+            if valid_blob_name(&file) && super::nofollow::is_real_file(&self.blob_path(&file)) {
                 referenced.insert(file);
                 continue;
             }
@@ -340,13 +353,15 @@ impl DiskTier {
                 .is_none();
             if still_orphan {
                 report.orphan_blobs += 1;
-                report.orphan_bytes += fs::metadata(&path).map_or(0, |m| m.len());
+                report.orphan_bytes += fs::symlink_metadata(&path).map_or(0, |m| m.len());
                 if mode == Mode::Apply {
                     let _ = fs::remove_file(&path);
                 }
             }
         }
-        if let Ok(tmp) = fs::read_dir(&self.tmp) {
+        // Never walked through a link planted in place of tmp/.
+        let tmp = super::nofollow::is_real_dir(&self.tmp).then(|| fs::read_dir(&self.tmp));
+        if let Some(Ok(tmp)) = tmp {
             for f in tmp.flatten() {
                 let path = f.path();
                 if older_than(&path, grace) {
@@ -423,9 +438,10 @@ impl DiskTier {
                     if !valid_blob_name(&file) {
                         continue; // counted by repair as a row without blob
                     }
-                    match fs::read(self.blob_path(&file)) {
-                        Ok(b) => b,
-                        Err(_) => continue, // counted by repair
+                    match super::nofollow::read_blob(&self.blob_path(&file)) {
+                        Ok(Some(b)) => b,
+                        // A link or a missing file: counted (and fixed) by repair.
+                        Ok(None) | Err(_) => continue,
                     }
                 }
                 Some((None, inline)) => inline.unwrap_or_default(),
