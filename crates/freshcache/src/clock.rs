@@ -4,9 +4,11 @@
 //! [`ManualClock`] moved by tests decides expiry exactly as the system clock does in production.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+
+use rustix::time::ClockId;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A wall-clock UTC instant, in milliseconds since the Unix epoch.
 ///
@@ -108,14 +110,106 @@ pub trait Clock: Send + Sync + fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[inline]
     fn now(&self) -> Timestamp {
-        static BASE: OnceLock<Instant> = OnceLock::new();
-        static OFFSET: AtomicU64 = AtomicU64::new(0);
-        let base = *BASE.get_or_init(Instant::now);
-        let elapsed = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let wall = Timestamp::from_system_time(SystemTime::now()).as_millis();
-        Timestamp(never_back(&OFFSET, wall, elapsed))
+        WATCHER.call_once(watch_wall_clock);
+        let elapsed = clock_millis(ClockId::Boottime);
+        if WATCHED.load(Ordering::Acquire) {
+            // One clock read per lookup: the watcher keeps OFFSET current.
+            return Timestamp(elapsed.saturating_add(OFFSET.load(Ordering::Relaxed)));
+        }
+        Timestamp(never_back(
+            &OFFSET,
+            clock_millis(ClockId::Realtime),
+            elapsed,
+        ))
     }
+}
+
+/// The largest `wall - boot time` seen, in milliseconds: `now = boot time + OFFSET`. Boot time
+/// counts real time (suspend included) and is slewed with the wall clock, so the difference
+/// changes only when the wall clock is set.
+static OFFSET: AtomicU64 = AtomicU64::new(0);
+/// True while a thread keeps [`OFFSET`] current: then `now` reads one clock, not two (the
+/// clock reads are most of a memory hit's cost).
+static WATCHED: AtomicBool = AtomicBool::new(false);
+static WATCHER: Once = Once::new();
+
+/// `clock` in whole milliseconds (0 before its epoch).
+#[inline]
+fn clock_millis(clock: ClockId) -> u64 {
+    let t = rustix::time::clock_gettime(clock);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let ms = u64::try_from(t.tv_nsec / 1_000_000).unwrap_or(0);
+    secs.saturating_mul(1000).saturating_add(ms)
+}
+
+/// Moves [`OFFSET`] forward to the wall clock (never back).
+fn resync_offset() {
+    never_back(
+        &OFFSET,
+        clock_millis(ClockId::Realtime),
+        clock_millis(ClockId::Boottime),
+    );
+}
+
+/// Starts the thread that follows the wall clock being set: a timer armed far in the future
+/// with cancel-on-set, whose read returns as soon as the wall clock is set (stepped by NTP, by
+/// hand, on resume). Where that cannot be had, `now` reads both clocks every time.
+fn watch_wall_clock() {
+    use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+    resync_offset();
+    let Ok(fd) = timerfd_create(TimerfdClockId::Realtime, TimerfdFlags::CLOEXEC) else {
+        return;
+    };
+    if !arm_cancel_on_set(&fd) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("freshcache-clock".into())
+        .spawn(move || {
+            loop {
+                let mut buf = [0u8; 8];
+                match rustix::io::read(&fd, &mut buf) {
+                    Ok(_) | Err(rustix::io::Errno::CANCELED | rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
+                }
+                // Re-armed before reading the clocks, so a set in between is not missed.
+                if !arm_cancel_on_set(&fd) {
+                    break;
+                }
+                resync_offset();
+            }
+            WATCHED.store(false, Ordering::Release);
+        });
+    if spawned.is_ok() {
+        // The timer was armed before this resync: any later set wakes the thread.
+        resync_offset();
+        WATCHED.store(true, Ordering::Release);
+    }
+}
+
+/// Arms `fd` to expire in year 2255 (never, in practice) and to be cancelled when the wall
+/// clock is set. An absolute time is what cancel-on-set needs; a far one never fires, even
+/// for a process whose clock is faked into the past.
+fn arm_cancel_on_set(fd: &rustix::fd::OwnedFd) -> bool {
+    use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+    let never = Itimerspec {
+        it_interval: Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: Timespec {
+            tv_sec: 9_000_000_000,
+            tv_nsec: 0,
+        },
+    };
+    timerfd_settime(
+        fd,
+        TimerfdTimerFlags::ABSTIME | TimerfdTimerFlags::CANCEL_ON_SET,
+        &never,
+    )
+    .is_ok()
 }
 
 /// Wall time that never runs slower than `elapsed` (a monotonic count of milliseconds):
@@ -220,6 +314,25 @@ mod tests {
         // Nonsense inputs saturate instead of panicking.
         assert_eq!(never_back(&AtomicU64::new(u64::MAX), 0, u64::MAX), u64::MAX);
         assert_eq!(never_back(&AtomicU64::new(0), 0, 5), 5);
+    }
+
+    #[test]
+    fn system_clock_reads_one_clock_tracks_the_wall_clock_and_never_goes_back() {
+        let first = SystemClock.now();
+        assert!(
+            WATCHED.load(Ordering::Acquire),
+            "the wall-clock watcher should run here (timerfd with cancel-on-set)"
+        );
+        let mut last = first;
+        for _ in 0..100_000 {
+            let t = SystemClock.now();
+            assert!(t >= last, "{t} after {last}");
+            last = t;
+        }
+        let wall = Timestamp::from_system_time(SystemTime::now());
+        let ours = SystemClock.now();
+        let gap = wall.as_millis().abs_diff(ours.as_millis());
+        assert!(gap <= 2, "system clock {ours} is {gap} ms from the wall clock {wall}");
     }
 
     #[test]

@@ -56,6 +56,13 @@ fn entry(value: &Bytes) -> Arc<Entry> {
     })
 }
 
+/// A value of its own: every key holds a separate allocation, as in any real cache. (Clones of
+/// one shared value would keep a single reference count hot in cache for every contender and
+/// flatter all of them: a hit's cost is mostly the cache misses on its own entry.)
+fn own(value: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(value)
+}
+
 /// W1: L1 hits. Every contender holds all keys (no evictions); freshcache's sets go through
 /// its whole write path (disk index + blob, then memory), the others' stay in memory.
 pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &mut Report) {
@@ -73,7 +80,7 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
     let cache = Cache::open(Config::from_yaml_str(&yaml, None, Vec::new()).unwrap()).unwrap();
     rt.block_on(async {
         for k in &keys {
-            cache.set(k, Value::bytes(value.clone())).await.unwrap();
+            cache.set(k, Value::bytes(own(&value))).await.unwrap();
         }
     });
     let rss_per_entry = crate::rss_bytes().saturating_sub(rss_before) / a.keys.max(1) as u64;
@@ -88,15 +95,14 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
         .collect();
 
     let raw: RwLock<HashMap<String, Bytes>> =
-        RwLock::new(names.iter().map(|k| (k.clone(), value.clone())).collect());
+        RwLock::new(names.iter().map(|k| (k.clone(), own(&value))).collect());
     let qc: quick_cache::sync::Cache<String, Bytes> = quick_cache::sync::Cache::new(a.keys * 2);
     let mk = moka_cache(a.keys as u64 * 2);
     let tier = MemoryTier::new(u64::MAX / 2);
-    let fresh_entry = entry(&value);
     for k in &names {
-        qc.insert(k.clone(), value.clone());
-        mk.insert(k.clone(), value.clone());
-        tier.insert(Arc::from(k.as_str()), fresh_entry.clone());
+        qc.insert(k.clone(), own(&value));
+        mk.insert(k.clone(), own(&value));
+        tier.insert(Arc::from(k.as_str()), entry(&own(&value)));
     }
     mk.run_pending_tasks();
     let now = Timestamp::from_secs(2);
@@ -109,7 +115,7 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                 if op & SET == 0 {
                     black_box(raw.read().unwrap().get(k.as_str()).cloned());
                 } else {
-                    raw.write().unwrap().insert(k.clone(), value.clone());
+                    raw.write().unwrap().insert(k.clone(), own(&value));
                 }
             }));
             rows.push(measure_mt("bare quick_cache", seq, threads, |op| {
@@ -117,7 +123,7 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                 if op & SET == 0 {
                     black_box(qc.get(k.as_str()));
                 } else {
-                    qc.insert(k.clone(), value.clone());
+                    qc.insert(k.clone(), own(&value));
                 }
             }));
             rows.push(measure_mt("moka (per-entry TTL)", seq, threads, |op| {
@@ -125,7 +131,7 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                 if op & SET == 0 {
                     black_box(mk.get(k.as_str()));
                 } else {
-                    mk.insert(k.clone(), value.clone());
+                    mk.insert(k.clone(), own(&value));
                 }
             }));
             rows.push(measure_mt(
@@ -137,7 +143,7 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                     if op & SET == 0 {
                         black_box(tier.get_if_fresh(k.as_str(), now));
                     } else {
-                        tier.insert(Arc::from(k.as_str()), entry(&value));
+                        tier.insert(Arc::from(k.as_str()), entry(&own(&value)));
                     }
                 },
             ));
@@ -156,7 +162,7 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                     }
                     let _ = black_box(l);
                 } else {
-                    ready(rt, cache.set(k, Value::bytes(value.clone()))).unwrap();
+                    ready(rt, cache.set(k, Value::bytes(own(&value)))).unwrap();
                 }
             }));
             assert_eq!(

@@ -254,6 +254,7 @@ fn sample_memory_latency() -> bool {
 /// The instant after which an entry of `ty` must not be served: its own `expires_at`, capped
 /// by the type's current TTL unless the type lets callers choose any TTL (so shortening a TTL
 /// in the config takes effect on entries already stored).
+#[inline]
 fn deadline(meta: &Meta, ty: &DataTypeSpec) -> Timestamp {
     if ty.ttl_override == TtlOverride::Any {
         return meta.expires_at;

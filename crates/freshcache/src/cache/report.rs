@@ -139,7 +139,7 @@ impl Cache {
                 let c = inner.stats.tier(t, ty.id);
                 tiers.push(TierSnapshot {
                     tier: t,
-                    hits: ld(&c.hits),
+                    hits: c.hits.load(Ordering::Relaxed),
                     misses: ld(&c.misses),
                 });
             }
