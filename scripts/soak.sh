@@ -8,9 +8,9 @@ fuzz_secs="${1:-120}"
 echo "==> crash rounds: 500 SIGKILLs of a writer mid-write"
 FRESHCACHE_CRASH_ROUNDS=500 cargo test -p freshcache --test it --release crash:: -- --nocapture 2>&1 | grep -E "crash:|test result"
 
-echo "==> faults, torn data and the concurrency history, 10 times over"
+echo "==> network, disk and clock faults, torn data, symlinks and the concurrency history, 10 times over"
 for i in $(seq 1 10); do
-  cargo test -p freshcache --test it --release -- netfault torn history 2>&1 | grep -E "test result"
+  cargo test -p freshcache --test it --release -- netfault diskfault skew symlinks torn history 2>&1 | grep -E "test result"
 done
 
 echo "==> the service under mixed load for 300s: no errors, no stale reads, flat memory"
