@@ -79,9 +79,9 @@ fn args() -> Args {
     let mut a = Args {
         keys: 100_000,
         disk_keys: 20_000,
-        ops: 2_000_000,
+        ops: 1_000_000,
         sweep_entries: 1_000_000,
-        redis_ops: 100_000,
+        redis_ops: 50_000,
         large_keys: 1_000,
         only: None,
         json: None,

@@ -113,44 +113,43 @@ impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> Timestamp {
         WATCHER.call_once(watch_wall_clock);
-        let elapsed = clock_millis(ClockId::Boottime);
-        if WATCHED.load(Ordering::Acquire) {
+        let elapsed = clock_nanos(ClockId::Boottime);
+        let nanos = if WATCHED.load(Ordering::Acquire) {
             // One clock read per lookup: the watcher keeps OFFSET current.
-            return Timestamp(elapsed.saturating_add(OFFSET.load(Ordering::Relaxed)));
-        }
-        Timestamp(never_back(
-            &OFFSET,
-            clock_millis(ClockId::Realtime),
-            elapsed,
-        ))
+            elapsed.saturating_add(OFFSET.load(Ordering::Relaxed))
+        } else {
+            never_back(&OFFSET, clock_nanos(ClockId::Realtime), elapsed)
+        };
+        Timestamp(nanos / 1_000_000)
     }
 }
 
-/// The largest `wall - boot time` seen, in milliseconds: `now = boot time + OFFSET`. Boot time
+/// The largest `wall - boot time` seen, in nanoseconds: `now = boot time + OFFSET`. Boot time
 /// counts real time (suspend included) and is slewed with the wall clock, so the difference
-/// changes only when the wall clock is set.
+/// changes only when the wall clock is set. Kept in nanoseconds so that processes on one host
+/// agree on the current millisecond (an offset rounded to milliseconds would put two
+/// processes up to 1 ms apart, and a stamp 1 ms in a reader's future is not served).
 static OFFSET: AtomicU64 = AtomicU64::new(0);
 /// True while a thread keeps [`OFFSET`] current: then `now` reads one clock, not two (the
 /// clock reads are most of a memory hit's cost).
 static WATCHED: AtomicBool = AtomicBool::new(false);
 static WATCHER: Once = Once::new();
 
-/// `clock` in whole milliseconds (0 before its epoch).
+/// `clock` in nanoseconds (0 before its epoch; saturates in the year 2554).
 #[inline]
-fn clock_millis(clock: ClockId) -> u64 {
+fn clock_nanos(clock: ClockId) -> u64 {
     let t = rustix::time::clock_gettime(clock);
     let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-    let ms = u64::try_from(t.tv_nsec / 1_000_000).unwrap_or(0);
-    secs.saturating_mul(1000).saturating_add(ms)
+    let ns = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(ns)
 }
 
-/// Moves [`OFFSET`] forward to the wall clock (never back).
+/// Moves [`OFFSET`] forward to the wall clock (never back). Boot time is read first, so the
+/// offset errs by the gap between the reads towards a clock slightly ahead (entries expire
+/// nanoseconds early), never behind.
 fn resync_offset() {
-    never_back(
-        &OFFSET,
-        clock_millis(ClockId::Realtime),
-        clock_millis(ClockId::Boottime),
-    );
+    let elapsed = clock_nanos(ClockId::Boottime);
+    never_back(&OFFSET, clock_nanos(ClockId::Realtime), elapsed);
 }
 
 /// Starts the thread that follows the wall clock being set: a timer armed far in the future
@@ -212,17 +211,17 @@ fn arm_cancel_on_set(fd: &rustix::fd::OwnedFd) -> bool {
     .is_ok()
 }
 
-/// Wall time that never runs slower than `elapsed` (a monotonic count of milliseconds):
+/// Wall time that never runs slower than `elapsed` (a monotonic count, in the same unit):
 /// `elapsed + offset`, where `offset` is the largest `wall - elapsed` seen so far.
-fn never_back(offset: &AtomicU64, wall_ms: u64, elapsed_ms: u64) -> u64 {
-    let seen = wall_ms.saturating_sub(elapsed_ms);
+fn never_back(offset: &AtomicU64, wall: u64, elapsed: u64) -> u64 {
+    let seen = wall.saturating_sub(elapsed);
     let mut off = offset.load(Ordering::Relaxed);
     // Written only when the wall clock moved ahead of the monotonic count: no shared write per
     // reading.
     if seen > off {
         off = offset.fetch_max(seen, Ordering::Relaxed).max(seen);
     }
-    elapsed_ms.saturating_add(off)
+    elapsed.saturating_add(off)
 }
 
 /// A clock that moves only when told to; cloning shares the same time.
@@ -332,7 +331,10 @@ mod tests {
         let wall = Timestamp::from_system_time(SystemTime::now());
         let ours = SystemClock.now();
         let gap = wall.as_millis().abs_diff(ours.as_millis());
-        assert!(gap <= 2, "system clock {ours} is {gap} ms from the wall clock {wall}");
+        assert!(
+            gap <= 2,
+            "system clock {ours} is {gap} ms from the wall clock {wall}"
+        );
     }
 
     #[test]
