@@ -255,6 +255,38 @@ fn make_filler(root: &Path, what: Exhaust) {
     }
 }
 
+/// Takes whatever room the failed write left behind, so that every later blob write fails for
+/// sure: a write can fail for want of two inodes (a new shard directory and its blob) or of a
+/// large blob's blocks while one inode, or a smaller blob's blocks, are still free. Goes in
+/// the filler directory, so [`remove_filler`] gives it back.
+fn top_up(root: &Path, what: Exhaust) {
+    use std::io::Write;
+    let dir = root.join("filler");
+    match what {
+        Exhaust::Inodes => {
+            for i in 0.. {
+                assert!(i < 100_000, "top-up never ran out of inodes");
+                if std::fs::File::create_new(dir.join(format!("t{i}"))).is_err() {
+                    break;
+                }
+            }
+        }
+        Exhaust::Space => {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.join("big"))
+                .unwrap();
+            let page = vec![0x5a; 4096];
+            for i in 0.. {
+                assert!(i < 1_000_000, "top-up never ran out of space");
+                if f.write_all(&page).and_then(|()| f.sync_data()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Removes the filler; returns the bytes freed.
 fn remove_filler(root: &Path) -> u64 {
     let dir = root.join("filler");
@@ -377,6 +409,9 @@ async fn fill_until_full(root: &Path, what: Exhaust, seam: Option<Arc<SeamFs>>) 
         "{label}: the first write already failed: {full}"
     );
     assert_fault(&full, StorageFault::DiskFull, label);
+    if seam.is_none() {
+        top_up(root, what);
+    }
 
     // Still full: another new blob fails the same way, and overwriting an entry fails and
     // leaves the old value in place.
