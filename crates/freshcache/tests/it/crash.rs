@@ -3,7 +3,9 @@
 //! A writer child (a re-run of this test binary, selected by an environment variable) opens a
 //! `SystemClock` cache on a shared directory and writes self-validating values of 1 KB – 4 MB,
 //! printing `START key seq` before and `ACK key seq` after each `set`. The parent kills it with
-//! `kill -KILL` at a random moment, then opens the directory itself and checks every key.
+//! `kill -KILL` at a random moment, then opens the directory itself and checks every key. Other
+//! rounds kill the writer at a named point of the write path instead (the child kills itself
+//! with SIGKILL the n-th time a write reaches that point, through the disk tier's fault seam).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use freshcache::tier::disk::fault::{BlobStep, FsFaults, WritePoint};
 use freshcache::tier::disk::upkeep::Mode;
 use freshcache::{Cache, Config, Key, Lookup, Value};
 
@@ -19,7 +22,16 @@ use freshcache::{Cache, Config, Key, Lookup, Value};
 const CHILD_DIR: &str = "FRESHCACHE_IT_CRASH_DIR";
 /// Set to the round number in a writer child (the high part of every sequence number).
 const CHILD_ROUND: &str = "FRESHCACHE_IT_CRASH_ROUND";
+/// Set to `point:n` in a writer child that kills itself at the n-th arrival at `point`.
+const CHILD_POINT: &str = "FRESHCACHE_IT_CRASH_POINT";
 const ROUNDS: u64 = 50;
+/// Rounds per named point of the write path.
+const NAMED_ROUNDS: u64 = 4;
+const POINTS: [(&str, WritePoint); 3] = [
+    ("temp_written", WritePoint::TempWritten),
+    ("renamed", WritePoint::Renamed),
+    ("committed", WritePoint::Committed),
+];
 const KEYS: u64 = 12;
 
 fn key(k: u64) -> Key {
@@ -77,8 +89,44 @@ fn validate(k: u64, v: &[u8]) -> Result<u64, String> {
     Ok(seq)
 }
 
+/// Kills its own process with SIGKILL the `nth` time a write reaches `point`.
+struct KillAt {
+    point: WritePoint,
+    nth: u64,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl FsFaults for KillAt {
+    fn check(&self, _step: BlobStep, _path: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn reached(&self, point: WritePoint) {
+        if point == self.point
+            && self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.nth
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
+            // The signal is on its way: the write goes no further.
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 async fn writer_child(dir: &Path, round: u64) {
     let cache = Cache::open(Config::default().with_cache_dir(dir)).unwrap();
+    if let Ok(plan) = std::env::var(CHILD_POINT) {
+        let (name, nth) = plan.split_once(':').unwrap();
+        let point = POINTS.iter().find(|(n, _)| *n == name).unwrap().1;
+        cache.inject_fs_faults(std::sync::Arc::new(KillAt {
+            point,
+            nth: nth.parse().unwrap(),
+            seen: std::sync::atomic::AtomicU64::new(0),
+        }));
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "READY").unwrap();
     out.flush().unwrap();
@@ -137,16 +185,29 @@ async fn sigkill_loses_no_acknowledged_write() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(ROUNDS);
-    for round in 1..=rounds {
-        let mut child = Command::new(&exe)
-            .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+    // Random moments first, then each named point of the write path in turn.
+    let named: Vec<(&str, u64)> = POINTS
+        .iter()
+        .flat_map(|(n, _)| (0..NAMED_ROUNDS).map(move |_| *n))
+        .enumerate()
+        .map(|(i, n)| (n, 1 + (i as u64 * 7) % 13))
+        .collect();
+    let mut named_kills: HashMap<&str, u64> = HashMap::new();
+    for round in 1..=rounds + named.len() as u64 {
+        let plan = round
+            .checked_sub(rounds + 1)
+            .map(|i| named[usize::try_from(i).unwrap()]);
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--exact", &name, "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, &dir)
             .env(CHILD_ROUND, round.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        if let Some((point, nth)) = plan {
+            cmd.env(CHILD_POINT, format!("{point}:{nth}"));
+        }
+        let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
@@ -160,7 +221,27 @@ async fn sigkill_loses_no_acknowledged_write() {
         // One round in eight is killed early, maybe while it opens the directory.
         let early = round % 8 == 0;
         let mut lines = Vec::new();
-        if early {
+        if let Some((point, _)) = plan {
+            // The child kills itself at the point; it must not get past it.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the writer never reached {point}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "round {round}: the writer was to die by SIGKILL at {point}: {status}"
+            );
+            *named_kills.entry(point).or_default() += 1;
+        } else if early {
             std::thread::sleep(Duration::from_millis(rng.u64(2..30)));
         } else {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -177,21 +258,27 @@ async fn sigkill_loses_no_acknowledged_write() {
             }
             std::thread::sleep(Duration::from_millis(rng.u64(20..80)));
         }
-        let ok = Command::new("kill")
-            .args(["-KILL", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -KILL {} failed", child.id());
-        let status = child.wait().unwrap();
-        assert!(
-            !status.success(),
-            "round {round}: the writer exited by itself: {status}"
-        );
+        if plan.is_none() {
+            let ok = Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -KILL {} failed", child.id());
+            let status = child.wait().unwrap();
+            assert!(
+                !status.success(),
+                "round {round}: the writer exited by itself: {status}"
+            );
+        }
         kills += 1;
         reader.join().unwrap();
         lines.extend(rx.try_iter());
         if !lines.iter().any(|l| l.ends_with("READY")) {
+            assert!(
+                plan.is_none(),
+                "round {round}: killed at a point before READY"
+            );
             killed_before_ready += 1;
         }
 
@@ -284,12 +371,26 @@ async fn sigkill_loses_no_acknowledged_write() {
         }
     }
     assert!(acks >= rounds, "too few acknowledged writes: {acks}");
+    for (point, _) in POINTS {
+        assert_eq!(
+            named_kills.get(point),
+            Some(&NAMED_ROUNDS),
+            "kills at {point}"
+        );
+    }
+    let mut at_points: Vec<String> = named_kills
+        .iter()
+        .map(|(p, n)| format!("{p}:{n}"))
+        .collect();
+    at_points.sort();
     eprintln!(
-        "crash: rounds={rounds} kills={kills} (before READY {killed_before_ready}, \
+        "crash: rounds={} kills={kills} (at named points {}; before READY {killed_before_ready}, \
          mid-write {killed_in_flight}) acked_writes={acks} checked_reads={checked_reads} \
          in_flight_writes_seen={in_flight_won} stale_reads={stale_reads} \
          corrupt_reads={corrupt_reads} lost_acknowledged_writes={lost_writes} \
          doctor_repair: orphans={} temp_files={} rows_without_blob={} elapsed={:?}",
+        rounds + named.len() as u64,
+        at_points.join(" "),
         repair.repair.orphan_blobs,
         repair.repair.temp_files,
         repair.repair.rows_without_blob,

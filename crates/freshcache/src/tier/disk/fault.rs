@@ -19,6 +19,18 @@ pub enum BlobStep {
     Write(u64),
 }
 
+/// A named point of the write path, where crash tests kill the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WritePoint {
+    /// The value is in the temp file; not yet renamed into place.
+    TempWritten,
+    /// The blob is in place under its final name; the index row does not name it yet.
+    Renamed,
+    /// The index row is committed; the blob it replaced is not removed yet.
+    Committed,
+}
+
 /// Decides whether a blob write step fails, and with which error. For tests only.
 #[doc(hidden)]
 pub trait FsFaults: Send + Sync {
@@ -27,6 +39,12 @@ pub trait FsFaults: Send + Sync {
     /// # Errors
     /// The error the filesystem would report (e.g. `ENOSPC`, `EROFS`).
     fn check(&self, step: BlobStep, path: &Path) -> io::Result<()>;
+
+    /// Called when a write reaches `point` (crash tests kill the process here). Does nothing
+    /// unless overridden.
+    fn reached(&self, point: WritePoint) {
+        let _ = point;
+    }
 }
 
 impl crate::Cache {

@@ -722,6 +722,7 @@ impl DiskTier {
         });
         match committed {
             Ok((old, total)) => {
+                self.reached(fault::WritePoint::Committed);
                 self.remove_blob(old.as_deref().filter(|o| Some(*o) != file));
                 let limit = self.max_bytes.load(Ordering::Relaxed);
                 // Evict now rather than at the next scheduled cleanup: a nightly run alone
@@ -770,6 +771,7 @@ impl DiskTier {
                 .open(&tmp_path)?;
             fault(fault::BlobStep::Write(bytes.len() as u64))?;
             f.write_all(bytes)?;
+            self.reached(fault::WritePoint::TempWritten);
             Ok(())
         };
         if let Err(e) = write() {
@@ -793,7 +795,16 @@ impl DiskTier {
         rename().map_err(|e| {
             let _ = fs::remove_file(&tmp_path);
             Error::io(&final_path, e)
-        })
+        })?;
+        self.reached(fault::WritePoint::Renamed);
+        Ok(())
+    }
+
+    /// Tells injected faults that a write reached `point`.
+    fn reached(&self, point: fault::WritePoint) {
+        if let Some(f) = self.faults.get() {
+            f.reached(point);
+        }
     }
 
     /// Removes `key`; true when a row was removed.
