@@ -145,6 +145,24 @@ async fn writer_child(dir: &Path, round: u64) {
     }
 }
 
+/// The exit status of `child` once it has exited by itself, or `None` after `limit` (then it is
+/// killed and reaped).
+fn wait_for_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 /// What the parent knows about one key from the children's output.
 #[derive(Default)]
 struct Known {
@@ -223,17 +241,8 @@ async fn sigkill_loses_no_acknowledged_write() {
         let mut lines = Vec::new();
         if let Some((point, _)) = plan {
             // The child kills itself at the point; it must not get past it.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "round {round}: the writer never reached {point}"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            };
+            let status = wait_for_exit(&mut child, Duration::from_secs(60))
+                .unwrap_or_else(|| panic!("round {round}: the writer never reached {point}"));
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(
                 status.signal(),
@@ -265,12 +274,13 @@ async fn sigkill_loses_no_acknowledged_write() {
                 .unwrap()
                 .success();
             assert!(ok, "kill -KILL {} failed", child.id());
-            let status = child.wait().unwrap();
-            assert!(
-                !status.success(),
-                "round {round}: the writer exited by itself: {status}"
-            );
         }
+        // (A child that killed itself was reaped already; this returns its status again.)
+        let status = child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "round {round}: the writer exited by itself: {status}"
+        );
         kills += 1;
         reader.join().unwrap();
         lines.extend(rx.try_iter());
