@@ -344,8 +344,13 @@ impl DiskTier {
 
     fn db_err(&self, source: rusqlite::Error) -> Error {
         // SQLite reports a write refused by a read-only filesystem as a plain I/O error (and
-        // keeps the errno to itself): ask the filesystem, so callers can tell it from damage.
-        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) {
+        // keeps the errno to itself), and a filesystem that went read-only on an error of its
+        // own (ext4 `errors=remount-ro` aborting its journal) can leave SQLite reading pages it
+        // calls malformed: ask the filesystem, so callers can tell a read-only disk from damage.
+        if matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::DatabaseCorrupt)
+        ) {
             let probe = self
                 .tmp
                 .join(format!("probe-{:016x}.tmp", fastrand::u64(..)));
