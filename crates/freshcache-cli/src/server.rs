@@ -165,6 +165,26 @@ fn too_large(what: &str, limit: u64) -> ApiError {
 /// Reads a request body of at most `limit` bytes, after its headers are checked: a declared
 /// `Content-Length` over the limit is refused before any of it is read, and a chunked body as
 /// soon as it passes the limit, so a refused upload costs at most `limit` bytes of memory.
+/// The JSON body of a mutating route: the token is checked first, then at most
+/// [`JSON_BODY_LIMIT`] bytes are read and parsed; a body of another shape is a 400 saying what
+/// was `expected`.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    expected: &str,
+) -> ApiResult<T> {
+    authorize(state, headers)?;
+    let body = read_body(headers, body, JSON_BODY_LIMIT, "the request body").await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("expected {expected}: {e}"),
+        )
+    })
+}
+
 async fn read_body(
     headers: &HeaderMap,
     mut body: Body,
@@ -350,15 +370,13 @@ async fn invalidate(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers)?;
-    let body = read_body(&headers, body, JSON_BODY_LIMIT, "the request body").await?;
-    let req: InvalidateBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("expected {{\"prefix\": \"news:espn:\"}} or {{\"all\": true}}: {e}"),
-        )
-    })?;
+    let req: InvalidateBody = read_json(
+        &state,
+        &headers,
+        body,
+        r#"{"prefix": "news:espn:"} or {"all": true}"#,
+    )
+    .await?;
     let removed = match (req.prefix, req.all) {
         (Some(p), false) => {
             state
@@ -392,15 +410,13 @@ async fn freshness_check(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers)?;
-    let body = read_body(&headers, body, JSON_BODY_LIMIT, "the request body").await?;
-    let req: FreshnessBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("expected {{\"keys\": [...], \"run_id\": \"...\"}}: {e}"),
-        )
-    })?;
+    let req: FreshnessBody = read_json(
+        &state,
+        &headers,
+        body,
+        r#"{"keys": [...], "run_id": "..."}"#,
+    )
+    .await?;
     let keys = req
         .keys
         .iter()

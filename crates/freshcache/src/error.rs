@@ -348,6 +348,19 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+impl ConfigError {
+    /// `path` could not be read at all.
+    #[must_use]
+    pub fn unreadable(path: &std::path::Path, e: &std::io::Error) -> Self {
+        Self {
+            file: Some(path.to_path_buf()),
+            line: None,
+            field: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.file, self.line) {

@@ -141,12 +141,7 @@ pub fn validate(
 /// # Errors
 /// [`ConfigError`] naming the file and the problem.
 pub fn load_manifest(path: &Path) -> std::result::Result<Vec<WarmItem>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: Some(path.to_path_buf()),
-        line: None,
-        field: "(file)".into(),
-        reason: format!("cannot read: {e}"),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
     let raw: Vec<RawWarmItem> = serde_saphyr::from_str(&text).map_err(|e| ConfigError {
         file: Some(path.to_path_buf()),
         line: e.location().map(|l| l.line()),

@@ -168,14 +168,7 @@ fn raw_upload(
 }
 
 async fn disk_entries(c: &reqwest::Client, server: &Server) -> u64 {
-    let stats: serde_json::Value = c
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = server.get_json(c, "/v1/stats").await;
     stats["tiers"]
         .as_array()
         .unwrap()
@@ -564,14 +557,7 @@ async fn unauthenticated_mutations_get_401_and_change_nothing() {
         0,
         "a refused check was counted"
     );
-    let s: serde_json::Value = c
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: serde_json::Value = server.get_json(&c, "/v1/stats").await;
     let sets: u64 = s["data_types"]
         .as_array()
         .unwrap()

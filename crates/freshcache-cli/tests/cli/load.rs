@@ -390,14 +390,7 @@ async fn the_service_under_mixed_load_serves_nothing_stale_and_keeps_its_memory_
 
     let r = c.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let stats: serde_json::Value = c
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = server.get_json(&c, "/v1/stats").await;
     let ticks = stats["data_types"]
         .as_array()
         .unwrap()

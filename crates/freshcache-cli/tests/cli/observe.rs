@@ -184,14 +184,7 @@ async fn freshness_check_route_answers_200_or_409_and_records_the_audit() {
     assert_eq!(r.status(), StatusCode::CONFLICT);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["signals"][1]["verdict"], "missing");
-    let audit: serde_json::Value = c
-        .get(server.url("/v1/freshness/audit/r2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: serde_json::Value = server.get_json(&c, "/v1/freshness/audit/r2").await;
     assert_eq!(audit["signals"].as_array().unwrap().len(), 2);
     let r = c
         .post(server.url("/v1/freshness/check"))

@@ -88,14 +88,7 @@ async fn bad_keys_are_400_misses_404_and_big_bodies_413() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
-    let stats: serde_json::Value = c
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = server.get_json(&c, "/v1/stats").await;
     let disk = stats["tiers"]
         .as_array()
         .unwrap()
@@ -179,14 +172,7 @@ async fn health_readiness_and_stats() {
             .unwrap(),
         "ok"
     );
-    let r: serde_json::Value = c
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: serde_json::Value = server.get_json(&c, "/readyz").await;
     assert_eq!(r["status"], "ready");
     assert_eq!(r["tiers"]["disk"], "up");
     assert_eq!(r["tiers"]["redis"], "disabled");
@@ -203,14 +189,7 @@ async fn health_readiness_and_stats() {
         .send()
         .await
         .unwrap();
-    let s: serde_json::Value = c
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: serde_json::Value = server.get_json(&c, "/v1/stats").await;
     let odds = s["data_types"]
         .as_array()
         .unwrap()

@@ -94,6 +94,17 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GETs `path` and parses the answer as JSON, whatever its status.
+    pub async fn get_json(&self, c: &reqwest::Client, path: &str) -> serde_json::Value {
+        c.get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

@@ -71,11 +71,6 @@ pub fn disk_tier(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &mu
     }
 }
 
-/// Flushes every dirty page to disk (untimed, between passes).
-fn sync_all() {
-    let _ = std::process::Command::new("sync").status();
-}
-
 /// The size of the index: the SQLite file at `db` and its WAL.
 fn index_bytes(db: &Path) -> u64 {
     let wal = format!("{}-wal", db.display());
@@ -113,9 +108,9 @@ fn disk_size(size: usize, n: usize, rt: &tokio::runtime::Runtime, dir: &Path, re
     for pass in 0..crate::runs() {
         let raw_dir = dir.join(format!("raw-{pass}"));
         std::fs::create_dir_all(&raw_dir).unwrap();
-        // Every set pass starts with no dirty pages: otherwise the one after another's 1 GB
-        // of writes pays for the writeback of those.
-        sync_all();
+        // Every set pass starts with no dirty pages (sync, untimed): otherwise the one after
+        // another's 1 GB of writes pays for the writeback of those.
+        rustix::fs::sync();
         let t = Instant::now();
         for &i in &order {
             let tmp = raw_dir.join(format!("{i}.tmp"));
@@ -124,7 +119,7 @@ fn disk_size(size: usize, n: usize, rt: &tokio::runtime::Runtime, dir: &Path, re
         }
         raw_passes.push(t.elapsed());
         let fresh = open(pass);
-        sync_all();
+        rustix::fs::sync();
         let t = Instant::now();
         for &i in &order {
             ready(

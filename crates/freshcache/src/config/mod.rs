@@ -498,12 +498,7 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_path_buf()),
-            line: None,
-            field: "(file)".into(),
-            reason: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
         Self::from_yaml_str(&text, Some(path), env)
     }
 
