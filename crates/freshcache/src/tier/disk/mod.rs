@@ -41,6 +41,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const TOUCH_BATCH: usize = 256;
 /// Reads closer together than this do not update a row's access time (LRU to the second).
 const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
+/// Pages of WAL after which a commit checkpoints (SQLite's default).
+const WAL_AUTOCHECKPOINT: i64 = 1000;
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -65,8 +67,10 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_expires_at ON entries(expires_at);
 CREATE INDEX IF NOT EXISTS entries_access_at ON entries(access_at);
 CREATE INDEX IF NOT EXISTS entries_file ON entries(file) WHERE file IS NOT NULL;
--- Stored bytes per data type, kept exact by triggers in the same transaction as every write,
--- so every process sees one total without scanning the table.
+-- Stored bytes per data type, kept exact in the same transaction as every write, so every
+-- process sees one total without scanning the table: inserts and rewrites by triggers, deletes
+-- by the deleting statement itself (see `delete_rows`; a per-row delete trigger cost as much
+-- as the delete on a bulk sweep).
 CREATE TABLE IF NOT EXISTS type_totals (
     data_type TEXT PRIMARY KEY NOT NULL,
     entries   INTEGER NOT NULL,
@@ -75,10 +79,6 @@ CREATE TABLE IF NOT EXISTS type_totals (
 CREATE TRIGGER IF NOT EXISTS entries_totals_insert AFTER INSERT ON entries BEGIN
     INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
     ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
-END;
-CREATE TRIGGER IF NOT EXISTS entries_totals_delete AFTER DELETE ON entries BEGIN
-    UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
-    WHERE data_type = OLD.data_type;
 END;
 CREATE TRIGGER IF NOT EXISTS entries_totals_update AFTER UPDATE OF stored_size, data_type ON entries BEGIN
     UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
@@ -113,8 +113,80 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (tier, data_type, name)
 );
 CREATE TABLE IF NOT EXISTS schema_info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO schema_info VALUES ('version', '1');
+INSERT OR IGNORE INTO schema_info VALUES ('version', '2');
 ";
+
+/// The schema this build writes. Version 1 kept the per-type totals of deletes with a per-row
+/// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]).
+const SCHEMA_VERSION: &str = "2";
+
+/// Brings an index of an earlier version up to [`SCHEMA_VERSION`], inside the caller's
+/// transaction; returns the version found afterwards (another build's newer version is left
+/// alone, and refused by the caller).
+fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
+    let version = || {
+        c.query_row(
+            "SELECT value FROM schema_info WHERE name = 'version'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+    };
+    if version()?.as_deref() == Some("1") {
+        c.execute_batch(
+            "DROP TRIGGER IF EXISTS entries_totals_delete;
+             UPDATE schema_info SET value = '2' WHERE name = 'version';",
+        )?;
+    }
+    version()
+}
+
+/// What one `DELETE FROM entries ... RETURNING file, data_type, stored_size` removed.
+#[derive(Debug, Default)]
+struct Deleted {
+    /// Blob files of the removed rows, to remove once the transaction has committed.
+    files: Vec<String>,
+    /// Rows and stored bytes removed.
+    removed: upkeep::Removed,
+}
+
+/// Runs `sql`, a `DELETE FROM entries ... RETURNING file, data_type, stored_size`, inside the
+/// caller's transaction, and takes what it removed off `type_totals` in the same transaction:
+/// one update per data type per statement (a per-row trigger cost as much as the delete itself
+/// on a bulk sweep).
+fn delete_rows(
+    tx: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Deleted> {
+    let mut out = Deleted::default();
+    let mut by_type: Vec<(String, i64, i64)> = Vec::new();
+    {
+        let mut st = tx.prepare_cached(sql)?;
+        let mut rows = st.query(params)?;
+        while let Some(row) = rows.next()? {
+            let file: Option<String> = row.get(0)?;
+            let data_type = row.get_ref(1)?.as_str()?;
+            let size: i64 = row.get(2)?;
+            out.files.extend(file);
+            out.removed.add(size.max(0) as u64);
+            match by_type.iter_mut().find(|t| t.0 == data_type) {
+                Some(t) => {
+                    t.1 += 1;
+                    t.2 += size;
+                }
+                None => by_type.push((data_type.to_owned(), 1, size)),
+            }
+        }
+    }
+    let mut debit = tx.prepare_cached(
+        "UPDATE type_totals SET entries = entries - ?2, bytes = bytes - ?3 WHERE data_type = ?1",
+    )?;
+    for (data_type, n, bytes) in &by_type {
+        debit.execute(params![data_type, n, bytes])?;
+    }
+    Ok(out)
+}
 
 /// Per-data-type totals held on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -266,10 +338,13 @@ impl DiskTier {
         // Several processes may race to create the schema; IMMEDIATE serialises them and
         // the busy timeout makes the losers wait instead of failing.
         let mut attempts = 0;
-        loop {
-            let r = writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"));
+        let version = loop {
+            let r = writer
+                .execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))
+                .and_then(|()| migrate(&writer))
+                .and_then(|v| writer.execute_batch("COMMIT").map(|()| v));
             match r {
-                Ok(()) => break,
+                Ok(v) => break v,
                 Err(e) if is_busy(&e) && attempts < 50 => {
                     let _ = writer.execute_batch("ROLLBACK");
                     attempts += 1;
@@ -280,16 +355,8 @@ impl DiskTier {
                     return Err(db(e));
                 }
             }
-        }
-        let version: Option<String> = writer
-            .query_row(
-                "SELECT value FROM schema_info WHERE name = 'version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        if version.as_deref() != Some("1") {
+        };
+        if version.as_deref() != Some(SCHEMA_VERSION) {
             return Err(db(rusqlite::Error::InvalidQuery));
         }
         let reserve = reserve::Reserve::open(dir, &tmp);
@@ -337,8 +404,13 @@ impl DiskTier {
                 Err(e) => return Err(db(e)),
             }
         }
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;")
-            .map_err(db)?;
+        // The WAL is cut back to this size once checkpointed (a bulk sweep can grow it to the
+        // size of the index).
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;
+             PRAGMA journal_size_limit=67108864;",
+        )
+        .map_err(db)?;
         Ok(conn)
     }
 
@@ -607,11 +679,16 @@ impl DiskTier {
     /// Removes a damaged row (only if it still names `file`) and counts it. The process that
     /// removes the row counts it, so a row replaced or removed meanwhile is not counted twice.
     fn drop_damaged(&self, key: &str, file: Option<&str>, why: &str) {
-        let removed = self.with_writer(|c| {
-            c.execute(
-                "DELETE FROM entries WHERE key = ?1 AND file IS ?2",
+        let removed = self.with_deleter(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let d = delete_rows(
+                &tx,
+                "DELETE FROM entries WHERE key = ?1 AND file IS ?2
+                 RETURNING file, data_type, stored_size",
                 params![key, file],
-            )
+            )?;
+            tx.commit()?;
+            Ok(d.removed.entries)
         });
         if matches!(removed, Ok(n) if n > 0) {
             self.corrupt.fetch_add(1, Ordering::Relaxed);
@@ -817,19 +894,25 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the delete cannot be committed.
     pub fn remove(&self, key: &str) -> Result<bool> {
-        let old = self.with_deleter(|c| {
+        self.delete_where(
+            "DELETE FROM entries WHERE key = ?1 RETURNING file, data_type, stored_size",
+            params![key],
+        )
+    }
+
+    /// Runs one `DELETE ... RETURNING file, data_type, stored_size` in its own transaction (see
+    /// [`delete_rows`]) and removes the blobs after commit; true when a row was removed.
+    fn delete_where(&self, sql: &str, params: impl rusqlite::Params + Copy) -> Result<bool> {
+        let d = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let old: Option<Option<String>> = tx
-                .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
-                .query_row([key], |r| r.get(0))
-                .optional()?;
-            tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
-                .execute([key])?;
+            let d = delete_rows(&tx, sql, params)?;
             tx.commit()?;
-            Ok(old)
+            Ok(d)
         })?;
-        self.remove_blob(old.as_ref().and_then(Option::as_deref));
-        Ok(old.is_some())
+        for f in &d.files {
+            self.remove_blob(Some(f));
+        }
+        Ok(d.removed.entries > 0)
     }
 
     /// Removes `key` if its stored copy was written before `stored_at` (another instance wrote
@@ -838,19 +921,11 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the delete cannot be committed.
     pub fn remove_if_older(&self, key: &str, stored_at: Timestamp) -> Result<bool> {
-        let old = self.with_deleter(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let old: Option<Option<String>> = tx
-                .prepare_cached(
-                    "DELETE FROM entries WHERE key = ?1 AND stored_at < ?2 RETURNING file",
-                )?
-                .query_row(params![key, i64_of(stored_at.as_millis())], |r| r.get(0))
-                .optional()?;
-            tx.commit()?;
-            Ok(old)
-        })?;
-        self.remove_blob(old.as_ref().and_then(Option::as_deref));
-        Ok(old.is_some())
+        self.delete_where(
+            "DELETE FROM entries WHERE key = ?1 AND stored_at < ?2
+             RETURNING file, data_type, stored_size",
+            params![key, i64_of(stored_at.as_millis())],
+        )
     }
 
     /// Removes `key` only if the stored entry still expires at `expires_at` and that is not
@@ -862,21 +937,11 @@ impl DiskTier {
         if expires_at > now {
             return Ok(false);
         }
-        let removed = self.with_deleter(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let old: Option<Option<String>> = tx
-                .prepare_cached("SELECT file FROM entries WHERE key = ?1 AND expires_at = ?2")?
-                .query_row(params![key, i64_of(expires_at.as_millis())], |r| r.get(0))
-                .optional()?;
-            if old.is_some() {
-                tx.prepare_cached("DELETE FROM entries WHERE key = ?1 AND expires_at = ?2")?
-                    .execute(params![key, i64_of(expires_at.as_millis())])?;
-            }
-            tx.commit()?;
-            Ok(old)
-        })?;
-        self.remove_blob(removed.as_ref().and_then(Option::as_deref));
-        Ok(removed.is_some())
+        self.delete_where(
+            "DELETE FROM entries WHERE key = ?1 AND expires_at = ?2
+             RETURNING file, data_type, stored_size",
+            params![key, i64_of(expires_at.as_millis())],
+        )
     }
 
     /// Removes every key that starts with `prefix` (a literal byte range, so `%`, `_` and `*`
@@ -903,11 +968,12 @@ impl DiskTier {
                 .into_iter()
                 .filter(|(k, _)| k.starts_with(prefix))
                 .collect();
-            {
-                let mut del = tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?;
-                for (k, _) in &rows {
-                    del.execute([k])?;
-                }
+            for (k, _) in &rows {
+                delete_rows(
+                    &tx,
+                    "DELETE FROM entries WHERE key = ?1 RETURNING file, data_type, stored_size",
+                    [k],
+                )?;
             }
             tx.commit()?;
             Ok(rows)

@@ -242,3 +242,191 @@ fn stats_group_by_type_and_count_expired_rows() {
     assert_eq!((n.entries, n.value_bytes, n.expired), (2, 5, 1));
     assert_eq!(n.oldest_stored_at, Some(Timestamp::from_millis(1)));
 }
+
+/// (data type, entries, stored bytes) per type, sorted.
+type Totals = Vec<(String, i64, i64)>;
+
+/// `type_totals` against the rows themselves, with empty types left out.
+fn totals_and_rows(t: &DiskTier) -> (Totals, Totals) {
+    let q = |sql: &str| {
+        t.with_reader(|c| {
+            c.prepare(sql)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .unwrap()
+    };
+    (
+        q(
+            "SELECT data_type, entries, bytes FROM type_totals WHERE entries <> 0 OR bytes <> 0
+           ORDER BY data_type",
+        ),
+        q(
+            "SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type
+           ORDER BY data_type",
+        ),
+    )
+}
+
+fn typed_entry(data_type: &str, value: &[u8], expires_ms: u64) -> Entry {
+    let mut e = entry(value, expires_ms);
+    e.meta.data_type = data_type.into();
+    e
+}
+
+#[test]
+fn type_totals_stay_exact_through_every_kind_of_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    let now = Timestamp::from_millis(50);
+    let check = |step: &str| {
+        let (totals, rows) = totals_and_rows(&t);
+        assert_eq!(totals, rows, "after {step}");
+    };
+    // Two types, inline and blob values, some expired at `now`.
+    for i in 0..40u64 {
+        let ty = if i % 2 == 0 {
+            "news_articles"
+        } else {
+            "odds_data"
+        };
+        let value = if i % 5 == 0 {
+            vec![1u8; 4096]
+        } else {
+            vec![2u8; 10 + i as usize]
+        };
+        let expires = if i % 3 == 0 { 40 } else { 1_000 };
+        t.put(
+            &format!("k:{i:02}"),
+            &typed_entry(ty, &value, expires),
+            u64::MAX,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+    }
+    check("inserts");
+    // An overwrite that changes the type and the size.
+    t.put(
+        "k:01",
+        &typed_entry("news_articles", &[3u8; 77], 1_000),
+        u64::MAX,
+        now,
+    )
+    .unwrap();
+    check("a rewrite");
+    assert!(t.remove("k:02").unwrap());
+    assert!(!t.remove("k:02").unwrap());
+    check("remove");
+    assert!(
+        t.remove_if_older("k:04", Timestamp::from_millis(2))
+            .unwrap()
+    );
+    assert!(
+        !t.remove_if_older("k:05", Timestamp::from_millis(1))
+            .unwrap()
+    );
+    check("remove_if_older");
+    assert!(
+        t.remove_expired("k:03", Timestamp::from_millis(40), now)
+            .unwrap()
+    );
+    check("remove_expired");
+    assert_eq!(t.remove_prefix("k:1", Some("k:2")).unwrap().len(), 10);
+    check("remove_prefix");
+    // A damaged inline row and a row whose blob is gone: removed by a read and by repair.
+    t.with_writer(|c| {
+        c.execute(
+            "UPDATE entries SET inline_value = x'00ff' WHERE key = 'k:21'",
+            [],
+        )
+    })
+    .unwrap();
+    assert!(t.get("k:21", now).unwrap().is_none());
+    check("a damaged row dropped on read");
+    let file: String = t
+        .with_reader(|c| {
+            c.query_row("SELECT file FROM entries WHERE key = 'k:25'", [], |r| {
+                r.get(0)
+            })
+        })
+        .unwrap();
+    fs::remove_file(t.blob_path(&file)).unwrap();
+    assert_eq!(
+        t.repair(Duration::ZERO, upkeep::Mode::Apply)
+            .unwrap()
+            .rows_without_blob,
+        1
+    );
+    check("repair");
+    let swept = t.sweep_expired(now, upkeep::Mode::Apply).unwrap();
+    assert!(swept.entries > 0);
+    check("the expired sweep");
+    let before = t.total_bytes().unwrap();
+    t.evict(before / 2, now, upkeep::Mode::Apply).unwrap();
+    assert!(t.total_bytes().unwrap() <= before / 2);
+    check("eviction");
+    // Nothing for repair to rebuild: the totals were never off.
+    assert!(
+        !t.repair(Duration::ZERO, upkeep::Mode::DryRun)
+            .unwrap()
+            .totals_rebuilt
+    );
+}
+
+#[test]
+fn a_version_1_index_is_migrated_so_deletes_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Version 1 kept the totals of deletes with a per-row trigger.
+        let t = open(dir.path());
+        t.put(
+            "k:1",
+            &entry(b"one", 100),
+            u64::MAX,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+        t.put(
+            "k:2",
+            &entry(b"two", 100),
+            u64::MAX,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+        t.with_writer(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER entries_totals_delete AFTER DELETE ON entries BEGIN
+                     UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
+                     WHERE data_type = OLD.data_type;
+                 END;
+                 UPDATE schema_info SET value = '1' WHERE name = 'version';",
+            )
+        })
+        .unwrap();
+    }
+    let t = open(dir.path());
+    let version: String = t
+        .with_reader(|c| {
+            c.query_row(
+                "SELECT value FROM schema_info WHERE name = 'version'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert!(t.remove("k:1").unwrap());
+    let (totals, rows) = totals_and_rows(&t);
+    assert_eq!(totals, rows);
+    assert_eq!(totals[0].1, 1, "{totals:?}");
+    // An index from a later build is refused, not rewritten.
+    t.with_writer(|c| {
+        c.execute(
+            "UPDATE schema_info SET value = '99' WHERE name = 'version'",
+            [],
+        )
+    })
+    .unwrap();
+    drop(t);
+    assert!(DiskTier::open(dir.path(), &dir.path().join("metadata.db"), 1024).is_err());
+}

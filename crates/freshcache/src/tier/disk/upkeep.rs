@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{DiskTier, i64_of, valid_blob_name};
+use super::{Deleted, DiskTier, WAL_AUTOCHECKPOINT, delete_rows, i64_of, valid_blob_name};
 use crate::clock::Timestamp;
 use crate::codec;
 use crate::error::Result;
@@ -40,7 +40,7 @@ pub struct Removed {
 }
 
 impl Removed {
-    fn add(&mut self, bytes: u64) {
+    pub(super) fn add(&mut self, bytes: u64) {
         self.entries += 1;
         self.bytes += bytes;
     }
@@ -102,7 +102,7 @@ fn older_than(path: &std::path::Path, grace: Duration) -> bool {
 }
 
 impl DiskTier {
-    /// Stored bytes of every entry, from the trigger-maintained totals.
+    /// Stored bytes of every entry, from the per-type totals kept with every write.
     ///
     /// # Errors
     /// [`crate::Error::Index`] when the query fails.
@@ -110,7 +110,7 @@ impl DiskTier {
         self.totals().map(|(_, bytes)| bytes)
     }
 
-    /// Entries and stored bytes of the whole tier, from the trigger-maintained totals (no scan
+    /// Entries and stored bytes of the whole tier, from the per-type totals kept with every write (no scan
     /// of the entries table, so cheap enough for every metrics scrape).
     ///
     /// # Errors
@@ -149,30 +149,37 @@ impl DiskTier {
                 )
             });
         }
+        // A batch touches pages all over the index (the key index is in key order, not expiry
+        // order), and a checkpoint after every batch copied the same pages back again and again:
+        // the whole sweep is checkpointed once, at the end (SQLite's default, 1000 pages, is put
+        // back whatever happens).
+        let _ = self.with_writer(|c| c.pragma_update(None, "wal_autocheckpoint", 0));
+        let swept = self.sweep_batches(now_ms);
+        let _ = self.with_writer(|c| {
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+        });
+        swept
+    }
+
+    /// The batches of [`Self::sweep_expired`].
+    fn sweep_batches(&self, now_ms: i64) -> Result<Removed> {
         let mut total = Removed::default();
         loop {
             // One statement per batch: the rows are judged and deleted in the same step, so a
             // row rewritten with a later expiry by another process is never taken.
-            let (removed, files) = self.with_writer(|c| {
+            let Deleted { files, removed } = self.with_writer(|c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let mut removed = Removed::default();
-                let mut files = Vec::new();
-                {
-                    let mut st = tx.prepare_cached(
-                        "DELETE FROM entries WHERE rowid IN (
-                             SELECT rowid FROM entries WHERE expires_at <= ?1
-                             ORDER BY expires_at LIMIT ?2)
-                         RETURNING file, stored_size",
-                    )?;
-                    let mut rows = st.query(params![now_ms, BATCH as i64])?;
-                    while let Some(row) = rows.next()? {
-                        let file: Option<String> = row.get(0)?;
-                        removed.add(row.get::<_, i64>(1)?.max(0) as u64);
-                        files.extend(file);
-                    }
-                }
+                let d = delete_rows(
+                    &tx,
+                    "DELETE FROM entries WHERE rowid IN (
+                         SELECT rowid FROM entries WHERE expires_at <= ?1
+                         ORDER BY expires_at LIMIT ?2)
+                     RETURNING file, data_type, stored_size",
+                    params![now_ms, BATCH as i64],
+                )?;
                 tx.commit()?;
-                Ok((removed, files))
+                Ok(d)
             })?;
             for f in &files {
                 self.remove_blob(Some(f));
@@ -219,33 +226,29 @@ impl DiskTier {
                 let (removed, files) = self.with_writer(|c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let rows: Vec<(String, i64, Option<String>, i64)> = tx
+                    let rows: Vec<(String, i64)> = tx
                         .prepare_cached(
-                            "SELECT key, access_at, file, stored_size FROM entries
-                             ORDER BY access_at LIMIT ?1",
+                            "SELECT key, access_at FROM entries ORDER BY access_at LIMIT ?1",
                         )?
-                        .query_map([64i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                        })?
+                        .query_map([64i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                         .collect::<rusqlite::Result<_>>()?;
                     let mut removed = Removed::default();
                     let mut files = Vec::new();
                     let mut left = total;
-                    {
-                        let mut del = tx.prepare_cached(
-                            "DELETE FROM entries WHERE key = ?1 AND access_at = ?2",
-                        )?;
-                        for (key, at, file, size) in rows {
-                            if left <= target {
-                                break;
-                            }
-                            if del.execute(params![key, at])? > 0 {
-                                let size = size.max(0) as u64;
-                                removed.add(size);
-                                left = left.saturating_sub(size);
-                                files.extend(file);
-                            }
+                    for (key, at) in rows {
+                        if left <= target {
+                            break;
                         }
+                        let d = delete_rows(
+                            &tx,
+                            "DELETE FROM entries WHERE key = ?1 AND access_at = ?2
+                             RETURNING file, data_type, stored_size",
+                            params![key, at],
+                        )?;
+                        removed.entries += d.removed.entries;
+                        removed.bytes += d.removed.bytes;
+                        left = left.saturating_sub(d.removed.bytes);
+                        files.extend(d.files);
                     }
                     tx.commit()?;
                     Ok((removed, files))
@@ -331,12 +334,11 @@ impl DiskTier {
             }
             report.rows_without_blob += 1;
             if mode == Mode::Apply {
-                self.with_writer(|c| {
-                    c.execute(
-                        "DELETE FROM entries WHERE key = ?1 AND file = ?2",
-                        params![key, file],
-                    )
-                })?;
+                self.delete_where(
+                    "DELETE FROM entries WHERE key = ?1 AND file = ?2
+                     RETURNING file, data_type, stored_size",
+                    params![key, file],
+                )?;
             }
         }
         for (name, path) in self.blob_files() {
