@@ -83,7 +83,7 @@ pub fn encode(key: &str, entry: &Entry, compress_above: u64) -> Result<Vec<u8>> 
     put_u16_str(&mut out, m.last_modified.as_deref().unwrap_or(""))?;
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(payload);
-    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    let sum = twox_hash::XxHash3_64::oneshot(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     Ok(out)
 }
@@ -160,7 +160,7 @@ pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
     let (body, trailer) = buf.split_at(buf.len() - 8);
     let mut t = [0u8; 8];
     t.copy_from_slice(trailer);
-    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(t) {
+    if twox_hash::XxHash3_64::oneshot(body) != u64::from_le_bytes(t) {
         return Err(Error::corrupt("envelope checksum mismatch"));
     }
     let mut r = Reader { buf: body, pos: 4 };

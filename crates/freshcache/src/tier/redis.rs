@@ -436,8 +436,9 @@ impl RedisTier {
         if !self.trusted.load(Ordering::Acquire) {
             return Err(Unavailable);
         }
-        self.call(redis::cmd("GET").arg(self.value_key(key)).clone())
-            .await
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.value_key(key));
+        self.call(cmd).await
     }
 
     /// Stores an envelope with Redis expiry `ttl` (the entry's remaining lifetime).

@@ -58,7 +58,7 @@ fn make_value(k: u64, seq: u64) -> Vec<u8> {
             *b = b'a'.wrapping_add((i as u8).wrapping_mul(step) % 26);
         }
     }
-    let sum = xxhash_rust::xxh3::xxh3_64(&v);
+    let sum = twox_hash::XxHash3_64::oneshot(&v);
     v.extend_from_slice(&sum.to_le_bytes());
     v
 }
@@ -80,7 +80,7 @@ fn validate(k: u64, v: &[u8]) -> Result<u64, String> {
         return Err(format!("length {} but header says {len}", v.len()));
     }
     let (body, sum) = v.split_at(v.len() - 8);
-    if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != sum {
+    if twox_hash::XxHash3_64::oneshot(body).to_le_bytes() != sum {
         return Err(format!("self-checksum mismatch (seq {seq})"));
     }
     if make_value(k, seq) != v {

@@ -49,7 +49,7 @@ fn now_ns() -> u128 {
 /// The value with id `p.t.s`: a header naming it, then bytes derived from it (sizes on both
 /// sides of the inline limit).
 fn make_value(id: &str) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
+    let mut rng = fastrand::Rng::with_seed(twox_hash::XxHash3_64::oneshot(id.as_bytes()));
     let len = if rng.bool() {
         rng.usize(0..2000)
     } else {

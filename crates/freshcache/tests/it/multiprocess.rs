@@ -37,7 +37,7 @@ fn make_value(w: u64, seq: u64, k: u64) -> Vec<u8> {
             *b = b'a' + (i % 7) as u8;
         }
     }
-    let sum = xxhash_rust::xxh3::xxh3_64(&v);
+    let sum = twox_hash::XxHash3_64::oneshot(&v);
     v.extend_from_slice(&sum.to_le_bytes());
     v
 }
@@ -59,7 +59,7 @@ fn validate(k: u64, v: &[u8]) -> Result<(), String> {
         return Err("too short".into());
     }
     let (body, sum) = v.split_at(v.len() - 8);
-    if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != sum {
+    if twox_hash::XxHash3_64::oneshot(body).to_le_bytes() != sum {
         return Err(format!("self-checksum mismatch (w={w} seq={seq})"));
     }
     if make_value(w, seq, k) != v {
