@@ -241,6 +241,8 @@ pub struct DiskTier {
     free_checked: Mutex<(Option<std::time::Instant>, u64)>,
     /// Headroom released when a delete fails on a full filesystem.
     reserve: reserve::Reserve,
+    /// The blob directory held open for reads beneath it.
+    blob_dir: nofollow::BlobDir,
     /// Injected filesystem faults on the blob write path; unset in production.
     faults: std::sync::OnceLock<std::sync::Arc<dyn fault::FsFaults>>,
 }
@@ -360,6 +362,7 @@ impl DiskTier {
             return Err(db(rusqlite::Error::InvalidQuery));
         }
         let reserve = reserve::Reserve::open(dir, &tmp);
+        let blob_dir = nofollow::BlobDir::open(&blobs);
         Ok(Self {
             db_path: db_path.to_path_buf(),
             blobs,
@@ -375,6 +378,7 @@ impl DiskTier {
             free_space: Box::new(StatvfsFreeSpace),
             free_checked: Mutex::new((None, 0)),
             reserve,
+            blob_dir,
             faults: std::sync::OnceLock::new(),
         })
     }
@@ -631,7 +635,7 @@ impl DiskTier {
                         return Ok(None);
                     }
                     let path = self.blob_path(&name);
-                    match nofollow::read_blob(&path) {
+                    match self.blob_dir.read(&self.blobs, &name) {
                         Ok(Some(b)) => break (b, Some(name)),
                         Ok(None) => {
                             let why = "blob path is a symbolic link or not a regular file";

@@ -10,9 +10,12 @@
 //! are.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
 /// True when `path` is a directory itself, not a symbolic link to one.
 pub(super) fn is_real_dir(path: &Path) -> bool {
@@ -50,25 +53,100 @@ pub(super) fn read_blob(path: &Path) -> io::Result<Option<Vec<u8>>> {
             return Ok(None);
         }
     }
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK;
     let opened = fs::OpenOptions::new()
         .read(true)
         .custom_flags(i32::try_from(flags.bits()).unwrap_or(0))
         .open(path);
-    let mut file: File = match opened {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
+    match opened {
+        Ok(f) => read_regular(&f),
+        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The whole of `file` if it is a regular file. Reads the length `fstat` gave into spare
+/// capacity, so a blob costs one `fstat` and, as a rule, one `read` (the standard
+/// `read_to_end` adds a second `fstat`, a seek, reads capped at 8 KiB at first and a read to
+/// find the end). Blobs are never written in place once renamed; a file that changed meanwhile
+/// fails its checksum.
+fn read_regular(file: &File) -> io::Result<Option<Vec<u8>>> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Ok(None);
     }
-    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(&mut buf)?;
+    let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        match rustix::io::read(file, rustix::buffer::spare_capacity(&mut buf)) {
+            Ok(0) => break,
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(Some(buf))
+}
+
+/// The blob directory, held open: a blob is opened beneath it by one `openat2` that refuses a
+/// symbolic link anywhere on the way (shard directory or file) and any escape from it, so a
+/// read needs no separate check of its shard directory, and a link swapped in between a check
+/// and the use is refused as well. Where the kernel has no `openat2` (before Linux 5.6, or a
+/// filter refusing it), reads fall back to [`read_blob`].
+#[derive(Debug)]
+pub(super) struct BlobDir {
+    fd: Option<rustix::fd::OwnedFd>,
+}
+
+impl BlobDir {
+    /// Opens `dir` (a directory, never through a link) for reads beneath it.
+    pub(super) fn open(dir: &Path) -> Self {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .filter(|fd| {
+            // Probe once: an `openat2` refused here is refused for every blob.
+            rustix::fs::openat2(
+                fd,
+                ".",
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+                beneath(),
+            )
+            .is_ok()
+        });
+        Self { fd }
+    }
+
+    /// Reads blob `name` (`ab/<hex>.blob`) of `dir`, the directory this was opened on; as
+    /// [`read_blob`].
+    ///
+    /// # Errors
+    /// I/O errors, `NotFound` included, as they come.
+    pub(super) fn read(&self, dir: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let Some(dirfd) = &self.fd else {
+            return read_blob(&dir.join(name));
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let mut attempts = 0;
+        let fd = loop {
+            match rustix::fs::openat2(dirfd, name, flags, Mode::empty(), beneath()) {
+                Ok(fd) => break fd,
+                // A rename elsewhere on the filesystem raced the lookup; the kernel asks for a retry.
+                Err(Errno::AGAIN) if attempts < 3 => attempts += 1,
+                // A link on the way, an escape, or a shard that is not a directory.
+                Err(Errno::LOOP | Errno::XDEV | Errno::NOTDIR) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        read_regular(&File::from(fd))
+    }
+}
+
+fn beneath() -> rustix::fs::ResolveFlags {
+    rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::BENEATH
 }
 
 #[cfg(test)]
@@ -99,6 +177,24 @@ mod tests {
         assert_eq!(
             read_blob(&shard.join("gone")).unwrap_err().kind(),
             io::ErrorKind::NotFound
+        );
+        // The same answers through the held-open directory.
+        let held = BlobDir::open(root.path());
+        assert!(held.fd.is_some(), "openat2 is available on this kernel");
+        assert_eq!(held.read(root.path(), "ab/real").unwrap().unwrap(), b"real");
+        assert_eq!(held.read(root.path(), "ab/link").unwrap(), None);
+        assert_eq!(held.read(root.path(), "cd/secret").unwrap(), None);
+        assert_eq!(held.read(root.path(), "../outside/secret").unwrap(), None);
+        assert_eq!(held.read(root.path(), "ab").unwrap(), None);
+        assert_eq!(
+            held.read(root.path(), "ab/gone").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        fs::write(root.path().join("plain"), b"x").unwrap();
+        assert_eq!(
+            held.read(root.path(), "plain/x").unwrap(),
+            None,
+            "a shard that is a file"
         );
         assert!(is_real_file(&shard.join("real")));
         assert!(!is_real_file(&shard.join("link")));
