@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -231,7 +231,10 @@ pub struct DiskTier {
     inline_max: u64,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    touches: Mutex<HashMap<String, u64>>,
+    touches: Arc<TouchQueue>,
+    /// Writes batches of access times off the readers' path; `None` when no thread could be
+    /// started (readers then write them themselves).
+    flusher: Option<std::thread::JoinHandle<()>>,
     corrupt: AtomicU64,
     max_bytes: AtomicU64,
     evictions: AtomicU64,
@@ -363,6 +366,8 @@ impl DiskTier {
         }
         let reserve = reserve::Reserve::open(dir, &tmp);
         let blob_dir = nofollow::BlobDir::open(&blobs);
+        let touches = Arc::new(TouchQueue::default());
+        let flusher = TouchQueue::spawn_flusher(&touches, db_path);
         Ok(Self {
             db_path: db_path.to_path_buf(),
             blobs,
@@ -370,7 +375,8 @@ impl DiskTier {
             inline_max,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
-            touches: Mutex::new(HashMap::new()),
+            touches,
+            flusher,
             corrupt: AtomicU64::new(0),
             max_bytes: AtomicU64::new(u64::MAX),
             evictions: AtomicU64::new(0),
@@ -702,46 +708,30 @@ impl DiskTier {
     }
 
     fn touch(&self, key: &str, now: Timestamp) {
-        let flush = {
-            let mut t = self
-                .touches
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let full = {
+            let mut t = self.touches.lock();
             t.insert(key.to_owned(), now.as_millis());
             t.len() >= TOUCH_BATCH
         };
-        if flush {
-            let _ = self.flush_touches();
+        if full {
+            if self.flusher.is_some() {
+                self.touches.wake.notify_one();
+            } else {
+                let _ = self.flush_touches();
+            }
         }
     }
 
-    /// Writes pending access times to the index (they feed LRU eviction).
+    /// Writes pending access times to the index now (they feed LRU eviction).
     ///
     /// # Errors
     /// [`Error::Index`] when the update fails; the pending times are dropped either way.
     pub fn flush_touches(&self) -> Result<()> {
-        let pending = std::mem::take(
-            &mut *self
-                .touches
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let pending = std::mem::take(&mut *self.touches.lock());
         if pending.is_empty() {
             return Ok(());
         }
-        self.with_writer(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE entries SET access_at = max(access_at, ?2),
-                         access_count = access_count + 1 WHERE key = ?1",
-                )?;
-                for (k, t) in &pending {
-                    st.execute(params![k, i64_of(*t)])?;
-                }
-            }
-            tx.commit()
-        })
+        self.with_writer(|c| write_touches(c, pending))
     }
 
     /// Stores `entry` under `key`, compressing values above `compress_above` bytes.
@@ -1101,8 +1091,89 @@ impl DiskTier {
 
 impl Drop for DiskTier {
     fn drop(&mut self) {
+        self.touches.stop.store(true, Ordering::Release);
+        self.touches.wake.notify_one();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
         let _ = self.flush_touches();
     }
+}
+
+/// Access times read but not yet written, by key, shared by the readers and the flusher.
+#[derive(Default)]
+struct TouchQueue {
+    pending: Mutex<HashMap<String, u64>>,
+    /// Signalled when a batch is full, and at shutdown.
+    wake: std::sync::Condvar,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl TouchQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A thread with a connection of its own that writes each full batch, so the reader that
+    /// fills a batch does not pay for a write transaction of [`TOUCH_BATCH`] updates (it
+    /// halved disk-hit throughput on a 20 000-key pass). What is pending at shutdown is
+    /// written before the thread ends.
+    fn spawn_flusher(queue: &Arc<Self>, db_path: &Path) -> Option<std::thread::JoinHandle<()>> {
+        let queue = Arc::clone(queue);
+        let db_path = db_path.to_path_buf();
+        std::thread::Builder::new()
+            .name("freshcache-touch".into())
+            .spawn(move || {
+                let mut conn = None;
+                loop {
+                    let pending = {
+                        let mut t = queue.lock();
+                        while t.len() < TOUCH_BATCH && !queue.stop.load(Ordering::Acquire) {
+                            t = queue
+                                .wake
+                                .wait(t)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        }
+                        std::mem::take(&mut *t)
+                    };
+                    if !pending.is_empty() {
+                        if conn.is_none() {
+                            conn = DiskTier::connect(&db_path).ok();
+                        }
+                        match conn.as_mut().map(|c| write_touches(c, pending)) {
+                            Some(Ok(())) => {}
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "disk tier: access times not written");
+                            }
+                            None => tracing::debug!("disk tier: no connection for access times"),
+                        }
+                    }
+                    if queue.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                }
+            })
+            .ok()
+    }
+}
+
+/// Writes access times in one transaction, in key order (neighbouring keys share index pages).
+fn write_touches(c: &mut Connection, pending: HashMap<String, u64>) -> rusqlite::Result<()> {
+    let mut pending: Vec<(String, u64)> = pending.into_iter().collect();
+    pending.sort_unstable();
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut st = tx.prepare_cached(
+            "UPDATE entries SET access_at = max(access_at, ?2),
+                 access_count = access_count + 1 WHERE key = ?1",
+        )?;
+        for (k, t) in &pending {
+            st.execute(params![k, i64_of(*t)])?;
+        }
+    }
+    tx.commit()
 }
 
 #[cfg(test)]

@@ -430,3 +430,49 @@ fn a_version_1_index_is_migrated_so_deletes_are_counted_once() {
     drop(t);
     assert!(DiskTier::open(dir.path(), &dir.path().join("metadata.db"), 1024).is_err());
 }
+
+#[test]
+fn access_times_are_written_off_the_read_path_and_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let written_at = Timestamp::from_millis(1_000);
+    let read_at = Timestamp::from_millis(60_000);
+    let n = TOUCH_BATCH as u64 + 44;
+    let touched = |t: &DiskTier| -> i64 {
+        t.with_reader(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM entries WHERE access_at = ?1",
+                [i64_of(read_at.as_millis())],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+    };
+    {
+        let t = open(dir.path());
+        for i in 0..n {
+            t.put(
+                &format!("k:{i:03}"),
+                &entry(b"v", 1 << 40),
+                u64::MAX,
+                written_at,
+            )
+            .unwrap();
+        }
+        for i in 0..n {
+            assert!(t.get(&format!("k:{i:03}"), read_at).unwrap().is_some());
+        }
+        // The full batch is written by the flusher thread, without anyone asking.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while touched(&t) < TOUCH_BATCH as i64 {
+            assert!(std::time::Instant::now() < deadline, "batch never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The rest (how many depends on when the flusher woke) waits for the next batch.
+        let waiting = t.touches.lock().len();
+        assert!(waiting < TOUCH_BATCH, "{waiting}");
+        assert_eq!(touched(&t) + waiting as i64, n as i64);
+    }
+    // Closing wrote the rest.
+    let t = open(dir.path());
+    assert_eq!(touched(&t), n as i64);
+}
