@@ -132,12 +132,34 @@ fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
         )
         .optional()
     };
-    if version()?.as_deref() == Some("1") {
+    let found = version()?;
+    if !matches!(found.as_deref(), Some("1" | "2")) {
+        return Ok(found);
+    }
+    // Version 1 counted deletes with a trigger on `entries` named `entries_totals_delete`.
+    // Version 2 keeps a do-nothing trigger of that name on `schema_info`, so an older build
+    // that merely opens this index (its schema says `CREATE TRIGGER IF NOT EXISTS`) cannot put
+    // the counting one back and have every delete counted twice. A counting trigger found
+    // anyway (version 1, or put back some other way) is replaced and the totals rebuilt.
+    let counting: i64 = c.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'
+         AND name = 'entries_totals_delete' AND tbl_name = 'entries'",
+        [],
+        |r| r.get(0),
+    )?;
+    if counting > 0 || found.as_deref() == Some("1") {
         c.execute_batch(
             "DROP TRIGGER IF EXISTS entries_totals_delete;
+             DELETE FROM type_totals;
+             INSERT INTO type_totals (data_type, entries, bytes)
+                 SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;
              UPDATE schema_info SET value = '2' WHERE name = 'version';",
         )?;
     }
+    c.execute_batch(
+        "CREATE TRIGGER IF NOT EXISTS entries_totals_delete AFTER DELETE ON schema_info
+         BEGIN SELECT 1; END;",
+    )?;
     version()
 }
 
@@ -166,7 +188,8 @@ fn delete_rows(
         let mut rows = st.query(params)?;
         while let Some(row) = rows.next()? {
             let file: Option<String> = row.get(0)?;
-            let data_type = row.get_ref(1)?.as_str()?;
+            // A tampered type name that is not text must not stop every sweep that meets it.
+            let data_type = String::from_utf8_lossy(row.get_ref(1)?.as_bytes()?);
             let size: i64 = row.get(2)?;
             out.files.extend(file);
             out.removed.add(size.max(0) as u64);
@@ -175,7 +198,7 @@ fn delete_rows(
                     t.1 += 1;
                     t.2 += size;
                 }
-                None => by_type.push((data_type.to_owned(), 1, size)),
+                None => by_type.push((data_type.into_owned(), 1, size)),
             }
         }
     }
@@ -727,6 +750,8 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the update fails; the pending times are dropped either way.
     pub fn flush_touches(&self) -> Result<()> {
+        // Waits for a batch the flusher has taken but not yet committed.
+        let _writing = self.touches.writing();
         let pending = std::mem::take(&mut *self.touches.lock());
         if pending.is_empty() {
             return Ok(());
@@ -1091,7 +1116,11 @@ impl DiskTier {
 
 impl Drop for DiskTier {
     fn drop(&mut self) {
-        self.touches.stop.store(true, Ordering::Release);
+        {
+            // Under the lock: the flusher checks the flag under it before it waits.
+            let _pending = self.touches.lock();
+            self.touches.stop.store(true, Ordering::Release);
+        }
         self.touches.wake.notify_one();
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
@@ -1106,10 +1135,19 @@ struct TouchQueue {
     pending: Mutex<HashMap<String, u64>>,
     /// Signalled when a batch is full, and at shutdown.
     wake: std::sync::Condvar,
+    /// Held from taking a batch until it is committed, so a flush on demand finds every
+    /// earlier read written when it returns.
+    writing: Mutex<()>,
     stop: std::sync::atomic::AtomicBool,
 }
 
 impl TouchQueue {
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         self.pending
             .lock()
@@ -1128,7 +1166,7 @@ impl TouchQueue {
             .spawn(move || {
                 let mut conn = None;
                 loop {
-                    let pending = {
+                    {
                         let mut t = queue.lock();
                         while t.len() < TOUCH_BATCH && !queue.stop.load(Ordering::Acquire) {
                             t = queue
@@ -1136,8 +1174,9 @@ impl TouchQueue {
                                 .wait(t)
                                 .unwrap_or_else(std::sync::PoisonError::into_inner);
                         }
-                        std::mem::take(&mut *t)
-                    };
+                    }
+                    let _writing = queue.writing();
+                    let pending = std::mem::take(&mut *queue.lock());
                     if !pending.is_empty() {
                         if conn.is_none() {
                             conn = DiskTier::connect(&db_path).ok();

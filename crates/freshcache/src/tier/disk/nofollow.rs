@@ -75,6 +75,11 @@ fn read_regular(file: &File) -> io::Result<Option<Vec<u8>>> {
     if !meta.is_file() {
         return Ok(None);
     }
+    // Nothing stored is larger than the largest value plus its envelope: a bigger file (a
+    // sparse one planted over a blob, say) is damage, not something to allocate for.
+    if meta.len() > crate::codec::MAX_VALUE_LEN + (1 << 20) {
+        return Ok(None);
+    }
     let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
     let mut buf = Vec::with_capacity(len);
     while buf.len() < len {
@@ -138,10 +143,21 @@ impl BlobDir {
                 Err(Errno::AGAIN) if attempts < 3 => attempts += 1,
                 // A link on the way, an escape, or a shard that is not a directory.
                 Err(Errno::LOOP | Errno::XDEV | Errno::NOTDIR) => return Ok(None),
+                // The directory held open may no longer be the one at `dir` (removed and made
+                // again while this process ran): then the path decides, as other processes see it.
+                Err(Errno::NOENT) if !same_file(dirfd, dir) => return read_blob(&dir.join(name)),
                 Err(e) => return Err(e.into()),
             }
         };
         read_regular(&File::from(fd))
+    }
+}
+
+/// True when `fd` is the directory at `path` (same device and inode, `path` not followed).
+fn same_file(fd: &rustix::fd::OwnedFd, path: &Path) -> bool {
+    match (rustix::fs::fstat(fd), rustix::fs::lstat(path)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
     }
 }
 
@@ -190,6 +206,15 @@ mod tests {
             held.read(root.path(), "ab/gone").unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+        // The directory held open is removed and made again: reads follow the path.
+        let fresh = tempfile::tempdir().unwrap();
+        let blobs = fresh.path().join("blobs");
+        fs::create_dir_all(blobs.join("ab")).unwrap();
+        let held_blobs = BlobDir::open(&blobs);
+        fs::remove_dir_all(&blobs).unwrap();
+        fs::create_dir_all(blobs.join("ab")).unwrap();
+        fs::write(blobs.join("ab/new"), b"new").unwrap();
+        assert_eq!(held_blobs.read(&blobs, "ab/new").unwrap().unwrap(), b"new");
         fs::write(root.path().join("plain"), b"x").unwrap();
         assert_eq!(
             held.read(root.path(), "plain/x").unwrap(),

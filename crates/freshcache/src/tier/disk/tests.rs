@@ -395,7 +395,8 @@ fn a_version_1_index_is_migrated_so_deletes_are_counted_once() {
         .unwrap();
         t.with_writer(|c| {
             c.execute_batch(
-                "CREATE TRIGGER entries_totals_delete AFTER DELETE ON entries BEGIN
+                "DROP TRIGGER entries_totals_delete;
+                 CREATE TRIGGER entries_totals_delete AFTER DELETE ON entries BEGIN
                      UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
                      WHERE data_type = OLD.data_type;
                  END;
@@ -419,6 +420,37 @@ fn a_version_1_index_is_migrated_so_deletes_are_counted_once() {
     let (totals, rows) = totals_and_rows(&t);
     assert_eq!(totals, rows);
     assert_eq!(totals[0].1, 1, "{totals:?}");
+    // An older build opening this index runs its schema, `CREATE TRIGGER IF NOT EXISTS`
+    // included: the placeholder of that name keeps the counting trigger out.
+    let v1_trigger =
+        "CREATE TRIGGER IF NOT EXISTS entries_totals_delete AFTER DELETE ON entries BEGIN
+         UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
+         WHERE data_type = OLD.data_type;
+     END;";
+    let counting = |t: &DiskTier| -> i64 {
+        t.with_reader(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'entries_totals_delete' AND tbl_name = 'entries'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+    };
+    t.with_writer(|c| c.execute_batch(v1_trigger)).unwrap();
+    assert_eq!(counting(&t), 0);
+    // One that got back all the same is replaced at the next open, and the totals rebuilt.
+    t.with_writer(|c| {
+        c.execute_batch(&format!(
+            "DROP TRIGGER entries_totals_delete; {v1_trigger} UPDATE type_totals SET entries = 7;"
+        ))
+    })
+    .unwrap();
+    drop(t);
+    let t = open(dir.path());
+    assert_eq!(counting(&t), 0);
+    let (totals, rows) = totals_and_rows(&t);
+    assert_eq!(totals, rows);
     // An index from a later build is refused, not rewritten.
     t.with_writer(|c| {
         c.execute(

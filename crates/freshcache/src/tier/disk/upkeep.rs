@@ -156,8 +156,10 @@ impl DiskTier {
         let _ = self.with_writer(|c| c.pragma_update(None, "wal_autocheckpoint", 0));
         let swept = self.sweep_batches(now_ms);
         let _ = self.with_writer(|c| {
-            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-            c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+            // Put back whatever the checkpoint answers.
+            let checkpointed = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
+            checkpointed
         });
         swept
     }
