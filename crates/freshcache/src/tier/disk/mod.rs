@@ -172,6 +172,13 @@ struct Deleted {
     removed: upkeep::Removed,
 }
 
+impl Deleted {
+    fn absorb(&mut self, other: Self) {
+        self.files.extend(other.files);
+        self.removed.absorb(other.removed);
+    }
+}
+
 /// Runs `sql`, a `DELETE FROM entries ... RETURNING file, data_type, stored_size`, inside the
 /// caller's transaction, and takes what it removed off `type_totals` in the same transaction:
 /// one update per data type per statement (a per-row trigger cost as much as the delete itself
@@ -329,6 +336,12 @@ fn new_blob_name() -> String {
     format!("{}/{id}.blob", &id[..2])
 }
 
+/// Locks `m`, carrying on after a panic elsewhere held it (the data stays usable: a pool of
+/// connections, pending access times).
+fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -477,20 +490,13 @@ impl DiskTier {
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self
-            .readers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let conn = unpoisoned(&self.readers).pop();
         let conn = match conn {
             Some(c) => c,
             None => Self::connect(&self.db_path)?,
         };
         let out = f(&conn).map_err(|e| self.db_err(e));
-        let mut pool = self
-            .readers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pool = unpoisoned(&self.readers);
         if pool.len() < MAX_IDLE_READERS {
             pool.push(conn);
         }
@@ -498,10 +504,7 @@ impl DiskTier {
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut conn = unpoisoned(&self.writer);
         f(&mut conn).map_err(|e| self.db_err(e))
     }
 
@@ -611,6 +614,13 @@ impl DiskTier {
 
     /// Deletes a blob whose row is gone. Best effort: a leftover file is an orphan that repair
     /// removes, never a value that could be served.
+    /// [`Self::remove_blob`] for the files of rows a committed delete removed.
+    fn remove_blobs(&self, names: &[String]) {
+        for name in names {
+            self.remove_blob(Some(name));
+        }
+    }
+
     fn remove_blob(&self, name: Option<&str>) {
         if let Some(name) = name.filter(|n| valid_blob_name(n)) {
             // Never through a shard directory replaced by a link (the blob itself may be one:
@@ -663,7 +673,6 @@ impl DiskTier {
                         self.drop_damaged(key, Some(&name), "index names an invalid blob path");
                         return Ok(None);
                     }
-                    let path = self.blob_path(&name);
                     match self.blob_dir.read(&self.blobs, &name) {
                         Ok(Some(b)) => break (b, Some(name)),
                         Ok(None) => {
@@ -678,7 +687,7 @@ impl DiskTier {
                             self.drop_damaged(key, Some(&name), "blob file is missing");
                             return Ok(None);
                         }
-                        Err(e) => return Err(Error::io(path, e)),
+                        Err(e) => return Err(Error::io(self.blob_path(&name), e)),
                     }
                 }
             }
@@ -928,9 +937,7 @@ impl DiskTier {
             tx.commit()?;
             Ok(d)
         })?;
-        for f in &d.files {
-            self.remove_blob(Some(f));
-        }
+        self.remove_blobs(&d.files);
         Ok(d.removed.entries > 0)
     }
 
@@ -1143,15 +1150,11 @@ struct TouchQueue {
 
 impl TouchQueue {
     fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(&self.writing)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(&self.pending)
     }
 
     /// A thread with a connection of its own that writes each full batch, so the reader that

@@ -44,6 +44,11 @@ impl Removed {
         self.entries += 1;
         self.bytes += bytes;
     }
+
+    pub(super) fn absorb(&mut self, other: Self) {
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
 }
 
 /// What a repair found and fixed.
@@ -183,11 +188,8 @@ impl DiskTier {
                 tx.commit()?;
                 Ok(d)
             })?;
-            for f in &files {
-                self.remove_blob(Some(f));
-            }
-            total.entries += removed.entries;
-            total.bytes += removed.bytes;
+            self.remove_blobs(&files);
+            total.absorb(removed);
             if removed.entries < BATCH as u64 {
                 return Ok(total);
             }
@@ -225,7 +227,7 @@ impl DiskTier {
             })?;
         } else {
             while total > target {
-                let (removed, files) = self.with_writer(|c| {
+                let Deleted { files, removed } = self.with_writer(|c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let rows: Vec<(String, i64)> = tx
@@ -234,30 +236,22 @@ impl DiskTier {
                         )?
                         .query_map([64i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                         .collect::<rusqlite::Result<_>>()?;
-                    let mut removed = Removed::default();
-                    let mut files = Vec::new();
-                    let mut left = total;
+                    let mut batch = Deleted::default();
                     for (key, at) in rows {
-                        if left <= target {
+                        if total.saturating_sub(batch.removed.bytes) <= target {
                             break;
                         }
-                        let d = delete_rows(
+                        batch.absorb(delete_rows(
                             &tx,
                             "DELETE FROM entries WHERE key = ?1 AND access_at = ?2
                              RETURNING file, data_type, stored_size",
                             params![key, at],
-                        )?;
-                        removed.entries += d.removed.entries;
-                        removed.bytes += d.removed.bytes;
-                        left = left.saturating_sub(d.removed.bytes);
-                        files.extend(d.files);
+                        )?);
                     }
                     tx.commit()?;
-                    Ok((removed, files))
+                    Ok(batch)
                 })?;
-                for f in &files {
-                    self.remove_blob(Some(f));
-                }
+                self.remove_blobs(&files);
                 if removed.entries == 0 {
                     // Nothing left to evict, or others are evicting the same rows.
                     total = self.total_bytes()?;
@@ -270,15 +264,12 @@ impl DiskTier {
                     break;
                 }
                 self.evictions.fetch_add(removed.entries, Ordering::Relaxed);
-                evicted.entries += removed.entries;
-                evicted.bytes += removed.bytes;
+                evicted.absorb(removed);
                 total = total.saturating_sub(removed.bytes);
             }
         }
-        Ok(Removed {
-            entries: expired.entries + evicted.entries,
-            bytes: expired.bytes + evicted.bytes,
-        })
+        evicted.absorb(expired);
+        Ok(evicted)
     }
 
     /// Every file under the blob directory, named as the index names blobs. A link planted in
