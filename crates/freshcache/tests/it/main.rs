@@ -33,4 +33,5 @@ mod symlinks;
 mod torn;
 mod ttl;
 mod typed;
+mod upkeep;
 mod warm;

@@ -2,7 +2,6 @@
 //! file's bytes, not to write a blob outside, and not to let repair walk or delete outside
 //! files.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -21,33 +20,6 @@ fn article(n: u32) -> Key {
 /// Large enough for a blob file, not an inline value.
 fn big(seed: u64) -> Value {
     Value::bytes(noise(seed, 20_000))
-}
-
-/// Every file and link under `dir`, with its bytes (a link's target path) and mtime.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p.clone());
-            }
-            let bytes = if m.file_type().is_symlink() {
-                fs::read_link(&p)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else if m.is_file() {
-                fs::read(&p).unwrap()
-            } else {
-                Vec::new()
-            };
-            out.insert(p, (bytes, m.modified().unwrap()));
-        }
-    }
-    out
 }
 
 /// A directory beside the cache directory with files that must stay as they are: one aged

@@ -623,11 +623,10 @@ impl DiskTier {
 
     fn remove_blob(&self, name: Option<&str>) {
         if let Some(name) = name.filter(|n| valid_blob_name(n)) {
-            // Never through a shard directory replaced by a link (the blob itself may be one:
-            // removing it removes the link, not its target).
-            let path = self.blob_path(name);
-            if path.parent().is_some_and(nofollow::is_real_dir) {
-                let _ = fs::remove_file(path);
+            // Never through a blob or shard directory replaced by a link (the blob itself may
+            // be one: removing it removes the link, not its target).
+            if nofollow::in_real_dirs(&self.blobs, name) {
+                let _ = fs::remove_file(self.blob_path(name));
             }
         }
     }
@@ -889,6 +888,7 @@ impl DiskTier {
             return Err(Error::io(&tmp_path, e));
         }
         let rename = || -> io::Result<()> {
+            nofollow::check_dir(&self.blobs)?;
             if let Some(shard) = final_path.parent() {
                 nofollow::check_dir(shard)?;
             }

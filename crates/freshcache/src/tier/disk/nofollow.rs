@@ -22,9 +22,20 @@ pub(super) fn is_real_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-/// True when `path` is a regular file in a real directory, neither of them a link.
-pub(super) fn is_real_file(path: &Path) -> bool {
-    path.parent().is_some_and(is_real_dir) && fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+/// True when the blob directory `root` and the shard directory of blob `name` (`ab/<hex>.blob`)
+/// are both real directories: a link in place of either would take a path built from them
+/// outside the cache directory.
+pub(super) fn in_real_dirs(root: &Path, name: &str) -> bool {
+    is_real_dir(root)
+        && Path::new(name)
+            .parent()
+            .is_none_or(|shard| is_real_dir(&root.join(shard)))
+}
+
+/// True when blob `name` of the blob directory `root` is a regular file, with neither it nor
+/// a directory on the way a link.
+pub(super) fn is_real_file(root: &Path, name: &str) -> bool {
+    in_real_dirs(root, name) && fs::symlink_metadata(root.join(name)).is_ok_and(|m| m.is_file())
 }
 
 /// `Ok` when `dir` is a real directory or does not exist; an error naming it when it is a
@@ -41,13 +52,15 @@ pub(super) fn check_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Reads the blob at `path`: `Ok(None)` when it, or its directory, is a symbolic link or not
-/// a regular file (a FIFO is not waited on: it is opened non-blocking and refused).
+/// Reads blob `name` of the blob directory `root`: `Ok(None)` when it, its shard directory or
+/// `root` itself is a symbolic link or not what it should be (a FIFO is not waited on: it is
+/// opened non-blocking and refused).
 ///
 /// # Errors
 /// I/O errors, `NotFound` included, as they come.
-pub(super) fn read_blob(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    if let Some(dir) = path.parent() {
+pub(super) fn read_blob(root: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let path = root.join(name);
+    for dir in [Some(root), path.parent()].into_iter().flatten() {
         let m = fs::symlink_metadata(dir)?;
         if !m.is_dir() {
             return Ok(None);
@@ -57,7 +70,7 @@ pub(super) fn read_blob(path: &Path) -> io::Result<Option<Vec<u8>>> {
     let opened = fs::OpenOptions::new()
         .read(true)
         .custom_flags(i32::try_from(flags.bits()).unwrap_or(0))
-        .open(path);
+        .open(&path);
     match opened {
         Ok(f) => read_regular(&f),
         Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => Ok(None),
@@ -132,7 +145,7 @@ impl BlobDir {
     /// I/O errors, `NotFound` included, as they come.
     pub(super) fn read(&self, dir: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
         let Some(dirfd) = &self.fd else {
-            return read_blob(&dir.join(name));
+            return read_blob(dir, name);
         };
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let mut attempts = 0;
@@ -145,7 +158,7 @@ impl BlobDir {
                 Err(Errno::LOOP | Errno::XDEV | Errno::NOTDIR) => return Ok(None),
                 // The directory held open may no longer be the one at `dir` (removed and made
                 // again while this process ran): then the path decides, as other processes see it.
-                Err(Errno::NOENT) if !same_file(dirfd, dir) => return read_blob(&dir.join(name)),
+                Err(Errno::NOENT) if !same_file(dirfd, dir) => return read_blob(dir, name),
                 Err(e) => return Err(e.into()),
             }
         };
@@ -182,18 +195,26 @@ mod tests {
         let linked_shard = root.path().join("cd");
         std::os::unix::fs::symlink(&outside, &linked_shard).unwrap();
 
-        assert_eq!(read_blob(&shard.join("real")).unwrap().unwrap(), b"real");
-        assert_eq!(read_blob(&shard.join("link")).unwrap(), None);
-        assert_eq!(read_blob(&linked_shard.join("secret")).unwrap(), None);
+        let top = root.path();
+        assert_eq!(read_blob(top, "ab/real").unwrap().unwrap(), b"real");
+        assert_eq!(read_blob(top, "ab/link").unwrap(), None);
+        assert_eq!(read_blob(top, "cd/secret").unwrap(), None);
         assert_eq!(
-            read_blob(&shard).unwrap(),
+            read_blob(top, "ab").unwrap(),
             None,
             "a directory is not a blob"
         );
         assert_eq!(
-            read_blob(&shard.join("gone")).unwrap_err().kind(),
+            read_blob(top, "ab/gone").unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+        // The blob directory itself replaced by a link: nothing beneath it is read.
+        let linked_root = root.path().join("linked-root");
+        std::os::unix::fs::symlink(top, &linked_root).unwrap();
+        assert_eq!(read_blob(&linked_root, "ab/real").unwrap(), None);
+        assert!(!in_real_dirs(&linked_root, "ab/real"));
+        assert!(!is_real_file(&linked_root, "ab/real"));
+        assert!(in_real_dirs(top, "ab/real"));
         // The same answers through the held-open directory.
         let held = BlobDir::open(root.path());
         assert!(held.fd.is_some(), "openat2 is available on this kernel");
@@ -221,9 +242,9 @@ mod tests {
             None,
             "a shard that is a file"
         );
-        assert!(is_real_file(&shard.join("real")));
-        assert!(!is_real_file(&shard.join("link")));
-        assert!(!is_real_file(&linked_shard.join("secret")));
+        assert!(is_real_file(top, "ab/real"));
+        assert!(!is_real_file(top, "ab/link"));
+        assert!(!is_real_file(top, "cd/secret"));
         assert!(check_dir(&shard).is_ok());
         assert!(check_dir(&root.path().join("missing")).is_ok());
         assert!(check_dir(&linked_shard).is_err());

@@ -321,7 +321,7 @@ impl DiskTier {
         })?;
         let mut referenced = HashSet::with_capacity(rows.len());
         for (key, file) in rows {
-            if valid_blob_name(&file) && super::nofollow::is_real_file(&self.blob_path(&file)) {
+            if valid_blob_name(&file) && super::nofollow::is_real_file(&self.blobs, &file) {
                 referenced.insert(file);
                 continue;
             }
@@ -369,21 +369,20 @@ impl DiskTier {
         }
         report.totals_rebuilt = self.with_writer(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Rows the entries say should be there and are not, and the reverse: a type left
+            // with no entries but bytes (drift, then its last rows deleted) counts too, or its
+            // phantom bytes would drive eviction of live entries for ever.
             let drift: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM (
-                    SELECT data_type, COUNT(*) AS n, SUM(stored_size) AS b FROM entries GROUP BY data_type
-                    EXCEPT SELECT data_type, entries, bytes FROM type_totals WHERE entries > 0
-                 ) ",
+                "WITH actual AS (SELECT data_type, COUNT(*) AS n, SUM(stored_size) AS b
+                                 FROM entries GROUP BY data_type),
+                      kept AS (SELECT data_type, entries AS n, bytes AS b FROM type_totals
+                               WHERE entries <> 0 OR bytes <> 0)
+                 SELECT (SELECT COUNT(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM kept))
+                      + (SELECT COUNT(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM actual))",
                 [],
                 |r| r.get(0),
             )?;
-            let stale: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM type_totals t WHERE entries <> 0 AND NOT EXISTS
-                    (SELECT 1 FROM entries e WHERE e.data_type = t.data_type)",
-                [],
-                |r| r.get(0),
-            )?;
-            let rebuilt = drift > 0 || stale > 0;
+            let rebuilt = drift > 0;
             if rebuilt && mode == Mode::Apply {
                 tx.execute_batch(
                     "DELETE FROM type_totals;
@@ -433,7 +432,7 @@ impl DiskTier {
                     if !valid_blob_name(&file) {
                         continue; // counted by repair as a row without blob
                     }
-                    match super::nofollow::read_blob(&self.blob_path(&file)) {
+                    match super::nofollow::read_blob(&self.blobs, &file) {
                         Ok(Some(b)) => b,
                         // A link or a missing file: counted (and fixed) by repair.
                         Ok(None) | Err(_) => continue,
