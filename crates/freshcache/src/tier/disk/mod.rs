@@ -163,11 +163,13 @@ fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
     version()
 }
 
-/// What one `DELETE FROM entries ... RETURNING file, data_type, stored_size` removed.
+/// What one `DELETE FROM entries ... RETURNING file, data_type, stored_size[, key]` removed.
 #[derive(Debug, Default)]
 struct Deleted {
     /// Blob files of the removed rows, to remove once the transaction has committed.
     files: Vec<String>,
+    /// Keys of the removed rows, when the statement returns them (a fourth column).
+    keys: Vec<String>,
     /// Rows and stored bytes removed.
     removed: upkeep::Removed,
 }
@@ -175,11 +177,12 @@ struct Deleted {
 impl Deleted {
     fn absorb(&mut self, other: Self) {
         self.files.extend(other.files);
+        self.keys.extend(other.keys);
         self.removed.absorb(other.removed);
     }
 }
 
-/// Runs `sql`, a `DELETE FROM entries ... RETURNING file, data_type, stored_size`, inside the
+/// Runs `sql`, a `DELETE FROM entries ... RETURNING file, data_type, stored_size[, key]`, inside the
 /// caller's transaction, and takes what it removed off `type_totals` in the same transaction:
 /// one update per data type per statement (a per-row trigger cost as much as the delete itself
 /// on a bulk sweep).
@@ -198,6 +201,9 @@ fn delete_rows(
             // A tampered type name that is not text must not stop every sweep that meets it.
             let data_type = String::from_utf8_lossy(row.get_ref(1)?.as_bytes()?);
             let size: i64 = row.get(2)?;
+            if row.as_ref().column_count() > 3 {
+                out.keys.push(row.get(3)?);
+            }
             out.files.extend(file);
             out.removed.add(size.max(0) as u64);
             match by_type.iter_mut().find(|t| t.0 == data_type) {
@@ -976,38 +982,30 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the delete cannot be committed.
     pub fn remove_prefix(&self, prefix: &str, upper: Option<&str>) -> Result<Vec<String>> {
-        let rows = self.with_deleter(|c| {
+        // One statement, whatever the number of keys: the range bounds use the key index, and
+        // the prefix test keeps the rule exact for anything else an older index might hold.
+        let Deleted { files, keys, .. } = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let rows: Vec<(String, Option<String>)> = match upper {
-                Some(up) => tx
-                    .prepare_cached("SELECT key, file FROM entries WHERE key >= ?1 AND key < ?2")?
-                    .query_map(params![prefix, up], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?,
-                None => tx
-                    .prepare_cached("SELECT key, file FROM entries WHERE key >= ?1")?
-                    .query_map(params![prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?,
-            };
-            // Range bounds are exact for prefixes in the key alphabet; the filter keeps the
-            // rule exact for anything else an older index might hold.
-            let rows: Vec<_> = rows
-                .into_iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .collect();
-            for (k, _) in &rows {
-                delete_rows(
+            let d = match upper {
+                Some(up) => delete_rows(
                     &tx,
-                    "DELETE FROM entries WHERE key = ?1 RETURNING file, data_type, stored_size",
-                    [k],
-                )?;
-            }
+                    "DELETE FROM entries
+                     WHERE key >= ?1 AND key < ?2 AND substr(key, 1, length(?1)) = ?1
+                     RETURNING file, data_type, stored_size, key",
+                    params![prefix, up],
+                )?,
+                None => delete_rows(
+                    &tx,
+                    "DELETE FROM entries WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1
+                     RETURNING file, data_type, stored_size, key",
+                    params![prefix],
+                )?,
+            };
             tx.commit()?;
-            Ok(rows)
+            Ok(d)
         })?;
-        for (_, file) in &rows {
-            self.remove_blob(file.as_deref());
-        }
-        Ok(rows.into_iter().map(|(k, _)| k).collect())
+        self.remove_blobs(&files);
+        Ok(keys)
     }
 
     /// Index facts about `key`, without reading its value.

@@ -175,7 +175,7 @@ impl DiskTier {
         loop {
             // One statement per batch: the rows are judged and deleted in the same step, so a
             // row rewritten with a later expiry by another process is never taken.
-            let Deleted { files, removed } = self.with_writer(|c| {
+            let Deleted { files, removed, .. } = self.with_writer(|c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let d = delete_rows(
                     &tx,
@@ -227,7 +227,7 @@ impl DiskTier {
             })?;
         } else {
             while total > target {
-                let Deleted { files, removed } = self.with_writer(|c| {
+                let Deleted { files, removed, .. } = self.with_writer(|c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let rows: Vec<(String, i64)> = tx
