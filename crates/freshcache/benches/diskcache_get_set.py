@@ -58,6 +58,7 @@ def main() -> None:
         os.sync()  # no dirty pages left from earlier passes (the Rust side does the same)
         set_s, set_lat = timed(lambda i: cache.set(keys[i], values[i % len(values)]), range(n))
         set_runs.append(set_s)
+    os.sync()  # no writeback in flight while reads are timed (the Rust side does the same)
     order = list(range(n))
     rng.shuffle(order)
     for i in order[: n // 10]:  # warm-up, as the Rust side does

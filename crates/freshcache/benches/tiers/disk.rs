@@ -152,6 +152,9 @@ fn disk_size(size: usize, n: usize, rt: &tokio::runtime::Runtime, dir: &Path, re
         row("raw files: write tmp + rename", raw_passes),
         row("freshcache Cache::set (disk)", fc_passes),
     ];
+    // No writeback of the set passes' gigabytes in flight while reads are timed (the page
+    // cache stays warm): it slowed every reader by up to half, by how much depended on timing.
+    rustix::fs::sync();
     let mut gets = Vec::new();
     gets.push(measure("raw files: read", &shuffled, |i| {
         black_box(std::fs::read(raw_dir.join(format!("{i}.bin"))).unwrap());
