@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::cache::Cache;
-use crate::stats::TIERS;
+use crate::stats::{COUNTER_STRIPES, TIERS, thread_stripe};
 use crate::tier::TierKind;
 
 /// Upper bounds of the lookup latency buckets, in seconds: 1 µs to 100 ms.
@@ -25,12 +25,18 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     5e-2, 1e-1,
 ];
 
-/// A lock-free latency histogram with fixed buckets.
+/// The buckets and sum of one stripe of a [`LatencyHistogram`], on cache lines of its own.
 #[derive(Debug, Default)]
-pub(crate) struct LatencyHistogram {
+#[repr(align(128))]
+struct HistogramStripe {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
 }
+
+/// A lock-free latency histogram with fixed buckets, striped like the hit counters: threads
+/// observing memory hits at once would otherwise take turns owning the same cache lines.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyHistogram([HistogramStripe; COUNTER_STRIPES]);
 
 impl LatencyHistogram {
     pub fn observe(&self, d: Duration) {
@@ -39,22 +45,32 @@ impl LatencyHistogram {
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let stripe = &self.0[thread_stripe()];
+        stripe.buckets[i].fetch_add(1, Ordering::Relaxed);
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        stripe.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// (sum in seconds, count, per-bucket counts with their upper bounds).
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
-        let mut count = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            let n = b.load(Ordering::Relaxed);
-            count += n;
-            buckets.push((LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n));
+        let mut count = 0u64;
+        for (i, bound) in LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .enumerate()
+        {
+            let n = self.0.iter().fold(0u64, |acc, s| {
+                acc.wrapping_add(s.buckets[i].load(Ordering::Relaxed))
+            });
+            count = count.wrapping_add(n);
+            buckets.push((bound, n));
         }
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        (sum, count, buckets)
+        let sum_ns = self.0.iter().fold(0u64, |acc, s| {
+            acc.wrapping_add(s.sum_ns.load(Ordering::Relaxed))
+        });
+        (sum_ns as f64 / 1e9, count, buckets)
     }
 }
 
@@ -479,5 +495,27 @@ mod tests {
         assert_eq!(buckets[0], (1e-6, 1));
         assert_eq!(buckets[2], (5e-6, 1));
         assert_eq!(buckets.last().copied(), Some((f64::INFINITY, 1)));
+    }
+
+    #[test]
+    fn histogram_counts_every_thread_whatever_stripe_it_adds_to() {
+        let h = LatencyHistogram::default();
+        std::thread::scope(|s| {
+            for t in 1..=12u64 {
+                let h = &h;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        h.observe(Duration::from_micros(t));
+                    }
+                });
+            }
+        });
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 12_000);
+        assert!((sum - 0.078).abs() < 1e-9, "sum {sum}");
+        // 1 µs, then 2 µs, then 3..=5 µs, then 6..=10 µs, then 11 and 12 µs.
+        let counts: Vec<u64> = buckets.iter().map(|b| b.1).collect();
+        assert_eq!(&counts[..5], &[1000, 1000, 3000, 5000, 2000]);
+        assert_eq!(counts[5..].iter().sum::<u64>(), 0);
     }
 }

@@ -13,8 +13,21 @@ use crate::tier::TierKind;
 /// Tiers that keep per-type lookup counters.
 pub(crate) const TIERS: [TierKind; 3] = [TierKind::Memory, TierKind::Redis, TierKind::Disk];
 
-/// Stripes of a [`StripedCounter`].
-const COUNTER_STRIPES: usize = 8;
+/// Stripes of a [`StripedCounter`] (and of the latency histograms).
+pub(crate) const COUNTER_STRIPES: usize = 8;
+
+/// This thread's stripe, below [`COUNTER_STRIPES`]: threads take them in turn, so a few busy
+/// threads add to different cache lines.
+#[inline]
+pub(crate) fn thread_stripe() -> usize {
+    thread_local! {
+        static STRIPE: usize = {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            (NEXT.fetch_add(1, Ordering::Relaxed) % COUNTER_STRIPES as u64) as usize
+        };
+    }
+    STRIPE.with(|s| *s) % COUNTER_STRIPES
+}
 
 /// One stripe on a cache line of its own (two lines: adjacent-line prefetch pairs them).
 #[derive(Debug, Default)]
@@ -31,14 +44,7 @@ impl StripedCounter {
     /// Adds `n` to this thread's stripe.
     #[inline]
     pub fn fetch_add(&self, n: u64, order: Ordering) {
-        thread_local! {
-            static STRIPE: usize = {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                (NEXT.fetch_add(1, Ordering::Relaxed) % COUNTER_STRIPES as u64) as usize
-            };
-        }
-        let i = STRIPE.with(|s| *s);
-        self.0[i % COUNTER_STRIPES].0.fetch_add(n, order);
+        self.0[thread_stripe()].0.fetch_add(n, order);
     }
 
     /// The total over every stripe.
