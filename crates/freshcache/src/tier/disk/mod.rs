@@ -202,7 +202,10 @@ fn delete_rows(
             let data_type = String::from_utf8_lossy(row.get_ref(1)?.as_bytes()?);
             let size: i64 = row.get(2)?;
             if row.as_ref().column_count() > 3 {
-                out.keys.push(row.get(3)?);
+                // Read as bytes: a key an older build stored as a blob or as invalid text must
+                // not fail the whole delete.
+                out.keys
+                    .push(String::from_utf8_lossy(row.get_ref(3)?.as_bytes()?).into_owned());
             }
             out.files.extend(file);
             out.removed.add(size.max(0) as u64);
@@ -993,6 +996,12 @@ impl DiskTier {
                      WHERE key >= ?1 AND key < ?2 AND substr(key, 1, length(?1)) = ?1
                      RETURNING file, data_type, stored_size, key",
                     params![prefix, up],
+                )?,
+                // Everything, whatever type the stored keys have.
+                None if prefix.is_empty() => delete_rows(
+                    &tx,
+                    "DELETE FROM entries RETURNING file, data_type, stored_size, key",
+                    [],
                 )?,
                 None => delete_rows(
                     &tx,

@@ -192,6 +192,39 @@ fn prefix_removal_is_literal_for_sql_wildcards() {
 }
 
 #[test]
+fn prefix_removal_copes_with_keys_no_build_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    let now = Timestamp::from_millis(5);
+    for k in ["news:a:1", "news:b:1"] {
+        t.put(k, &entry(&[1u8; 2048], 100), u64::MAX, now).unwrap();
+    }
+    // Rows an older build or a hand edit might have left: a key that is not valid UTF-8 text,
+    // and one stored as a blob.
+    t.with_writer(|c| {
+        c.execute_batch(
+            "INSERT INTO entries (key, data_type, stored_at, expires_at, access_at, size,
+                 stored_size, codec, checksum, inline_value)
+             VALUES (CAST(x'6e6577733a61ff' AS TEXT), 'news', 0, 1, 0, 3, 3, 'bytes', 0, x'00'),
+                    (x'6e6577733a623a32', 'news', 0, 1, 0, 4, 4, 'bytes', 0, x'00');",
+        )
+    })
+    .unwrap();
+    let mut gone = t.remove_prefix("news:a", Some("news:b")).unwrap();
+    gone.sort();
+    assert_eq!(
+        gone,
+        ["news:a:1", "news:a\u{fffd}"],
+        "invalid text fails nothing"
+    );
+    // Dropping everything takes the blob-typed key too, and the totals end at zero.
+    assert_eq!(t.remove_prefix("", None).unwrap().len(), 2);
+    assert_eq!(t.len().unwrap(), 0);
+    assert_eq!(t.totals().unwrap(), (0, 0));
+    assert!(blob_files(dir.path()).is_empty());
+}
+
+#[test]
 fn counters_accumulate_across_opens() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -332,6 +332,16 @@ fn sweep_and_eviction_never_delete_through_a_blob_directory_replaced_by_a_link()
     assert_eq!(snapshot(&out), before, "a file behind the link was deleted");
     assert!(t.keys().is_empty());
     t.assert_totals_exact();
+    // Nor is a new blob written through it.
+    let refused = t.disk.put(
+        "new",
+        &entry("odds_data", noise(9, BLOB), t.now(), secs(60)),
+        u64::MAX,
+        t.now(),
+    );
+    assert!(refused.is_err(), "a blob was written through the link");
+    assert_eq!(snapshot(&out), before, "a file appeared behind the link");
+    assert!(t.keys().is_empty());
 }
 
 #[test]
