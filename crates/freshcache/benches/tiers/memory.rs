@@ -144,35 +144,23 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                     mk.insert(k.clone(), own(&value));
                 }
             }));
-            rows.push(measure_mt(
+            rows.push(tier_row(
                 "freshcache MemoryTier alone",
                 seq,
                 threads,
-                |op| {
-                    let k = &names[(op & !SET) as usize];
-                    if op & SET == 0 {
-                        black_box(tier.get_if_fresh(k.as_str(), now));
-                    } else {
-                        tier.insert(Arc::from(k.as_str()), entry(&own(&value)));
-                    }
-                },
+                (&tier, &names, &value),
+                || now,
             ));
             // The same lookup judged against a fresh system clock reading, as every TTL check
             // must be: the reading waits for the loads before it (the vDSO orders its TSC read),
             // so successive lookups no longer overlap their cache misses. This is the floor for
             // `Cache::get`; the rows without a clock read are not.
-            rows.push(measure_mt(
+            rows.push(tier_row(
                 "freshcache MemoryTier + clock read",
                 seq,
                 threads,
-                |op| {
-                    let k = &names[(op & !SET) as usize];
-                    if op & SET == 0 {
-                        black_box(tier.get_if_fresh(k.as_str(), SystemClock.now()));
-                    } else {
-                        tier.insert(Arc::from(k.as_str()), entry(&own(&value)));
-                    }
-                },
+                (&tier, &names, &value),
+                || SystemClock.now(),
             ));
             let misses = std::sync::atomic::AtomicUsize::new(0);
             let name = if mix == "get-only" {
@@ -222,6 +210,24 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
         "W1",
         json!({"contender": "freshcache memory per entry", "value_size": 256, "l1_charged_bytes": charged, "rss_growth_bytes": rss_per_entry}),
     );
+}
+
+/// The bare memory tier's row: lookups judged at the instant `now` gives, sets of a new entry.
+fn tier_row(
+    name: &str,
+    seq: &[u32],
+    threads: usize,
+    (tier, names, value): (&MemoryTier, &[String], &Bytes),
+    now: impl Fn() -> Timestamp + Sync,
+) -> crate::Measure {
+    measure_mt(name, seq, threads, |op| {
+        let k = &names[(op & !SET) as usize];
+        if op & SET == 0 {
+            black_box(tier.get_if_fresh(k.as_str(), now()));
+        } else {
+            tier.insert(Arc::from(k.as_str()), entry(&own(value)));
+        }
+    })
 }
 
 /// A plain LRU of key indices: a map to the last-use stamp and an ordered map back.

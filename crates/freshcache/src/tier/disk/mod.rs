@@ -116,6 +116,11 @@ CREATE TABLE IF NOT EXISTS schema_info (name TEXT PRIMARY KEY, value TEXT NOT NU
 INSERT OR IGNORE INTO schema_info VALUES ('version', '2');
 ";
 
+/// Recomputes the per-type totals from the rows (schema upgrade, repair of drift).
+const REBUILD_TOTALS: &str = "DELETE FROM type_totals;
+     INSERT INTO type_totals (data_type, entries, bytes)
+         SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;";
+
 /// The schema this build writes. Version 1 kept the per-type totals of deletes with a per-row
 /// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]).
 const SCHEMA_VERSION: &str = "2";
@@ -148,13 +153,9 @@ fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
         |r| r.get(0),
     )?;
     if counting > 0 || found.as_deref() == Some("1") {
-        c.execute_batch(
-            "DROP TRIGGER IF EXISTS entries_totals_delete;
-             DELETE FROM type_totals;
-             INSERT INTO type_totals (data_type, entries, bytes)
-                 SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;
-             UPDATE schema_info SET value = '2' WHERE name = 'version';",
-        )?;
+        c.execute_batch("DROP TRIGGER IF EXISTS entries_totals_delete;")?;
+        c.execute_batch(REBUILD_TOTALS)?;
+        c.execute_batch("UPDATE schema_info SET value = '2' WHERE name = 'version';")?;
     }
     c.execute_batch(
         "CREATE TRIGGER IF NOT EXISTS entries_totals_delete AFTER DELETE ON schema_info
@@ -621,8 +622,6 @@ impl DiskTier {
         self.blobs.join(name)
     }
 
-    /// Deletes a blob whose row is gone. Best effort: a leftover file is an orphan that repair
-    /// removes, never a value that could be served.
     /// [`Self::remove_blob`] for the files of rows a committed delete removed.
     fn remove_blobs(&self, names: &[String]) {
         for name in names {
@@ -630,6 +629,8 @@ impl DiskTier {
         }
     }
 
+    /// Deletes a blob whose row is gone. Best effort: a leftover file is an orphan that repair
+    /// removes, never a value that could be served.
     fn remove_blob(&self, name: Option<&str>) {
         if let Some(name) = name.filter(|n| valid_blob_name(n)) {
             // Never through a blob or shard directory replaced by a link (the blob itself may
@@ -729,21 +730,15 @@ impl DiskTier {
     /// Removes a damaged row (only if it still names `file`) and counts it. The process that
     /// removes the row counts it, so a row replaced or removed meanwhile is not counted twice.
     fn drop_damaged(&self, key: &str, file: Option<&str>, why: &str) {
-        let removed = self.with_deleter(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let d = delete_rows(
-                &tx,
-                "DELETE FROM entries WHERE key = ?1 AND file IS ?2
-                 RETURNING file, data_type, stored_size",
-                params![key, file],
-            )?;
-            tx.commit()?;
-            Ok(d.removed.entries)
-        });
-        if matches!(removed, Ok(n) if n > 0) {
+        // The blob goes with the row, after commit.
+        let removed = self.delete_where(
+            "DELETE FROM entries WHERE key = ?1 AND file IS ?2
+             RETURNING file, data_type, stored_size",
+            params![key, file],
+        );
+        if matches!(removed, Ok(d) if d.removed.entries > 0) {
             self.corrupt.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(key, why, "disk tier: damaged entry removed");
-            self.remove_blob(file);
         }
     }
 
@@ -935,11 +930,12 @@ impl DiskTier {
             "DELETE FROM entries WHERE key = ?1 RETURNING file, data_type, stored_size",
             params![key],
         )
+        .map(|d| d.removed.entries > 0)
     }
 
-    /// Runs one `DELETE ... RETURNING file, data_type, stored_size` in its own transaction (see
-    /// [`delete_rows`]) and removes the blobs after commit; true when a row was removed.
-    fn delete_where(&self, sql: &str, params: impl rusqlite::Params + Copy) -> Result<bool> {
+    /// Runs one `DELETE ... RETURNING file, data_type, stored_size[, key]` in its own
+    /// transaction (see [`delete_rows`]) and removes the blobs after commit.
+    fn delete_where(&self, sql: &str, params: impl rusqlite::Params + Copy) -> Result<Deleted> {
         let d = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let d = delete_rows(&tx, sql, params)?;
@@ -947,7 +943,7 @@ impl DiskTier {
             Ok(d)
         })?;
         self.remove_blobs(&d.files);
-        Ok(d.removed.entries > 0)
+        Ok(d)
     }
 
     /// Removes `key` if its stored copy was written before `stored_at` (another instance wrote
@@ -961,6 +957,7 @@ impl DiskTier {
              RETURNING file, data_type, stored_size",
             params![key, i64_of(stored_at.as_millis())],
         )
+        .map(|d| d.removed.entries > 0)
     }
 
     /// Removes `key` only if the stored entry still expires at `expires_at` and that is not
@@ -977,6 +974,7 @@ impl DiskTier {
              RETURNING file, data_type, stored_size",
             params![key, i64_of(expires_at.as_millis())],
         )
+        .map(|d| d.removed.entries > 0)
     }
 
     /// Removes every key that starts with `prefix` (a literal byte range, so `%`, `_` and `*`
@@ -987,34 +985,25 @@ impl DiskTier {
     pub fn remove_prefix(&self, prefix: &str, upper: Option<&str>) -> Result<Vec<String>> {
         // One statement, whatever the number of keys: the range bounds use the key index, and
         // the prefix test keeps the rule exact for anything else an older index might hold.
-        let Deleted { files, keys, .. } = self.with_deleter(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let d = match upper {
-                Some(up) => delete_rows(
-                    &tx,
-                    "DELETE FROM entries
-                     WHERE key >= ?1 AND key < ?2 AND substr(key, 1, length(?1)) = ?1
-                     RETURNING file, data_type, stored_size, key",
-                    params![prefix, up],
-                )?,
-                // Everything, whatever type the stored keys have.
-                None if prefix.is_empty() => delete_rows(
-                    &tx,
-                    "DELETE FROM entries RETURNING file, data_type, stored_size, key",
-                    [],
-                )?,
-                None => delete_rows(
-                    &tx,
-                    "DELETE FROM entries WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1
-                     RETURNING file, data_type, stored_size, key",
-                    params![prefix],
-                )?,
-            };
-            tx.commit()?;
-            Ok(d)
-        })?;
-        self.remove_blobs(&files);
-        Ok(keys)
+        let deleted = match upper {
+            Some(up) => self.delete_where(
+                "DELETE FROM entries
+                 WHERE key >= ?1 AND key < ?2 AND substr(key, 1, length(?1)) = ?1
+                 RETURNING file, data_type, stored_size, key",
+                params![prefix, up],
+            ),
+            // Everything, whatever type the stored keys have.
+            None if prefix.is_empty() => self.delete_where(
+                "DELETE FROM entries RETURNING file, data_type, stored_size, key",
+                params![],
+            ),
+            None => self.delete_where(
+                "DELETE FROM entries WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1
+                 RETURNING file, data_type, stored_size, key",
+                params![prefix],
+            ),
+        }?;
+        Ok(deleted.keys)
     }
 
     /// Index facts about `key`, without reading its value.

@@ -29,7 +29,7 @@ pub(super) fn in_real_dirs(root: &Path, name: &str) -> bool {
     is_real_dir(root)
         && Path::new(name)
             .parent()
-            .is_none_or(|shard| is_real_dir(&root.join(shard)))
+            .is_some_and(|shard| is_real_dir(&root.join(shard)))
 }
 
 /// True when blob `name` of the blob directory `root` is a regular file, with neither it nor

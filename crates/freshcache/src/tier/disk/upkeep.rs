@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Deleted, DiskTier, WAL_AUTOCHECKPOINT, delete_rows, i64_of, valid_blob_name};
+use super::{
+    Deleted, DiskTier, REBUILD_TOTALS, WAL_AUTOCHECKPOINT, delete_rows, i64_of, valid_blob_name,
+};
 use crate::clock::Timestamp;
 use crate::codec;
 use crate::error::Result;
@@ -384,11 +386,7 @@ impl DiskTier {
             )?;
             let rebuilt = drift > 0;
             if rebuilt && mode == Mode::Apply {
-                tx.execute_batch(
-                    "DELETE FROM type_totals;
-                     INSERT INTO type_totals (data_type, entries, bytes)
-                         SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;",
-                )?;
+                tx.execute_batch(REBUILD_TOTALS)?;
             }
             tx.commit()?;
             Ok(rebuilt)
