@@ -4,8 +4,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::anyhow;
 use freshcache::fetch::{FetchOptions, Fetcher};
-use freshcache::maintenance::CleanupOptions;
-use freshcache::tier::disk::upkeep::Mode;
+use freshcache::maintenance::{CleanupOptions, Mode};
 use freshcache::{Cache, Key, KeyPrefix, Lookup, Value};
 
 use crate::output;

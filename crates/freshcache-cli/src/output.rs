@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 
 use freshcache::entry::Entry;
 use freshcache::fetch::FetchOutcome;
+use freshcache::freshness::AuditRow;
 use freshcache::freshness::FreshnessReport;
+use freshcache::maintenance::VerifyReport;
 use freshcache::maintenance::{CleanupReport, Phase};
 use freshcache::stats::StatsReport;
-use freshcache::tier::disk::audit::AuditRow;
-use freshcache::tier::disk::upkeep::VerifyReport;
 use freshcache::warm::{WarmReport, WarmResult, WarmStatus};
 use freshcache::{Codec, Config, Hit, Inspection, Key};
 use serde_json::json;

@@ -96,6 +96,41 @@ impl fmt::Display for Timestamp {
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current UTC instant.
     fn now(&self) -> Timestamp;
+
+    /// A monotonic reading: time since a fixed origin of this clock, never going back. Waits
+    /// and throttles that decide something (a lease's lapse, how often free space is measured)
+    /// use it, so a manual clock moves them too. Real time for every clock but
+    /// [`ManualClock`].
+    fn monotonic(&self) -> Duration {
+        process_origin().elapsed()
+    }
+}
+
+/// The instant the process first asked for a monotonic reading.
+fn process_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+/// Measures how long some work took, in real time, for latency metrics and reports only:
+/// nothing about an entry is ever decided by it.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    /// Starts measuring.
+    #[inline]
+    #[must_use]
+    pub fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Real time since [`Stopwatch::start`].
+    #[inline]
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
 }
 
 /// The system's wall clock, as seen by a process that never lets it run backwards.
@@ -258,6 +293,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.now_ms.load(Ordering::SeqCst))
+    }
+
+    /// The manual time itself: waits measured on this clock end only when a test moves it.
+    fn monotonic(&self) -> Duration {
+        Duration::from_millis(self.now_ms.load(Ordering::SeqCst))
     }
 }
 

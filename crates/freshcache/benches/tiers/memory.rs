@@ -223,7 +223,7 @@ fn tier_row(
     measure_mt(name, seq, threads, |op| {
         let k = &names[(op & !SET) as usize];
         if op & SET == 0 {
-            black_box(tier.get_if_fresh(k.as_str(), now()));
+            black_box(tier.get(k.as_str()).filter(|e| e.meta.is_fresh_at(now())));
         } else {
             tier.insert(Arc::from(k.as_str()), entry(&own(value)));
         }
@@ -305,7 +305,7 @@ pub fn hit_ratio(a: &Args, report: &mut Report) {
         "freshcache MemoryTier (L1)",
         run(&mut |k| {
             let name = names[k as usize].as_str();
-            if tier.get_if_fresh(name, now).is_some() {
+            if tier.get(name).is_some_and(|e| e.meta.is_fresh_at(now)) {
                 true
             } else {
                 tier.insert(Arc::from(name), fresh_entry.clone());

@@ -6,11 +6,12 @@ use std::sync::{Arc, PoisonError};
 
 use tokio::sync::watch;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Cache, Hit, Lookup, Source, Value, deadline};
+use super::{Cache, Hit, Lookup, Source, Value};
 use crate::datatype::{DataTypeSpec, StalePolicy};
 use crate::error::{Error, LoaderError, Result, clip};
+use crate::freshness::judge::{Allowance, Judgement, deadline, judge};
 use crate::key::Key;
 
 impl Cache {
@@ -147,8 +148,9 @@ impl Cache {
                         Ok(Some(Ok(entry))) => {
                             // The value may have expired while this caller waited to wake.
                             let now = self.inner.clock.now();
-                            let until = deadline(&entry.meta, &ty);
-                            if now < until && !entry.meta.is_future_stamped_at(now) {
+                            if let Judgement::Fresh { until } =
+                                judge(&entry.meta, &ty, now, Allowance::NONE)
+                            {
                                 return Ok(Hit {
                                     entry,
                                     source: Source::Loader,
@@ -288,7 +290,7 @@ impl Cache {
         };
         let lease_for = self.inner.config.redis.lease;
         let token = format!("{}-{:016x}", self.inner.instance_id, fastrand::u64(..));
-        let started = Instant::now();
+        let started = self.inner.clock.monotonic();
         loop {
             match redis.try_lease(key.as_str(), &token, lease_for).await {
                 Ok(true) => return Ok(Lease::Held(token)),
@@ -297,7 +299,7 @@ impl Cache {
                     if let Lookup::Fresh(h) = self.get(key).await? {
                         return Ok(Lease::Arrived(h));
                     }
-                    if started.elapsed() > lease_for * 2 {
+                    if self.inner.clock.monotonic().saturating_sub(started) > lease_for * 2 {
                         return Ok(Lease::None);
                     }
                 }

@@ -27,7 +27,7 @@ impl Cache {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let disk = inner.disk.stats(now)?;
-        let mut counters = inner.disk.counters()?;
+        let mut counters = crate::stats::persisted::load(&inner.disk)?;
         for (t, y, n, v) in inner.stats.unflushed() {
             *counters.entry((t.to_owned(), y, n.to_owned())).or_default() += v;
         }
@@ -181,7 +181,9 @@ impl Cache {
             cleanup_ok: ld(&inner.upkeep.ok),
             cleanup_errors: ld(&inner.upkeep.errors),
             cleanup_last_duration: Duration::from_millis(ld(&inner.upkeep.last_duration_ms)),
-            cleanup_last_success: inner.disk.last_cleanup().ok().flatten(),
+            cleanup_last_success: crate::maintenance::history::last_cleanup(&inner.disk)
+                .ok()
+                .flatten(),
             ttl_violation_threshold: inner.config.monitoring.ttl_violation_threshold,
             hit_ratio_threshold: inner.config.monitoring.cache_hit_ratio_threshold,
             opened_at: inner.opened_at,

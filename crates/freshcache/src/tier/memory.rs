@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
-use crate::clock::Timestamp;
 use crate::entry::Entry;
 
 /// Bytes charged per entry on top of key and value: metadata, `Arc` and table overhead.
@@ -33,17 +32,6 @@ impl Lifecycle<Arc<str>, Arc<Entry>> for EvictionCounter {
     fn on_evict(&self, _state: &mut (), _key: Arc<str>, _val: Arc<Entry>) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// What the memory tier holds for a key at `now`.
-#[derive(Debug)]
-pub enum MemoryLookup {
-    /// An unexpired entry.
-    Fresh(Arc<Entry>),
-    /// The entry had expired; it has been removed.
-    Expired(Arc<Entry>),
-    /// Nothing held.
-    Miss,
 }
 
 /// The L1 tier.
@@ -86,30 +74,12 @@ impl MemoryTier {
         }
     }
 
-    /// The entry for `key` if it is fresh at `now`; an expired one is removed and reported.
-    pub fn get(&self, key: &str, now: Timestamp) -> MemoryLookup {
-        match self.map.get(key) {
-            None => MemoryLookup::Miss,
-            Some(e) if e.meta.is_fresh_at(now) => MemoryLookup::Fresh(e),
-            Some(e) => {
-                // Remove only this copy: a concurrent writer may have put a newer one.
-                self.map.remove_if(key, |cur| Arc::ptr_eq(cur, &e));
-                MemoryLookup::Expired(e)
-            }
-        }
-    }
-
-    /// The entry for `key` if it is fresh at `now`; unlike [`MemoryTier::get`] an expired copy
-    /// is left in place (the caller's slower path deals with it).
+    /// The entry held for `key`, whatever its expiry: the cache judges it (and drops a copy
+    /// it will not serve with [`MemoryTier::remove_entry`]).
     #[inline]
-    pub fn get_if_fresh(&self, key: &str, now: Timestamp) -> Option<Arc<Entry>> {
-        self.map.get(key).filter(|e| e.meta.is_fresh_at(now))
-    }
-
-    /// The entry for `key` whatever its expiry (for stale-tolerant reads).
     #[must_use]
-    pub fn peek(&self, key: &str) -> Option<Arc<Entry>> {
-        self.map.peek(key)
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.map.get(key)
     }
 
     /// Stores `entry`; entries larger than the whole budget are not kept.
@@ -194,6 +164,7 @@ impl MemoryTier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Timestamp;
     use crate::entry::{Codec, Meta, checksum};
     use bytes::Bytes;
 
@@ -215,21 +186,17 @@ mod tests {
     }
 
     #[test]
-    fn never_serves_at_or_after_expiry_and_drops_the_expired_copy() {
+    fn holds_copies_whatever_their_expiry_and_drops_only_the_named_one() {
         let t = MemoryTier::new(1 << 20);
         t.insert("odds:g:1".into(), entry(1000, 8));
-        assert!(matches!(
-            t.get("odds:g:1", Timestamp::from_millis(999)),
-            MemoryLookup::Fresh(_)
-        ));
-        assert!(matches!(
-            t.get("odds:g:1", Timestamp::from_millis(1000)),
-            MemoryLookup::Expired(_)
-        ));
-        assert!(matches!(
-            t.get("odds:g:1", Timestamp::from_millis(1)),
-            MemoryLookup::Miss
-        ));
+        let held = t.get("odds:g:1").expect("held");
+        // The tier keeps the copy whatever its expiry; only an explicit removal of that copy
+        // drops it, and a newer copy is spared.
+        let newer = entry(2000, 8);
+        t.insert("odds:g:1".into(), newer.clone());
+        assert!(!t.remove_entry("odds:g:1", &held));
+        assert!(t.remove_entry("odds:g:1", &newer));
+        assert!(t.get("odds:g:1").is_none());
     }
 
     #[test]

@@ -166,7 +166,7 @@ async fn the_guard_accepts_at_ttl_minus_1ms_refuses_at_ttl_and_counts_exactly_th
         .audit("at-ttl-minus-1ms")
         .unwrap()
         .into_iter()
-        .map(|r| r.verdict)
+        .map(|r| r.verdict.to_string())
         .collect();
     assert_eq!(first, ["fresh", "fresh", "fresh"]);
     let second: Vec<String> = t
@@ -174,7 +174,7 @@ async fn the_guard_accepts_at_ttl_minus_1ms_refuses_at_ttl_and_counts_exactly_th
         .audit("at-ttl")
         .unwrap()
         .into_iter()
-        .map(|r| r.verdict)
+        .map(|r| r.verdict.to_string())
         .collect();
     assert_eq!(second, ["stale", "stale", "fresh"]);
 }

@@ -29,140 +29,22 @@ use crate::codec;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 
-pub mod audit;
+mod blobs;
+mod conn;
 pub mod fault;
 mod nofollow;
 mod reserve;
+mod schema;
+mod space;
+mod touch;
 pub mod upkeep;
 
-/// How long a writer waits for another process's transaction before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pending access-time updates are written once this many have accumulated.
-const TOUCH_BATCH: usize = 256;
-/// Reads closer together than this do not update a row's access time (LRU to the second).
-const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
-/// Pages of WAL after which a commit checkpoints (SQLite's default).
-const WAL_AUTOCHECKPOINT: i64 = 1000;
-/// Idle reader connections kept open.
-const MAX_IDLE_READERS: usize = 8;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries (
-    key           TEXT PRIMARY KEY NOT NULL,
-    data_type     TEXT NOT NULL,
-    stored_at     INTEGER NOT NULL,
-    expires_at    INTEGER NOT NULL,
-    as_of         INTEGER,
-    access_at     INTEGER NOT NULL,
-    access_count  INTEGER NOT NULL DEFAULT 0,
-    size          INTEGER NOT NULL,
-    stored_size   INTEGER NOT NULL,
-    codec         TEXT NOT NULL,
-    checksum      INTEGER NOT NULL,
-    etag          TEXT,
-    last_modified TEXT,
-    file          TEXT,
-    inline_value  BLOB
-);
-CREATE INDEX IF NOT EXISTS entries_expires_at ON entries(expires_at);
-CREATE INDEX IF NOT EXISTS entries_access_at ON entries(access_at);
-CREATE INDEX IF NOT EXISTS entries_file ON entries(file) WHERE file IS NOT NULL;
--- Stored bytes per data type, kept exact in the same transaction as every write, so every
--- process sees one total without scanning the table: inserts and rewrites by triggers, deletes
--- by the deleting statement itself (see `delete_rows`; a per-row delete trigger cost as much
--- as the delete on a bulk sweep).
-CREATE TABLE IF NOT EXISTS type_totals (
-    data_type TEXT PRIMARY KEY NOT NULL,
-    entries   INTEGER NOT NULL,
-    bytes     INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS entries_totals_insert AFTER INSERT ON entries BEGIN
-    INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
-    ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
-END;
-CREATE TRIGGER IF NOT EXISTS entries_totals_update AFTER UPDATE OF stored_size, data_type ON entries BEGIN
-    UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
-    WHERE data_type = OLD.data_type;
-    INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
-    ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
-END;
--- One row per signal checked by the freshness guard: proof of what an inference run used.
-CREATE TABLE IF NOT EXISTS freshness_audit (
-    id         INTEGER PRIMARY KEY,
-    run_id     TEXT NOT NULL,
-    checked_at INTEGER NOT NULL,
-    key        TEXT NOT NULL,
-    data_type  TEXT NOT NULL,
-    verdict    TEXT NOT NULL,
-    age_ms     INTEGER,
-    ttl_ms     INTEGER NOT NULL,
-    checksum   TEXT,
-    etag       TEXT
-);
-CREATE INDEX IF NOT EXISTS freshness_audit_run ON freshness_audit(run_id);
-CREATE INDEX IF NOT EXISTS freshness_audit_time ON freshness_audit(checked_at);
-CREATE TABLE IF NOT EXISTS maintenance (
-    name  TEXT PRIMARY KEY NOT NULL,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    tier      TEXT NOT NULL,
-    data_type TEXT NOT NULL,
-    name      TEXT NOT NULL,
-    value     INTEGER NOT NULL,
-    PRIMARY KEY (tier, data_type, name)
-);
-CREATE TABLE IF NOT EXISTS schema_info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO schema_info VALUES ('version', '2');
-";
-
-/// Recomputes the per-type totals from the rows (schema upgrade, repair of drift).
-const REBUILD_TOTALS: &str = "DELETE FROM type_totals;
-     INSERT INTO type_totals (data_type, entries, bytes)
-         SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;";
-
-/// The schema this build writes. Version 1 kept the per-type totals of deletes with a per-row
-/// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]).
-const SCHEMA_VERSION: &str = "2";
-
-/// Brings an index of an earlier version up to [`SCHEMA_VERSION`], inside the caller's
-/// transaction; returns the version found afterwards (another build's newer version is left
-/// alone, and refused by the caller).
-fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
-    let version = || {
-        c.query_row(
-            "SELECT value FROM schema_info WHERE name = 'version'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()
-    };
-    let found = version()?;
-    if !matches!(found.as_deref(), Some("1" | "2")) {
-        return Ok(found);
-    }
-    // Version 1 counted deletes with a trigger on `entries` named `entries_totals_delete`.
-    // Version 2 keeps a do-nothing trigger of that name on `schema_info`, so an older build
-    // that merely opens this index (its schema says `CREATE TRIGGER IF NOT EXISTS`) cannot put
-    // the counting one back and have every delete counted twice. A counting trigger found
-    // anyway (version 1, or put back some other way) is replaced and the totals rebuilt.
-    let counting: i64 = c.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'
-         AND name = 'entries_totals_delete' AND tbl_name = 'entries'",
-        [],
-        |r| r.get(0),
-    )?;
-    if counting > 0 || found.as_deref() == Some("1") {
-        c.execute_batch("DROP TRIGGER IF EXISTS entries_totals_delete;")?;
-        c.execute_batch(REBUILD_TOTALS)?;
-        c.execute_batch("UPDATE schema_info SET value = '2' WHERE name = 'version';")?;
-    }
-    c.execute_batch(
-        "CREATE TRIGGER IF NOT EXISTS entries_totals_delete AFTER DELETE ON schema_info
-         BEGIN SELECT 1; END;",
-    )?;
-    version()
-}
+use blobs::{new_blob_name, valid_blob_name};
+pub(crate) use conn::i64_of;
+use conn::{is_busy, unpoisoned};
+use schema::{SCHEMA, SCHEMA_VERSION, migrate};
+pub use space::{FreeSpace, StatvfsFreeSpace};
+use touch::{TOUCH_GRANULARITY, TouchQueue};
 
 /// What one `DELETE FROM entries ... RETURNING file, data_type, stored_size[, key]` removed.
 #[derive(Debug, Default)]
@@ -290,27 +172,6 @@ pub struct DiskTier {
     faults: std::sync::OnceLock<std::sync::Arc<dyn fault::FsFaults>>,
 }
 
-/// How much space is left on the filesystem holding a path: a seam so tests can simulate a
-/// nearly full disk, which cannot be made safely on a shared machine.
-pub trait FreeSpace: Send + Sync {
-    /// Bytes available to this process at `path`, or `None` when unknown.
-    fn available(&self, path: &Path) -> Option<u64>;
-}
-
-/// The real filesystem, via `statvfs`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StatvfsFreeSpace;
-
-impl FreeSpace for StatvfsFreeSpace {
-    fn available(&self, path: &Path) -> Option<u64> {
-        let s = rustix::fs::statvfs(path).ok()?;
-        Some(s.f_bavail.saturating_mul(s.f_frsize))
-    }
-}
-
-/// Free space is measured at most this often on the write path.
-const FREE_CHECK_EVERY: Duration = Duration::from_millis(500);
-
 impl std::fmt::Debug for DiskTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiskTier")
@@ -318,42 +179,6 @@ impl std::fmt::Debug for DiskTier {
             .field("blobs", &self.blobs)
             .finish_non_exhaustive()
     }
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
-/// A blob name as stored in the index: `ab/<32 hex>.blob`. Anything else is refused before it
-/// is joined to a path, so a tampered row cannot point outside the cache directory.
-fn valid_blob_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.len() == 2 + 1 + 32 + 5
-        && b[2] == b'/'
-        && name.ends_with(".blob")
-        && b[..2] == b[3..5]
-        && b[..2]
-            .iter()
-            .chain(&b[3..35])
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-}
-
-fn new_blob_name() -> String {
-    let id = format!("{:032x}", fastrand::u128(..));
-    format!("{}/{id}.blob", &id[..2])
-}
-
-/// Locks `m`, carrying on after a panic elsewhere held it (the data stays usable: a pool of
-/// connections, pending access times).
-fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl DiskTier {
@@ -365,6 +190,20 @@ impl DiskTier {
     /// [`Error::Io`] when the directories cannot be created; [`Error::Index`] when the index
     /// cannot be opened or is not a freshcache index.
     pub fn open(dir: &Path, db_path: &Path, inline_max: u64) -> Result<Self> {
+        Self::open_with_tables(dir, db_path, inline_max, &[])
+    }
+
+    /// [`DiskTier::open`], also creating other features' tables in the index (`CREATE ... IF
+    /// NOT EXISTS` statements) in the same transaction as the tier's own schema.
+    ///
+    /// # Errors
+    /// As [`DiskTier::open`].
+    pub fn open_with_tables(
+        dir: &Path,
+        db_path: &Path,
+        inline_max: u64,
+        tables: &[&str],
+    ) -> Result<Self> {
         let blobs = dir.join("blobs");
         let tmp = dir.join("tmp");
         for d in [&blobs, &tmp] {
@@ -391,7 +230,7 @@ impl DiskTier {
         let mut attempts = 0;
         let version = loop {
             let r = writer
-                .execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))
+                .execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}{}", tables.concat()))
                 .and_then(|()| migrate(&writer))
                 .and_then(|v| writer.execute_batch("COMMIT").map(|()| v));
             match r {
@@ -435,210 +274,16 @@ impl DiskTier {
         })
     }
 
-    fn connect(db_path: &Path) -> Result<Connection> {
-        let db = |source| Error::Index {
-            path: db_path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open_with_flags(
-            db_path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-        // Switching to WAL needs a moment of exclusive access; retry while another opener has it.
-        let mut attempts = 0;
-        loop {
-            match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
-                Ok(_) => break,
-                Err(e) if is_busy(&e) && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(db(e)),
-            }
-        }
-        // The WAL is cut back to this size once checkpointed (a bulk sweep can grow it to the
-        // size of the index).
-        conn.execute_batch(
-            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;
-             PRAGMA journal_size_limit=67108864;",
-        )
-        .map_err(db)?;
-        Ok(conn)
-    }
-
-    fn db_err(&self, source: rusqlite::Error) -> Error {
-        // SQLite reports a write refused by a read-only filesystem as a plain I/O error (and
-        // keeps the errno to itself), and a filesystem that went read-only on an error of its
-        // own (ext4 `errors=remount-ro` aborting its journal) can leave SQLite reading pages it
-        // calls malformed: ask the filesystem, so callers can tell a read-only disk from damage.
-        if matches!(
-            source.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::DatabaseCorrupt)
-        ) {
-            let probe = self
-                .tmp
-                .join(format!("probe-{:016x}.tmp", fastrand::u64(..)));
-            match fs::File::create_new(&probe) {
-                Ok(_) => {
-                    let _ = fs::remove_file(&probe);
-                }
-                Err(e) if e.kind() == io::ErrorKind::ReadOnlyFilesystem => {
-                    let reason = format!("{source}: {e}");
-                    return Error::io(&self.db_path, io::Error::new(e.kind(), reason));
-                }
-                Err(_) => {}
-            }
-        }
-        Error::Index {
-            path: self.db_path.clone(),
-            source,
-        }
-    }
-
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = unpoisoned(&self.readers).pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => Self::connect(&self.db_path)?,
-        };
-        let out = f(&conn).map_err(|e| self.db_err(e));
-        let mut pool = unpoisoned(&self.readers);
-        if pool.len() < MAX_IDLE_READERS {
-            pool.push(conn);
-        }
-        out
-    }
-
-    fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = unpoisoned(&self.writer);
-        f(&mut conn).map_err(|e| self.db_err(e))
-    }
-
-    /// [`Self::with_writer`] for deletes: when one fails for lack of space, the reserve is
-    /// released and it runs once more; after one succeeds, a released reserve is put back if
-    /// there is room.
-    fn with_deleter<T>(&self, f: impl Fn(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let out = match self.with_writer(&f) {
-            Err(e) if e.is_disk_full() && self.reserve.release() => self.with_writer(&f),
-            other => other,
-        };
-        if out.is_ok() {
-            self.reserve.restore();
-        }
-        out
-    }
-
     /// The index file.
     #[must_use]
     pub fn db_path(&self) -> &Path {
         &self.db_path
     }
 
-    /// Sets the byte limit for stored entries; a write that crosses it evicts down to 90 %.
-    pub fn set_size_limit(&self, bytes: u64) {
-        self.max_bytes.store(bytes.max(1), Ordering::Relaxed);
-    }
-
-    /// Sets the free-space watermark and how to measure free space.
-    pub fn set_free_space(&mut self, min_free: u64, probe: Box<dyn FreeSpace>) {
-        self.min_free.store(min_free, Ordering::Relaxed);
-        self.free_space = probe;
-    }
-
-    /// How far stored bytes must shrink to leave the watermark free: 0 when there is room.
-    #[must_use]
-    pub fn free_space_deficit(&self) -> u64 {
-        let min_free = self.min_free.load(Ordering::Relaxed);
-        if min_free == 0 {
-            return 0;
-        }
-        self.free_space
-            .available(&self.blobs)
-            .map_or(0, |free| min_free.saturating_sub(free))
-    }
-
-    /// The byte target for eviction: the size limit, lowered by any free-space deficit.
-    ///
-    /// # Errors
-    /// [`Error::Index`] when the stored total cannot be read.
-    pub fn eviction_target(&self) -> Result<u64> {
-        let limit = self.size_limit();
-        let deficit = self.free_space_deficit();
-        if deficit == 0 {
-            return Ok(limit);
-        }
-        Ok(limit.min(self.total_bytes()?.saturating_sub(deficit)))
-    }
-
-    /// The byte limit.
-    #[must_use]
-    pub fn size_limit(&self) -> u64 {
-        self.max_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Entries evicted for size by this process.
-    #[must_use]
-    pub fn eviction_count(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
-    }
-
-    /// Whether to measure free space after writing `written` bytes: every
-    /// [`FREE_CHECK_EVERY`], or sooner once an eighth of the watermark has been written.
-    fn free_check_due(&self, written: u64) -> bool {
-        let min_free = self.min_free.load(Ordering::Relaxed);
-        if min_free == 0 {
-            return false;
-        }
-        let mut g = self
-            .free_checked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.1 = g.1.saturating_add(written);
-        let due = g.0.is_none_or(|t| t.elapsed() >= FREE_CHECK_EVERY)
-            || g.1 >= (min_free / 8).clamp(1, 64 << 20);
-        if due {
-            *g = (Some(std::time::Instant::now()), 0);
-        }
-        due
-    }
-
-    /// The blob directory.
-    #[must_use]
-    pub fn blob_dir(&self) -> &Path {
-        &self.blobs
-    }
-
     /// Corrupt or missing blobs found (and removed) since start.
     #[must_use]
     pub fn corrupt_count(&self) -> u64 {
         self.corrupt.load(Ordering::Relaxed)
-    }
-
-    fn blob_path(&self, name: &str) -> PathBuf {
-        self.blobs.join(name)
-    }
-
-    /// [`Self::remove_blob`] for the files of rows a committed delete removed.
-    fn remove_blobs(&self, names: &[String]) {
-        for name in names {
-            self.remove_blob(Some(name));
-        }
-    }
-
-    /// Deletes a blob whose row is gone. Best effort: a leftover file is an orphan that repair
-    /// removes, never a value that could be served.
-    fn remove_blob(&self, name: Option<&str>) {
-        if let Some(name) = name.filter(|n| valid_blob_name(n)) {
-            // Never through a blob or shard directory replaced by a link (the blob itself may
-            // be one: removing it removes the link, not its target).
-            if nofollow::in_real_dirs(&self.blobs, name) {
-                let _ = fs::remove_file(self.blob_path(name));
-            }
-        }
     }
 
     /// Reads and verifies the entry for `key`, whatever its expiry; `None` when absent.
@@ -742,35 +387,6 @@ impl DiskTier {
         }
     }
 
-    fn touch(&self, key: &str, now: Timestamp) {
-        let full = {
-            let mut t = self.touches.lock();
-            t.insert(key.to_owned(), now.as_millis());
-            t.len() >= TOUCH_BATCH
-        };
-        if full {
-            if self.flusher.is_some() {
-                self.touches.wake.notify_one();
-            } else {
-                let _ = self.flush_touches();
-            }
-        }
-    }
-
-    /// Writes pending access times to the index now (they feed LRU eviction).
-    ///
-    /// # Errors
-    /// [`Error::Index`] when the update fails; the pending times are dropped either way.
-    pub fn flush_touches(&self) -> Result<()> {
-        // Waits for a batch the flusher has taken but not yet committed.
-        let _writing = self.touches.writing();
-        let pending = std::mem::take(&mut *self.touches.lock());
-        if pending.is_empty() {
-            return Ok(());
-        }
-        self.with_writer(|c| write_touches(c, pending))
-    }
-
     /// Stores `entry` under `key`, compressing values above `compress_above` bytes.
     ///
     /// # Errors
@@ -863,61 +479,6 @@ impl DiskTier {
                 self.remove_blob(file);
                 Err(e)
             }
-        }
-    }
-
-    fn write_blob(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let tmp_path = self.tmp.join(format!("{}.tmp", &name[3..35]));
-        let final_path = self.blob_path(name);
-        let fault = |step| {
-            self.faults
-                .get()
-                .map_or(Ok(()), |f| f.check(step, &tmp_path))
-        };
-        // A link planted in place of tmp/ would take the write outside the cache directory.
-        nofollow::check_dir(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
-        let write = || -> io::Result<()> {
-            fault(fault::BlobStep::Create)?;
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp_path)?;
-            fault(fault::BlobStep::Write(bytes.len() as u64))?;
-            f.write_all(bytes)?;
-            self.reached(fault::WritePoint::TempWritten);
-            Ok(())
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp_path);
-            return Err(Error::io(&tmp_path, e));
-        }
-        let rename = || -> io::Result<()> {
-            nofollow::check_dir(&self.blobs)?;
-            if let Some(shard) = final_path.parent() {
-                nofollow::check_dir(shard)?;
-            }
-            match fs::rename(&tmp_path, &final_path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if let Some(parent) = final_path.parent() {
-                        fs::create_dir_all(parent)?;
-                    }
-                    fs::rename(&tmp_path, &final_path)
-                }
-                other => other,
-            }
-        };
-        rename().map_err(|e| {
-            let _ = fs::remove_file(&tmp_path);
-            Error::io(&final_path, e)
-        })?;
-        self.reached(fault::WritePoint::Renamed);
-        Ok(())
-    }
-
-    /// Tells injected faults that a write reached `point`.
-    fn reached(&self, point: fault::WritePoint) {
-        if let Some(f) = self.faults.get() {
-            f.reached(point);
         }
     }
 
@@ -1057,46 +618,6 @@ impl DiskTier {
         })
     }
 
-    /// Adds deltas to the persisted counters: `(tier, data_type, name, delta)`.
-    ///
-    /// # Errors
-    /// [`Error::Index`] when the update fails.
-    pub fn add_counters(&self, deltas: &[(&str, &str, &str, u64)]) -> Result<()> {
-        if deltas.is_empty() {
-            return Ok(());
-        }
-        self.with_writer(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO counters (tier, data_type, name, value) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (tier, data_type, name) DO UPDATE SET value = value + excluded.value",
-                )?;
-                for (tier, ty, name, d) in deltas {
-                    st.execute(params![tier, ty, name, i64_of(*d)])?;
-                }
-            }
-            tx.commit()
-        })
-    }
-
-    /// Every persisted counter: `((tier, data_type, name), value)`.
-    ///
-    /// # Errors
-    /// [`Error::Index`] when the query fails.
-    pub fn counters(&self) -> Result<HashMap<(String, String, String), u64>> {
-        self.with_reader(|c| {
-            let mut st = c.prepare_cached("SELECT tier, data_type, name, value FROM counters")?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    (r.get(0)?, r.get(1)?, r.get(2)?),
-                    r.get::<_, i64>(3)?.max(0) as u64,
-                ))
-            })?;
-            rows.collect()
-        })
-    }
-
     /// Number of rows in the index.
     ///
     /// # Errors
@@ -1130,88 +651,6 @@ impl Drop for DiskTier {
         }
         let _ = self.flush_touches();
     }
-}
-
-/// Access times read but not yet written, by key, shared by the readers and the flusher.
-#[derive(Default)]
-struct TouchQueue {
-    pending: Mutex<HashMap<String, u64>>,
-    /// Signalled when a batch is full, and at shutdown.
-    wake: std::sync::Condvar,
-    /// Held from taking a batch until it is committed, so a flush on demand finds every
-    /// earlier read written when it returns.
-    writing: Mutex<()>,
-    stop: std::sync::atomic::AtomicBool,
-}
-
-impl TouchQueue {
-    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
-        unpoisoned(&self.writing)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        unpoisoned(&self.pending)
-    }
-
-    /// A thread with a connection of its own that writes each full batch, so the reader that
-    /// fills a batch does not pay for a write transaction of [`TOUCH_BATCH`] updates (it
-    /// halved disk-hit throughput on a 20 000-key pass). What is pending at shutdown is
-    /// written before the thread ends.
-    fn spawn_flusher(queue: &Arc<Self>, db_path: &Path) -> Option<std::thread::JoinHandle<()>> {
-        let queue = Arc::clone(queue);
-        let db_path = db_path.to_path_buf();
-        std::thread::Builder::new()
-            .name("freshcache-touch".into())
-            .spawn(move || {
-                let mut conn = None;
-                loop {
-                    {
-                        let mut t = queue.lock();
-                        while t.len() < TOUCH_BATCH && !queue.stop.load(Ordering::Acquire) {
-                            t = queue
-                                .wake
-                                .wait(t)
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        }
-                    }
-                    let _writing = queue.writing();
-                    let pending = std::mem::take(&mut *queue.lock());
-                    if !pending.is_empty() {
-                        if conn.is_none() {
-                            conn = DiskTier::connect(&db_path).ok();
-                        }
-                        match conn.as_mut().map(|c| write_touches(c, pending)) {
-                            Some(Ok(())) => {}
-                            Some(Err(e)) => {
-                                tracing::debug!(error = %e, "disk tier: access times not written");
-                            }
-                            None => tracing::debug!("disk tier: no connection for access times"),
-                        }
-                    }
-                    if queue.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                }
-            })
-            .ok()
-    }
-}
-
-/// Writes access times in one transaction, in key order (neighbouring keys share index pages).
-fn write_touches(c: &mut Connection, pending: HashMap<String, u64>) -> rusqlite::Result<()> {
-    let mut pending: Vec<(String, u64)> = pending.into_iter().collect();
-    pending.sort_unstable();
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let mut st = tx.prepare_cached(
-            "UPDATE entries SET access_at = max(access_at, ?2),
-                 access_count = access_count + 1 WHERE key = ?1",
-        )?;
-        for (k, t) in &pending {
-            st.execute(params![k, i64_of(*t)])?;
-        }
-    }
-    tx.commit()
 }
 
 #[cfg(test)]

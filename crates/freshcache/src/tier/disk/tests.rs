@@ -1,5 +1,6 @@
 //! Unit tests of the disk tier on real SQLite files.
 
+use super::touch::TOUCH_BATCH;
 use super::*;
 use crate::entry::{Codec, Meta, checksum};
 use bytes::Bytes;
@@ -222,21 +223,6 @@ fn prefix_removal_copes_with_keys_no_build_writes() {
     assert_eq!(t.len().unwrap(), 0);
     assert_eq!(t.totals().unwrap(), (0, 0));
     assert!(blob_files(dir.path()).is_empty());
-}
-
-#[test]
-fn counters_accumulate_across_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let t = open(dir.path());
-        t.add_counters(&[("memory", "odds_data", "hits", 3)])
-            .unwrap();
-    }
-    let t = open(dir.path());
-    t.add_counters(&[("memory", "odds_data", "hits", 4)])
-        .unwrap();
-    let c = t.counters().unwrap();
-    assert_eq!(c[&("memory".into(), "odds_data".into(), "hits".into())], 7);
 }
 
 #[test]

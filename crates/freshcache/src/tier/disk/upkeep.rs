@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{
-    Deleted, DiskTier, REBUILD_TOTALS, WAL_AUTOCHECKPOINT, delete_rows, i64_of, valid_blob_name,
-};
+use super::blobs::valid_blob_name;
+use super::conn::WAL_AUTOCHECKPOINT;
+use super::schema::REBUILD_TOTALS;
+use super::{Deleted, DiskTier, delete_rows, i64_of};
 use crate::clock::Timestamp;
 use crate::codec;
 use crate::error::Result;
@@ -450,36 +451,5 @@ impl DiskTier {
         }
         report.repair = self.repair(grace, mode)?;
         Ok(report)
-    }
-
-    /// When the last completed cleanup finished, if one has.
-    ///
-    /// # Errors
-    /// [`crate::Error::Index`] when the query fails.
-    pub fn last_cleanup(&self) -> Result<Option<Timestamp>> {
-        self.with_reader(|c| {
-            c.query_row(
-                "SELECT value FROM maintenance WHERE name = 'last_cleanup_ms'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|v| v.map(|ms| Timestamp::from_millis(ms.max(0) as u64)))
-        })
-    }
-
-    /// Records a completed cleanup at `at`.
-    ///
-    /// # Errors
-    /// [`crate::Error::Index`] when the write fails.
-    pub fn record_cleanup(&self, at: Timestamp) -> Result<()> {
-        self.with_writer(|c| {
-            c.execute(
-                "INSERT INTO maintenance (name, value) VALUES ('last_cleanup_ms', ?1)
-                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-                [i64_of(at.as_millis())],
-            )
-            .map(|_| ())
-        })
     }
 }

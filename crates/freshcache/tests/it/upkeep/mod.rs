@@ -345,27 +345,6 @@ fn sweep_and_eviction_never_delete_through_a_blob_directory_replaced_by_a_link()
 }
 
 #[test]
-fn the_last_cleanup_only_moves_forward_and_is_shared_by_every_instance() {
-    let t = Disk::new();
-    assert_eq!(t.disk.last_cleanup().unwrap(), None);
-    let first = t.now();
-    t.disk.record_cleanup(first).unwrap();
-    assert_eq!(t.disk.last_cleanup().unwrap(), Some(first));
-
-    t.clock.advance(secs(3600));
-    let later = t.now();
-    t.disk.record_cleanup(later).unwrap();
-    // A process whose clock is behind finishes a cleanup afterwards: the record stays put.
-    let other = open(&t.dir());
-    other.record_cleanup(first).unwrap();
-    assert_eq!(other.last_cleanup().unwrap(), Some(later));
-    assert_eq!(t.disk.last_cleanup().unwrap(), Some(later));
-    drop(other);
-    let reopened = open(&t.dir());
-    assert_eq!(reopened.last_cleanup().unwrap(), Some(later));
-}
-
-#[test]
 fn a_refused_delete_fails_the_pass_but_keeps_earlier_batches_and_exact_totals() {
     let t = Disk::new();
     // More than a batch of expired rows, then one that expires later (so it is in the second

@@ -1,5 +1,8 @@
 //! The inference freshness guard: all signals fresh, or a typed refusal — and an audit row for
 //! every signal checked, so a later query can prove what a run used.
+//!
+//! `judge` is the one rule every read path and the guard apply; `audit` keeps the trail in
+//! a table of its own in the index database.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -10,7 +13,12 @@ use serde::Serialize;
 use crate::cache::{Cache, Hit, Lookup, Purpose, ReadOptions};
 use crate::error::{Error, Result, clip};
 use crate::key::Key;
-use crate::tier::disk::audit::AuditRow;
+
+pub mod audit;
+pub(crate) mod judge;
+
+pub use audit::AuditRow;
+use judge::{Allowance, Judgement, judge};
 
 /// Longest accepted run id, in bytes.
 pub const MAX_RUN_ID_LEN: usize = 128;
@@ -29,7 +37,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Lowercase name.
+    /// Lowercase name, as stored in the audit and printed.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -37,6 +45,35 @@ impl Verdict {
             Verdict::Stale => "stale",
             Verdict::Missing => "missing",
         }
+    }
+
+    /// The same as [`Verdict::name`].
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        self.name()
+    }
+
+    /// The verdict named `name` (as stored in the audit).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "fresh" => Some(Verdict::Fresh),
+            "stale" => Some(Verdict::Stale),
+            "missing" => Some(Verdict::Missing),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl PartialEq<&str> for Verdict {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
     }
 }
 
@@ -184,22 +221,24 @@ impl Cache {
                 Lookup::Fresh(h) | Lookup::Stale(h) => Some(Hit { now, ..h }),
                 Lookup::Miss => None,
             };
-            // A copy stamped after the verdict's instant (the clock stepped back during the
-            // reads) has no knowable age: it is treated as missing, as every lookup treats it.
-            let hit = hit.filter(|h| {
-                let future = h.meta().is_future_stamped_at(now);
-                if future {
+            // Judged at that instant, with the configured tolerance for clock skew between
+            // hosts (zero by default). A copy stamped after it (the clock stepped back during
+            // the reads) has no knowable age: it is treated as missing, as every lookup does.
+            let allow = Allowance {
+                skew,
+                ..Allowance::NONE
+            };
+            let verdict = match hit.as_ref().map(|h| judge(h.meta(), ty, now, allow)) {
+                Some(Judgement::Fresh { .. }) => Verdict::Fresh,
+                Some(Judgement::Stale { .. } | Judgement::Expired { .. }) => Verdict::Stale,
+                Some(Judgement::FutureStamped) => {
                     let c = self.type_counters(ty.id);
                     c.future_stamped.fetch_add(1, Ordering::Relaxed);
+                    Verdict::Missing
                 }
-                !future
-            });
-            let verdict = match &hit {
-                // Configured tolerance for clock skew between hosts (zero by default).
-                Some(h) if now < h.deadline.saturating_add(skew) => Verdict::Fresh,
-                Some(_) => Verdict::Stale,
                 None => Verdict::Missing,
             };
+            let hit = hit.filter(|_| verdict != Verdict::Missing);
             let ttl = hit.as_ref().map_or(ty.ttl, |h| h.meta().ttl().min(ty.ttl));
             let counters = self.type_counters(ty.id);
             counters.checks.fetch_add(1, Ordering::Relaxed);
@@ -223,24 +262,7 @@ impl Cache {
             checked_at: now.to_string(),
             signals,
         };
-        let rows: Vec<AuditRow> = report
-            .signals
-            .iter()
-            .map(|s| AuditRow {
-                run_id: run_id.to_owned(),
-                checked_at: report.checked_at.clone(),
-                key: s.key.clone(),
-                data_type: s.data_type.clone(),
-                verdict: s.verdict.name().to_owned(),
-                age_ms: s
-                    .age
-                    .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
-                ttl_ms: u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX),
-                checksum: s.checksum.clone(),
-                etag: s.etag.clone(),
-            })
-            .collect();
-        self.disk().record_audit(now, &rows)?;
+        audit::record(self.disk(), now, &report)?;
         Ok((report, hits))
     }
 
@@ -266,7 +288,7 @@ impl Cache {
     /// # Errors
     /// [`Error::Index`] when the query fails.
     pub fn audit(&self, run_id: &str) -> Result<Vec<AuditRow>> {
-        self.disk().audit_rows(run_id)
+        audit::rows(self.disk(), run_id)
     }
 }
 

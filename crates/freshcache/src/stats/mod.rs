@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::tier::TierKind;
 
+pub(crate) mod persisted;
+
 /// Tiers that keep per-type lookup counters.
 pub(crate) const TIERS: [TierKind; 3] = [TierKind::Memory, TierKind::Redis, TierKind::Disk];
 

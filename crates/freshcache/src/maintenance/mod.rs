@@ -10,7 +10,9 @@ use serde::Serialize;
 use crate::cache::Cache;
 use crate::clock::Timestamp;
 use crate::error::{ConfigError, Result};
-use crate::tier::disk::upkeep::{Mode, Removed, RepairReport, VerifyReport};
+pub use crate::tier::disk::upkeep::{Mode, Removed, RepairReport, VerifyReport};
+
+pub(crate) mod history;
 
 /// Files younger than this are never treated as orphans: they may belong to a write in flight.
 pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(600);
@@ -141,13 +143,16 @@ impl Cache {
         progress(Phase::Repair);
         let repaired = disk.repair(opts.orphan_grace, opts.mode)?;
         let audit_rows_pruned = if opts.mode == Mode::Apply {
-            disk.prune_audit(now.saturating_sub(self.config().freshness.audit_retention))?
+            crate::freshness::audit::prune(
+                disk,
+                now.saturating_sub(self.config().freshness.audit_retention),
+            )?
         } else {
             0
         };
         let bytes_after = disk.total_bytes()?;
         if opts.mode == Mode::Apply {
-            disk.record_cleanup(now)?;
+            history::record_cleanup(disk, now)?;
         }
         progress(Phase::Done);
         Ok(CleanupReport {
@@ -186,7 +191,7 @@ impl Cache {
     /// # Errors
     /// [`crate::Error::Index`] when the query fails.
     pub fn last_cleanup(&self) -> Result<Option<Timestamp>> {
-        self.disk().last_cleanup()
+        history::last_cleanup(self.disk())
     }
 }
 
