@@ -233,6 +233,8 @@ fn parse_timestamp(s: &str) -> Result<freshcache::Timestamp, String> {
 pub(crate) enum Failure {
     /// Key not found or not fresh.
     Miss,
+    /// The freshness guard refused (exit 1, like a miss, with the reason).
+    Refused(anyhow::Error),
     /// The caller's input was refused.
     Invalid(anyhow::Error),
     /// Something broke.
@@ -241,10 +243,11 @@ pub(crate) enum Failure {
 
 impl From<freshcache::Error> for Failure {
     fn from(e: freshcache::Error) -> Self {
-        if e.is_invalid_input() {
-            Failure::Invalid(e.into())
-        } else {
-            Failure::Runtime(e.into())
+        // The library's one classification decides the exit code (and the HTTP status).
+        match e.class().exit_code() {
+            1 => Failure::Refused(e.into()),
+            2 => Failure::Invalid(e.into()),
+            _ => Failure::Runtime(e.into()),
         }
     }
 }
@@ -304,6 +307,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Miss) => ExitCode::from(1),
+        Err(Failure::Refused(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
         Err(Failure::Invalid(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

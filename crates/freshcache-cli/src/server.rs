@@ -62,18 +62,17 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let (status, code) = match &e {
-            Error::InvalidKey { .. } => (StatusCode::BAD_REQUEST, "invalid_key"),
-            Error::UnknownDataType { .. } => (StatusCode::BAD_REQUEST, "unknown_data_type"),
-            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Error::TtlNotAllowed { .. } => (StatusCode::BAD_REQUEST, "ttl_not_allowed"),
-            Error::AlreadyExpired { .. } => (StatusCode::BAD_REQUEST, "already_expired"),
-            Error::Codec { .. } => (StatusCode::BAD_REQUEST, "codec"),
-            Error::Loader { .. } => (StatusCode::BAD_GATEWAY, "loader"),
-            Error::StaleSignals { .. } => (StatusCode::CONFLICT, "stale_signals"),
-            _ if e.is_disk_full() => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
-            _ if e.is_read_only() => (StatusCode::SERVICE_UNAVAILABLE, "read_only"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
+        // The status follows the library's one classification; the code names the error.
+        let status = StatusCode::from_u16(e.class().http_status())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let code = match &e {
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::UnknownDataType { .. } => "unknown_data_type",
+            Error::TtlNotAllowed { .. } => "ttl_not_allowed",
+            Error::AlreadyExpired { .. } => "already_expired",
+            Error::Codec { .. } => "codec",
+            Error::Loader { .. } => "loader",
+            _ => e.class().name(),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");

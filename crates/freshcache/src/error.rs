@@ -101,7 +101,7 @@ pub enum Error {
     #[error("{report}")]
     StaleSignals {
         /// The full report.
-        report: crate::freshness::BoxedReport,
+        report: crate::report::BoxedReport,
     },
     /// Redis could not be used at start-up: unreachable, wrong credentials, bad URL. (Once
     /// running, Redis failures degrade to memory + disk instead of erroring.)
@@ -109,6 +109,8 @@ pub enum Error {
     Redis {
         /// The URL with its password redacted.
         url: String,
+        /// What kind of failure, for callers that branch on it.
+        kind: RedisErrorKind,
         /// What went wrong.
         reason: String,
     },
@@ -238,6 +240,119 @@ impl FetchErrorKind {
     }
 }
 
+/// Why a Redis call failed, kept from the connection at start-up and at run time alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisErrorKind {
+    /// The URL (or TLS material it names) cannot be used.
+    InvalidUrl,
+    /// Nothing listens at the address, or the connection was reset.
+    Refused,
+    /// No answer within the configured time.
+    Timeout,
+    /// The server refused the credentials or the command (`WRONGPASS`, `NOAUTH`, `NOPERM`).
+    Auth,
+    /// The TLS handshake failed.
+    Tls,
+    /// The server answered something this client did not expect (not Redis, wrong owner).
+    Protocol,
+    /// The circuit breaker is open: Redis was not asked.
+    BreakerOpen,
+    /// Another failure of the connection.
+    Io,
+}
+
+impl RedisErrorKind {
+    /// True when the same call may succeed later without a change of configuration: a wrong
+    /// password or URL will not fix itself.
+    #[must_use]
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::Refused | Self::Timeout | Self::BreakerOpen | Self::Io
+        )
+    }
+
+    /// Short lowercase name for logs and responses.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidUrl => "invalid_url",
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Auth => "auth",
+            Self::Tls => "tls",
+            Self::Protocol => "protocol",
+            Self::BreakerOpen => "breaker_open",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// The one classification of an [`Error`] that every face uses: the HTTP status, the CLI's exit
+/// code and the Python exception class all follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The caller's input was refused (key, TTL, codec, config, URL): fix the call.
+    InvalidInput,
+    /// The value is larger than its type allows.
+    TooLarge,
+    /// The freshness guard refused the signals.
+    StaleSignals,
+    /// The source behind the cache failed (a loader, an origin server).
+    Upstream,
+    /// Redis could not be used (see [`RedisErrorKind`]).
+    Redis,
+    /// The filesystem is full.
+    DiskFull,
+    /// The filesystem is read-only.
+    ReadOnly,
+    /// Storage failed otherwise (I/O, the index, damaged data).
+    Storage,
+}
+
+impl ErrorClass {
+    /// The HTTP status a service answers with.
+    #[must_use]
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidInput => 400,
+            Self::TooLarge => 413,
+            Self::StaleSignals => 409,
+            Self::Upstream => 502,
+            Self::DiskFull => 507,
+            Self::Redis | Self::ReadOnly | Self::Storage => 503,
+        }
+    }
+
+    /// The exit code of a command that failed with it: 2 for input the caller must fix, 1 for
+    /// a refusal by the guard, 3 for a failure of the machinery.
+    #[must_use]
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::InvalidInput | Self::TooLarge => 2,
+            Self::StaleSignals => 1,
+            Self::Upstream | Self::Redis | Self::DiskFull | Self::ReadOnly | Self::Storage => 3,
+        }
+    }
+
+    /// Short lowercase name, used as the `error` code of HTTP answers.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::TooLarge => "too_large",
+            Self::StaleSignals => "stale_signals",
+            Self::Upstream => "upstream",
+            Self::Redis => "redis",
+            Self::DiskFull => "disk_full",
+            Self::ReadOnly => "read_only",
+            Self::Storage => "storage",
+        }
+    }
+}
+
 impl Error {
     /// True when retrying the same call later may succeed (I/O, a busy index, a loader, a
     /// fetch that failed for a reason [`FetchErrorKind::is_transient`] accepts).
@@ -246,10 +361,37 @@ impl Error {
         if let Some(kind) = self.fetch_kind() {
             return kind.is_transient();
         }
+        if let Error::Redis { kind, .. } = self {
+            return kind.is_transient();
+        }
         matches!(
             self,
-            Error::Io { .. } | Error::Index { .. } | Error::Loader { .. } | Error::Redis { .. }
+            Error::Io { .. } | Error::Index { .. } | Error::Loader { .. }
         )
+    }
+
+    /// The classification every face maps from (HTTP status, exit code, exception class).
+    #[must_use]
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::TooLarge { .. } => ErrorClass::TooLarge,
+            Error::StaleSignals { .. } => ErrorClass::StaleSignals,
+            _ if self.is_invalid_input() => ErrorClass::InvalidInput,
+            Error::Loader { .. } | Error::Fetch { .. } => ErrorClass::Upstream,
+            Error::Redis { .. } => ErrorClass::Redis,
+            _ if self.is_disk_full() => ErrorClass::DiskFull,
+            _ if self.is_read_only() => ErrorClass::ReadOnly,
+            _ => ErrorClass::Storage,
+        }
+    }
+
+    /// The kind of a Redis failure; `None` for other errors.
+    #[must_use]
+    pub fn redis_kind(&self) -> Option<RedisErrorKind> {
+        match self {
+            Error::Redis { kind, .. } => Some(*kind),
+            _ => None,
+        }
     }
 
     /// True when the caller's input was refused (bad key, size, TTL, config, codec).
@@ -266,6 +408,10 @@ impl Error {
                 | Error::Codec { .. }
                 | Error::Fetch {
                     kind: FetchErrorKind::InvalidUrl,
+                    ..
+                }
+                | Error::Redis {
+                    kind: RedisErrorKind::InvalidUrl,
                     ..
                 }
         )
@@ -302,10 +448,11 @@ impl Error {
         }
     }
 
-    /// True when a fetch ran out of time (connect or total timeout).
+    /// True when a fetch or a Redis call ran out of time.
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         self.fetch_kind() == Some(FetchErrorKind::Timeout)
+            || self.redis_kind() == Some(RedisErrorKind::Timeout)
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -433,6 +580,63 @@ mod tests {
         assert_eq!(
             fetch(FetchErrorKind::Header).to_string(),
             "fetch http://feed.example/odds: r"
+        );
+    }
+
+    #[test]
+    fn one_classification_gives_the_status_and_the_exit_code() {
+        let redis = |kind| Error::Redis {
+            url: "redis://127.0.0.1:1/0".into(),
+            kind,
+            reason: "x".into(),
+        };
+        // A wrong password or URL does not fix itself; a refused or slow connection may.
+        assert!(!redis(RedisErrorKind::Auth).is_transient());
+        assert!(!redis(RedisErrorKind::InvalidUrl).is_transient());
+        assert!(redis(RedisErrorKind::Refused).is_transient());
+        assert!(redis(RedisErrorKind::Timeout).is_timeout());
+        assert_eq!(
+            redis(RedisErrorKind::InvalidUrl).class(),
+            ErrorClass::InvalidInput
+        );
+        assert_eq!(redis(RedisErrorKind::Auth).class(), ErrorClass::Redis);
+
+        let too_large = Error::TooLarge {
+            key: "odds:g:1".into(),
+            data_type: "odds_data".into(),
+            size: 2,
+            max: 1,
+        };
+        assert_eq!(too_large.class(), ErrorClass::TooLarge);
+        assert_eq!(
+            (
+                too_large.class().http_status(),
+                too_large.class().exit_code()
+            ),
+            (413, 2)
+        );
+        let bad_key = Error::InvalidKey {
+            key: "x".into(),
+            reason: "y".into(),
+        };
+        assert_eq!(
+            (bad_key.class().http_status(), bad_key.class().exit_code()),
+            (400, 2)
+        );
+        let fetch = Error::Fetch {
+            url: "http://127.0.0.1/".into(),
+            kind: FetchErrorKind::InvalidUrl,
+            reason: "z".into(),
+        };
+        assert_eq!(fetch.class(), ErrorClass::InvalidInput);
+        let upstream = Error::Fetch {
+            url: "http://127.0.0.1/".into(),
+            kind: FetchErrorKind::Connect,
+            reason: "z".into(),
+        };
+        assert_eq!(
+            (upstream.class().http_status(), upstream.class().exit_code()),
+            (502, 3)
         );
     }
 }

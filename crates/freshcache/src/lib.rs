@@ -50,8 +50,9 @@ pub mod freshness;
 pub mod key;
 pub mod maintenance;
 pub mod metrics;
+mod report;
 pub mod stats;
-pub mod tier;
+pub(crate) mod tier;
 pub mod warm;
 
 pub use cache::{Cache, CacheBuilder, Hit, Inspection, Lookup, ReadOptions, Source, Value};
@@ -63,6 +64,17 @@ pub use error::{ConfigError, Error, FetchErrorKind, Result, StorageFault};
 pub use key::{Key, KeyPrefix};
 pub use stats::StatsReport;
 pub use tier::TierKind;
+pub use tier::breaker::BreakerState;
+pub use tier::disk::{FreeSpace, RowInfo};
+
+/// Internals reached by this crate's own integration tests and benchmarks: the fault seams of
+/// the disk tier and the bare tiers. Not part of the API; no stability promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::tier::disk::DiskTier;
+    pub use crate::tier::disk::fault::{BlobStep, FsFaults, WritePoint};
+    pub use crate::tier::memory::MemoryTier;
+}
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

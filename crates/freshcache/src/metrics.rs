@@ -15,7 +15,6 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::cache::Cache;
 use crate::stats::{COUNTER_STRIPES, TIERS, thread_stripe};
 use crate::tier::TierKind;
 
@@ -74,16 +73,23 @@ impl LatencyHistogram {
     }
 }
 
-/// Exposes a cache's counters on a Prometheus registry.
-#[derive(Debug)]
-struct CacheCollector {
-    cache: Cache,
+/// Something that hands out snapshots of its counters (a [`crate::Cache`]): the metrics never
+/// reach into what they describe.
+pub trait MetricsSource: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The counters and gauges as they stand now.
+    fn metrics_snapshot(&self) -> MetricsSnapshot;
 }
 
-/// Registers `cache`'s metrics on `registry`.
-pub fn register(registry: &mut Registry, cache: &Cache) {
+/// Exposes a source's counters on a Prometheus registry, read at scrape time.
+#[derive(Debug)]
+struct CacheCollector<S> {
+    source: S,
+}
+
+/// Registers the metrics of `source` (a cache) on `registry`.
+pub fn register<S: MetricsSource>(registry: &mut Registry, source: &S) {
     registry.register_collector(Box::new(CacheCollector {
-        cache: cache.clone(),
+        source: source.clone(),
     }));
 }
 
@@ -121,9 +127,9 @@ where
     Ok(())
 }
 
-impl Collector for CacheCollector {
+impl<S: MetricsSource> Collector for CacheCollector<S> {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let m = self.cache.metrics_snapshot();
+        let m = self.source.metrics_snapshot();
         let tier_sum = |f: fn(&TierSnapshot) -> u64| -> Vec<(&str, u64)> {
             TIERS
                 .iter()
@@ -373,16 +379,16 @@ pub struct ThresholdWatch {
 impl ThresholdWatch {
     /// A watch whose first window starts now.
     #[must_use]
-    pub fn new(cache: &Cache) -> Self {
+    pub fn new(source: &impl MetricsSource) -> Self {
         let mut w = Self::default();
-        let _ = w.check(cache, u64::MAX);
+        let _ = w.check(source, u64::MAX);
         w
     }
 
     /// Breaches in the window since the previous call; windows with fewer than `min_samples`
     /// lookups (or checks) are not judged.
-    pub fn check(&mut self, cache: &Cache, min_samples: u64) -> Vec<Breach> {
-        let m = cache.metrics_snapshot();
+    pub fn check(&mut self, source: &impl MetricsSource, min_samples: u64) -> Vec<Breach> {
+        let m = source.metrics_snapshot();
         let hits: u64 = m.tiers.iter().map(|t| t.hits).sum();
         let misses: u64 = m
             .tiers
@@ -431,52 +437,52 @@ impl ThresholdWatch {
 
 /// One tier's counters for one data type.
 #[derive(Clone, Debug)]
-pub(crate) struct TierSnapshot {
-    pub tier: TierKind,
-    pub hits: u64,
-    pub misses: u64,
+pub struct TierSnapshot {
+    pub(crate) tier: TierKind,
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
 }
 
 /// One data type's counters.
 #[derive(Clone, Debug)]
-pub(crate) struct TypeSnapshot {
-    pub name: String,
-    pub expirations: u64,
-    pub future_stamped: u64,
-    pub violations: u64,
-    pub checks: u64,
-    pub stale_served: u64,
-    pub loads: u64,
-    pub load_errors: u64,
-    pub coalesced: u64,
+pub struct TypeSnapshot {
+    pub(crate) name: String,
+    pub(crate) expirations: u64,
+    pub(crate) future_stamped: u64,
+    pub(crate) violations: u64,
+    pub(crate) checks: u64,
+    pub(crate) stale_served: u64,
+    pub(crate) loads: u64,
+    pub(crate) load_errors: u64,
+    pub(crate) coalesced: u64,
 }
 
 /// Everything a scrape reports, read at once.
 #[derive(Clone, Debug)]
-pub(crate) struct MetricsSnapshot {
-    pub tiers: Vec<TierSnapshot>,
-    pub types: Vec<TypeSnapshot>,
-    pub memory_evictions: u64,
-    pub disk_evictions: u64,
-    pub corrupt: u64,
-    pub redis_corrupt: u64,
-    pub memory_bytes: u64,
-    pub memory_limit: u64,
-    pub memory_entries: u64,
-    pub disk_bytes: u64,
-    pub disk_limit: u64,
-    pub disk_entries: u64,
-    pub memory_latency: (f64, u64, Vec<(f64, u64)>),
-    pub disk_latency: (f64, u64, Vec<(f64, u64)>),
-    pub cleanup_ok: u64,
-    pub cleanup_errors: u64,
-    pub cleanup_last_duration: Duration,
-    pub cleanup_last_success: Option<crate::clock::Timestamp>,
-    pub ttl_violation_threshold: f64,
-    pub hit_ratio_threshold: f64,
-    pub opened_at: crate::clock::Timestamp,
-    pub redis_circuit_open: bool,
-    pub redis_latency: (f64, u64, Vec<(f64, u64)>),
+pub struct MetricsSnapshot {
+    pub(crate) tiers: Vec<TierSnapshot>,
+    pub(crate) types: Vec<TypeSnapshot>,
+    pub(crate) memory_evictions: u64,
+    pub(crate) disk_evictions: u64,
+    pub(crate) corrupt: u64,
+    pub(crate) redis_corrupt: u64,
+    pub(crate) memory_bytes: u64,
+    pub(crate) memory_limit: u64,
+    pub(crate) memory_entries: u64,
+    pub(crate) disk_bytes: u64,
+    pub(crate) disk_limit: u64,
+    pub(crate) disk_entries: u64,
+    pub(crate) memory_latency: (f64, u64, Vec<(f64, u64)>),
+    pub(crate) disk_latency: (f64, u64, Vec<(f64, u64)>),
+    pub(crate) cleanup_ok: u64,
+    pub(crate) cleanup_errors: u64,
+    pub(crate) cleanup_last_duration: Duration,
+    pub(crate) cleanup_last_success: Option<crate::clock::Timestamp>,
+    pub(crate) ttl_violation_threshold: f64,
+    pub(crate) hit_ratio_threshold: f64,
+    pub(crate) opened_at: crate::clock::Timestamp,
+    pub(crate) redis_circuit_open: bool,
+    pub(crate) redis_latency: (f64, u64, Vec<(f64, u64)>),
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use freshcache::tier::memory::MemoryTier;
+use freshcache::internals::MemoryTier;
 use freshcache::{
     Cache, Clock, Codec, Config, Entry, Key, Lookup, Meta, SystemClock, Timestamp, Value,
 };

@@ -10,12 +10,13 @@ use tokio::sync::watch;
 use super::{Cache, Inner, STRIPES, Stripe, UpkeepCounters, coherence};
 use crate::clock::{Clock, SharedClock, SystemClock, Timestamp};
 use crate::config::Config;
+use crate::config::{RedisConfig, RedisUrl};
 use crate::error::{Error, Result};
 use crate::metrics::LatencyHistogram;
 use crate::stats::Stats;
 use crate::tier::disk::{DiskTier, FreeSpace, StatvfsFreeSpace};
 use crate::tier::memory::MemoryTier;
-use crate::tier::redis::RedisTier;
+use crate::tier::redis::{RedisOptions, RedisTier};
 
 /// The cache's clock. The system clock is called directly rather than through a `dyn Clock`:
 /// every lookup reads the clock first, and on a memory hit the indirect call is a visible
@@ -106,9 +107,10 @@ impl CacheBuilder {
     /// credentials (the message names the problem, never the password).
     pub async fn connect(self) -> Result<Cache> {
         let redis = match &self.config.redis_url {
-            Some(url) => {
-                Some(RedisTier::connect(url, &self.config.redis, self.clock.shared()).await?)
-            }
+            Some(url) => Some(
+                RedisTier::connect(&redis_options(url, &self.config.redis), self.clock.shared())
+                    .await?,
+            ),
             None => None,
         };
         let with_redis = redis.is_some();
@@ -201,5 +203,22 @@ impl Cache {
             clock: CacheClock::System,
             free_space: None,
         }
+    }
+}
+
+/// The Redis tier's options, from the configured URL and `redis:` section.
+fn redis_options(url: &RedisUrl, cfg: &RedisConfig) -> RedisOptions {
+    RedisOptions {
+        url: url.expose().to_owned(),
+        redacted_url: url.redacted(),
+        cluster: url.is_cluster(),
+        namespace: cfg.namespace.clone(),
+        timeout: cfg.timeout,
+        connect_timeout: cfg.connect_timeout,
+        breaker_failures: cfg.breaker_failures,
+        breaker_open_for: cfg.breaker_open_for,
+        password: cfg.password.clone(),
+        username: cfg.username.clone(),
+        tls_ca_file: cfg.tls_ca_file.clone(),
     }
 }

@@ -246,7 +246,7 @@ pub(super) async fn run(weak: Weak<Inner>) {
             Err(reason) => {
                 cache.inner.l1_trusted.store(false, Ordering::Release);
                 cache.inner.memory.clear();
-                tracing::debug!(reason, "coherence subscription failed");
+                tracing::debug!(%reason, "coherence subscription failed");
                 drop(cache);
             }
         }

@@ -127,9 +127,11 @@ impl Cache {
                 + inner.redis_corrupt.load(Ordering::Relaxed),
         })
     }
+}
 
+impl crate::metrics::MetricsSource for Cache {
     /// Everything a metrics scrape reports.
-    pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
+    fn metrics_snapshot(&self) -> MetricsSnapshot {
         let inner = &*self.inner;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let types = inner.config.data_types.types();

@@ -47,7 +47,13 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 
 mod body;
+mod exchange;
 mod policy;
+mod url;
+
+pub(crate) use url::check_url;
+use url::{authority, redact};
+pub use url::{parse_url, redact_url};
 
 use body::{BodyError, BodyReader, Encoding};
 #[doc(hidden)]
@@ -207,67 +213,6 @@ impl FetchOutcome {
             FetchOutcome::NotStored { .. } => "not_stored",
         }
     }
-}
-
-/// The URL as it may appear in errors and logs: scheme, host, port and path, without
-/// credentials, query or fragment (a query shows as `?…`).
-#[must_use]
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(u) => redact(&u),
-        Err(_) => "<invalid url>".to_owned(),
-    }
-}
-
-fn redact(u: &Url) -> String {
-    let mut out = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
-    if let Some(port) = u.port() {
-        out.push_str(&format!(":{port}"));
-    }
-    out.push_str(u.path());
-    if u.query().is_some() {
-        out.push_str("?…");
-    }
-    out
-}
-
-/// `host:port` of a URL, with the scheme's default port filled in.
-fn authority(u: &Url) -> String {
-    format!(
-        "{}:{}",
-        u.host_str().unwrap_or(""),
-        u.port_or_known_default().unwrap_or(0)
-    )
-}
-
-/// Parses an absolute `http(s)://` URL with a host.
-///
-/// # Errors
-/// [`Error::Fetch`] with [`FetchErrorKind::InvalidUrl`].
-pub fn parse_url(url: &str) -> Result<Url> {
-    check_url(url).map_err(|reason| Error::Fetch {
-        url: redact_url(url),
-        kind: FetchErrorKind::InvalidUrl,
-        reason,
-    })
-}
-
-/// [`parse_url`] with the reason as text (for configuration errors).
-pub(crate) fn check_url(url: &str) -> std::result::Result<Url, String> {
-    let u = Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme {:?} is not supported; use http or https",
-            u.scheme()
-        ));
-    }
-    if u.scheme() == "https" && !cfg!(feature = "https") {
-        return Err("https is not supported by this build (freshcache's `https` feature)".into());
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err("the URL has no host".into());
-    }
-    Ok(u)
 }
 
 /// The validators of a stored entry, as sent back.
@@ -557,216 +502,6 @@ impl Fetcher {
         // Without the URL: it may carry credentials or a query string.
         self.error(url, kind, chain(&e.without_url()))
     }
-
-    /// One header value, checked; `None` when absent.
-    fn header<'h>(
-        &self,
-        url: &Url,
-        headers: &'h HeaderMap,
-        name: header::HeaderName,
-    ) -> Result<Option<&'h str>> {
-        let Some(v) = headers.get(&name) else {
-            return Ok(None);
-        };
-        match policy::check_header_value(v.as_bytes(), self.opts.max_header_bytes) {
-            Ok(s) => Ok(Some(s)),
-            Err(HeaderProblem::TooLong) => Err(self.error(
-                url,
-                FetchErrorKind::Header,
-                format!(
-                    "{name} header is {} bytes, more than the {} allowed",
-                    v.len(),
-                    self.opts.max_header_bytes
-                ),
-            )),
-            Err(HeaderProblem::BadByte) => Err(self.error(
-                url,
-                FetchErrorKind::Header,
-                format!("{name} header contains control or non-ASCII bytes (CR/LF?)"),
-            )),
-        }
-    }
-
-    /// The directives and `Age` of a response, every `Cache-Control` line checked.
-    fn freshness(&self, url: &Url, headers: &HeaderMap) -> Result<(Directives, Option<u64>)> {
-        let mut lines = Vec::new();
-        for v in headers.get_all(header::CACHE_CONTROL) {
-            match policy::check_header_value(v.as_bytes(), self.opts.max_header_bytes) {
-                Ok(s) => lines.push(s),
-                Err(_) => {
-                    return Err(self.error(
-                        url,
-                        FetchErrorKind::Header,
-                        "cache-control header is too long or contains control bytes",
-                    ));
-                }
-            }
-        }
-        let age = self
-            .header(url, headers, header::AGE)?
-            .and_then(|a| a.parse::<u64>().ok());
-        Ok((policy::parse_cache_control(lines), age))
-    }
-
-    fn response_validators(&self, url: &Url, headers: &HeaderMap) -> Result<Validators> {
-        Ok(Validators {
-            etag: self
-                .header(url, headers, header::ETAG)?
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-            last_modified: self
-                .header(url, headers, header::LAST_MODIFIED)?
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        })
-    }
-
-    /// Sends one GET (conditional when `validators` is given) and reads an accepted answer.
-    async fn exchange(
-        &self,
-        url: &Url,
-        validators: Option<&Validators>,
-        ty: &DataTypeSpec,
-        mode: CacheControl,
-    ) -> Result<Exchange> {
-        let mut req = self
-            .client
-            .get(url.clone())
-            .header(header::ACCEPT_ENCODING, "gzip");
-        if !self.opts.content_types.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&self.opts.content_types.join(", "))
-        {
-            req = req.header(header::ACCEPT, v);
-        }
-        if let Some(v) = validators {
-            // Sent exactly as stored: a weak `W/"x"` goes back weak.
-            if let Some(etag) = v
-                .etag
-                .as_deref()
-                .and_then(|e| HeaderValue::from_str(e).ok())
-            {
-                req = req.header(header::IF_NONE_MATCH, etag);
-            }
-            if let Some(lm) = v
-                .last_modified
-                .as_deref()
-                .and_then(|e| HeaderValue::from_str(e).ok())
-            {
-                req = req.header(header::IF_MODIFIED_SINCE, lm);
-            }
-        }
-        let mut resp = req.send().await.map_err(|e| self.map_reqwest(url, e))?;
-        let status = resp.status();
-        let final_url = resp.url().clone();
-        let headers = resp.headers().clone();
-        match status {
-            StatusCode::NOT_MODIFIED => {
-                let validators = self.response_validators(&final_url, &headers)?;
-                let (directives, age) = self.freshness(&final_url, &headers)?;
-                Ok(Exchange {
-                    answer: Answer::NotModified {
-                        validators,
-                        storage: policy::storage(mode, &directives, age, ty),
-                    },
-                    status: status.as_u16(),
-                    body_bytes: 0,
-                })
-            }
-            StatusCode::OK => {
-                let content_type = self.header(&final_url, &headers, header::CONTENT_TYPE)?;
-                if !policy::content_type_allowed(content_type, &self.opts.content_types) {
-                    return Err(self.error(
-                        &final_url,
-                        FetchErrorKind::ContentType,
-                        format!(
-                            "content-type {:?} is not one of {}",
-                            content_type.unwrap_or("(none)"),
-                            self.opts.content_types.join(", ")
-                        ),
-                    ));
-                }
-                let codec = content_type.map_or(Codec::Bytes, Codec::from_media_type);
-                let validators = self.response_validators(&final_url, &headers)?;
-                let (directives, age) = self.freshness(&final_url, &headers)?;
-                let encoding_header =
-                    self.header(&final_url, &headers, header::CONTENT_ENCODING)?;
-                let Some(encoding) = Encoding::from_header(encoding_header) else {
-                    return Err(self.error(
-                        &final_url,
-                        FetchErrorKind::Encoding,
-                        format!(
-                            "content-encoding {:?} was not asked for",
-                            encoding_header.unwrap_or_default()
-                        ),
-                    ));
-                };
-                let (body, body_bytes) =
-                    self.read_body(&final_url, &mut resp, encoding, ty).await?;
-                Ok(Exchange {
-                    answer: Answer::Full(Body {
-                        bytes: body,
-                        codec,
-                        validators,
-                        storage: policy::storage(mode, &directives, age, ty),
-                    }),
-                    status: status.as_u16(),
-                    body_bytes,
-                })
-            }
-            other => Err(self.error(
-                &final_url,
-                FetchErrorKind::Status(other.as_u16()),
-                format!("the origin answered {other}"),
-            )),
-        }
-    }
-
-    /// Streams the body within the wire limit and the decoded limit (the smaller of
-    /// [`FetchOptions::max_decoded_bytes`] and the type's `max_value_size`).
-    async fn read_body(
-        &self,
-        url: &Url,
-        resp: &mut reqwest::Response,
-        encoding: Encoding,
-        ty: &DataTypeSpec,
-    ) -> Result<(Bytes, u64)> {
-        let wire_limit = self.opts.max_body_bytes;
-        let decoded_limit = self.opts.max_decoded_bytes.min(ty.max_value_size);
-        let too_large = |e: BodyError| match e {
-            BodyError::WireTooLarge { limit } => self.error(
-                url,
-                FetchErrorKind::BodyTooLarge,
-                format!("the body is larger than {limit} bytes"),
-            ),
-            BodyError::DecodedTooLarge { limit } => self.error(
-                url,
-                FetchErrorKind::DecodedTooLarge,
-                format!("the decoded body is larger than {limit} bytes (data type {ty})"),
-            ),
-            BodyError::Corrupt(reason) => self.error(url, FetchErrorKind::Encoding, reason),
-        };
-        // A declared length over the limit is refused before reading; a smaller one is not
-        // trusted: bytes are counted as they arrive.
-        if let Some(len) = resp.content_length() {
-            if len > wire_limit {
-                return Err(too_large(BodyError::WireTooLarge { limit: wire_limit }));
-            }
-            if encoding == Encoding::Identity && len > decoded_limit {
-                return Err(too_large(BodyError::DecodedTooLarge {
-                    limit: decoded_limit,
-                }));
-            }
-        }
-        let mut reader = BodyReader::new(encoding, wire_limit, decoded_limit);
-        loop {
-            let chunk = resp.chunk().await.map_err(|e| self.map_reqwest(url, e))?;
-            let Some(chunk) = chunk else { break };
-            reader.push(&chunk).map_err(too_large)?;
-        }
-        let wire = reader.wire_bytes();
-        let body = reader.finish().map_err(too_large)?;
-        Ok((body, wire))
-    }
 }
 
 fn fetched(hit: Hit, transfer: Transfer) -> FetchOutcome {
@@ -820,38 +555,6 @@ async fn store(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_redacted_of_credentials_and_queries() {
-        assert_eq!(
-            redact_url("https://user:secret@feeds.example:8443/odds/today?token=abc#x"),
-            "https://feeds.example:8443/odds/today?…"
-        );
-        assert_eq!(redact_url("http://h/p"), "http://h/p");
-        assert_eq!(redact_url("::"), "<invalid url>");
-    }
-
-    #[test]
-    fn only_absolute_http_urls_are_accepted() {
-        assert!(parse_url("http://127.0.0.1:8080/x").is_ok());
-        assert_eq!(
-            parse_url("https://feeds.example/x").is_ok(),
-            cfg!(feature = "https")
-        );
-        for bad in ["ftp://h/x", "file:///etc/passwd", "/relative", "http://"] {
-            let e = parse_url(bad).unwrap_err();
-            assert_eq!(e.fetch_kind(), Some(FetchErrorKind::InvalidUrl), "{bad}");
-            assert!(e.is_invalid_input());
-        }
-    }
-
-    #[test]
-    fn authorities_fill_in_default_ports() {
-        let a = |s: &str| authority(&Url::parse(s).unwrap());
-        assert_eq!(a("http://h/x"), "h:80");
-        assert_eq!(a("https://H/x"), "h:443");
-        assert_eq!(a("http://h:8080/x"), "h:8080");
-    }
 
     #[test]
     fn a_fetcher_builds_without_a_process_wide_tls_provider() {

@@ -6,9 +6,6 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-use serde::Serialize;
 
 use crate::cache::{Cache, Hit, Lookup, Purpose, ReadOptions};
 use crate::error::{Error, Result, clip};
@@ -17,124 +14,12 @@ use crate::key::Key;
 pub mod audit;
 pub(crate) mod judge;
 
+pub use crate::report::{FreshnessReport, SignalCheck, Verdict};
 pub use audit::AuditRow;
 use judge::{Allowance, Judgement, judge};
 
 /// Longest accepted run id, in bytes.
 pub const MAX_RUN_ID_LEN: usize = 128;
-
-/// What the guard concluded about one signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Verdict {
-    /// Within its TTL.
-    Fresh,
-    /// Found, but older than its TTL.
-    Stale,
-    /// Not in the cache.
-    Missing,
-}
-
-impl Verdict {
-    /// Lowercase name, as stored in the audit and printed.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Fresh => "fresh",
-            Verdict::Stale => "stale",
-            Verdict::Missing => "missing",
-        }
-    }
-
-    /// The same as [`Verdict::name`].
-    #[must_use]
-    pub fn as_str(&self) -> &'static str {
-        self.name()
-    }
-
-    /// The verdict named `name` (as stored in the audit).
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "fresh" => Some(Verdict::Fresh),
-            "stale" => Some(Verdict::Stale),
-            "missing" => Some(Verdict::Missing),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.name())
-    }
-}
-
-impl PartialEq<&str> for Verdict {
-    fn eq(&self, other: &&str) -> bool {
-        self.name() == *other
-    }
-}
-
-/// One signal as checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SignalCheck {
-    /// The key.
-    pub key: String,
-    /// Its data type.
-    pub data_type: String,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Age of the signal (from its `as_of` when known), if found.
-    #[serde(serialize_with = "ser_opt_secs", rename = "age_seconds")]
-    pub age: Option<Duration>,
-    /// The TTL it is held to: its own lifetime, capped by its type's configured TTL.
-    #[serde(serialize_with = "ser_secs", rename = "ttl_seconds")]
-    pub ttl: Duration,
-    /// xxh3-64 of the value, hex, if found.
-    pub checksum: Option<String>,
-    /// Origin ETag, if known.
-    pub etag: Option<String>,
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn ser_opt_secs<S: serde::Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
-}
-
-/// The guard's findings for one run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FreshnessReport {
-    /// The run id given by the caller.
-    pub run_id: String,
-    /// When the check was made (RFC 3339).
-    pub checked_at: String,
-    /// One entry per requested key, in request order.
-    pub signals: Vec<SignalCheck>,
-}
-
-impl FreshnessReport {
-    /// True when every signal is fresh.
-    #[must_use]
-    pub fn all_fresh(&self) -> bool {
-        self.signals.iter().all(|s| s.verdict == Verdict::Fresh)
-    }
-
-    /// The stale or missing signals.
-    pub fn violations(&self) -> impl Iterator<Item = &SignalCheck> {
-        self.signals.iter().filter(|s| s.verdict != Verdict::Fresh)
-    }
-}
 
 impl fmt::Display for FreshnessReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -293,4 +178,4 @@ impl Cache {
 }
 
 /// The report as carried by [`Error::StaleSignals`] (boxed to keep `Error` small).
-pub type BoxedReport = Box<FreshnessReport>;
+pub type BoxedReport = crate::report::BoxedReport;

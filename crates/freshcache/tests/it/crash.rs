@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use freshcache::tier::disk::fault::{BlobStep, FsFaults, WritePoint};
-use freshcache::tier::disk::upkeep::Mode;
+use freshcache::internals::{BlobStep, FsFaults, WritePoint};
+use freshcache::maintenance::Mode;
 use freshcache::{Cache, Config, Key, Lookup, Value};
 
 /// Set to the cache directory in a writer child.

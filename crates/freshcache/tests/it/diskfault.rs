@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use freshcache::tier::disk::fault::{BlobStep, FsFaults};
-use freshcache::tier::disk::upkeep::Mode;
+use freshcache::internals::{BlobStep, FsFaults};
+use freshcache::maintenance::Mode;
 use freshcache::{Cache, Config, Key, Lookup, ManualClock, StorageFault, Value};
 use tempfile::TempDir;
 

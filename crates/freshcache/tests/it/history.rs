@@ -342,7 +342,7 @@ fn eight_processes_open_an_empty_directory_at_once() {
         assert_eq!(id_of(h.value()), format!("open.{p}.0"));
     }
     let report = cache
-        .doctor(freshcache::tier::disk::upkeep::Mode::DryRun, Duration::ZERO)
+        .doctor(freshcache::maintenance::Mode::DryRun, Duration::ZERO)
         .unwrap();
     assert!(report.is_clean(), "{report:?}");
     eprintln!(

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use freshcache::maintenance::CleanupOptions;
-use freshcache::tier::disk::upkeep::Mode;
+use freshcache::maintenance::Mode;
 use freshcache::{Cache, Config, Key, ManualClock, Value};
 
 use crate::support::{T0, blob_files, disk_entries, files_under, noise, secs};
@@ -355,7 +355,7 @@ struct TinyDisk {
     capacity: u64,
 }
 
-impl freshcache::tier::disk::FreeSpace for TinyDisk {
+impl freshcache::FreeSpace for TinyDisk {
     fn available(&self, _path: &std::path::Path) -> Option<u64> {
         // The disk tier's fixed reserve (headroom for deletes on a full disk) is left out: the
         // simulated disk is the space entries compete for.
@@ -399,7 +399,7 @@ fn writes_evict_to_keep_the_free_space_watermark_even_under_the_size_limit() {
                 .set(&key, Value::bytes(noise(i, 100_000)))
                 .await
                 .unwrap();
-            let free = freshcache::tier::disk::FreeSpace::available(&probe, &dir).unwrap();
+            let free = freshcache::FreeSpace::available(&probe, &dir).unwrap();
             lowest = lowest.min(free);
             assert!(
                 cache.get(&key).await.unwrap().is_fresh(),
@@ -417,7 +417,7 @@ fn writes_evict_to_keep_the_free_space_watermark_even_under_the_size_limit() {
     assert!(d.evictions > 0);
     // A cleanup pass also honours the watermark.
     let report = cache.cleanup_at(cache.now(), now_opts(), |_| {}).unwrap();
-    let free = freshcache::tier::disk::FreeSpace::available(&probe, &dir).unwrap();
+    let free = freshcache::FreeSpace::available(&probe, &dir).unwrap();
     assert!(
         free >= 1_000_000 - 200_000,
         "{free} free after cleanup: {report:?}"

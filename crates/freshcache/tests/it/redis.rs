@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use freshcache::tier::breaker::BreakerState;
+use freshcache::BreakerState;
 use freshcache::{
     Cache, Config, Error, Key, KeyPrefix, ManualClock, Source, SystemClock, TierKind, Value,
 };

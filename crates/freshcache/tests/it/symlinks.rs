@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use freshcache::maintenance::CleanupOptions;
-use freshcache::tier::disk::upkeep::Mode;
+use freshcache::maintenance::Mode;
 use freshcache::{Cache, Key, Value};
 
 use crate::support::*;

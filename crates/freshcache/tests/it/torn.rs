@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use freshcache::tier::disk::upkeep::Mode;
+use freshcache::maintenance::Mode;
 use freshcache::{Cache, Config, Key, Lookup, Source, SystemClock, TierKind, Value};
 
 use crate::redis_server::RedisServer;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use freshcache::tier::disk::DiskTier;
-use freshcache::tier::disk::upkeep::{Mode, Removed};
+use freshcache::internals::DiskTier;
+use freshcache::maintenance::{Mode, Removed};
 use freshcache::{Clock, Codec, Entry, Error, ManualClock, Meta, Timestamp};
 use tempfile::TempDir;
 

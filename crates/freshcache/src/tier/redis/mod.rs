@@ -15,18 +15,20 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, IntoConnectionInfo, RedisError};
+use redis::{Client, RedisError};
 
 use super::breaker::{Breaker, BreakerState};
 use crate::clock::SharedClock;
-use crate::config::{RedisConfig, RedisUrl};
-use crate::error::{Error, Result};
 
-/// A Redis call that did not complete: the cache carries on without Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable;
+mod connect;
+mod failure;
+mod options;
+
+use failure::Failure;
+pub use failure::Unavailable;
+pub(crate) use options::RedisOptions;
 
 /// Whether a `SET` applies always or only to an absent key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +55,8 @@ pub struct RedisTier {
     /// False after a failure until the owner check has run again.
     trusted: AtomicBool,
     verifying: tokio::sync::Mutex<()>,
-    url: RedisUrl,
+    /// The URL with its password redacted, for logs.
+    url: String,
 }
 
 impl std::fmt::Debug for RedisTier {
@@ -78,145 +81,12 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-fn describe(e: &RedisError) -> String {
-    // Server and client messages never contain the password; keep them short.
-    let text = e.to_string();
-    text.chars().take(300).collect()
-}
-
-/// The node URLs of a `redis+cluster://a:1,b:2` URL, each as `redis://[auth@]a:1`.
-fn cluster_nodes(url: &str) -> Vec<String> {
-    let (scheme, rest) = if let Some(r) = url.strip_prefix("rediss+cluster://") {
-        ("rediss://", r)
-    } else if let Some(r) = url.strip_prefix("redis+cluster://") {
-        ("redis://", r)
-    } else {
-        return vec![url.to_owned()];
-    };
-    let (auth, hosts) = match rest.rfind('@') {
-        Some(at) => (&rest[..=at], &rest[at + 1..]),
-        None => ("", rest),
-    };
-    hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("{scheme}{auth}{h}"))
-        .collect()
-}
-
-fn connection_info(
-    url: &str,
-    cfg: &RedisConfig,
-) -> std::result::Result<redis::ConnectionInfo, RedisError> {
-    let info = url.into_connection_info()?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(p) = &cfg.password {
-        settings = settings.set_password(p);
-    }
-    if let Some(u) = &cfg.username {
-        settings = settings.set_username(u);
-    }
-    Ok(info.set_redis_settings(settings))
-}
-
 impl RedisTier {
-    /// Connects, authenticates, and checks that Redis's content belongs to this server run.
-    ///
-    /// # Errors
-    /// [`Error::Redis`] naming the (redacted) URL and the reason: unreachable, wrong password,
-    /// bad URL.
-    pub async fn connect(url: &RedisUrl, cfg: &RedisConfig, clock: SharedClock) -> Result<Self> {
-        // rustls needs one process-wide crypto provider for rediss://; a second install is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let fail = |reason: String| Error::Redis {
-            url: url.redacted(),
-            reason,
-        };
-        let nodes = cluster_nodes(url.expose());
-        let first = nodes
-            .first()
-            .ok_or_else(|| fail("no Redis node in the URL".into()))?;
-        let first_info = connection_info(first, cfg).map_err(|e| fail(describe(&e)))?;
-        let certs = match &cfg.tls_ca_file {
-            Some(path) => Some(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(std::fs::read(path).map_err(|e| {
-                    fail(format!("cannot read the CA file {}: {e}", path.display()))
-                })?),
-            }),
-            None => None,
-        };
-        let pubsub_client = match &certs {
-            Some(c) => Client::build_with_tls(first_info.clone(), c.clone()),
-            None => Client::open(first_info.clone()),
-        }
-        .map_err(|e| fail(describe(&e)))?;
-        let conn = if url.is_cluster() {
-            let mut b = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                .connection_timeout(cfg.connect_timeout)
-                .response_timeout(cfg.timeout.max(Duration::from_millis(10)))
-                .retries(1);
-            if let Some(p) = &cfg.password {
-                b = b.password(p);
-            }
-            if let Some(u) = &cfg.username {
-                b = b.username(u);
-            }
-            if let Some(c) = &certs {
-                b = b.certs(c.clone());
-            }
-            let client = b.build().map_err(|e| fail(describe(&e)))?;
-            let c = tokio::time::timeout(cfg.connect_timeout, client.get_async_connection())
-                .await
-                .map_err(|_| fail(format!("no answer within {:?}", cfg.connect_timeout)))?
-                .map_err(|e| fail(describe(&e)))?;
-            Conn::Cluster(c)
-        } else {
-            let mgr_cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(cfg.connect_timeout))
-                .set_response_timeout(Some(cfg.timeout.max(Duration::from_millis(10))))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            let c = tokio::time::timeout(
-                cfg.connect_timeout,
-                ConnectionManager::new_with_config(pubsub_client.clone(), mgr_cfg),
-            )
-            .await
-            .map_err(|_| fail(format!("no answer within {:?}", cfg.connect_timeout)))?
-            .map_err(|e| fail(describe(&e)))?;
-            Conn::Single(c)
-        };
-        let tier = Self {
-            conn,
-            pubsub_client,
-            cluster_nodes: nodes,
-            namespace: cfg.namespace.clone(),
-            timeout: cfg.timeout,
-            breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_open_for),
-            clock,
-            trusted: AtomicBool::new(false),
-            verifying: tokio::sync::Mutex::new(()),
-            url: url.clone(),
-        };
-        // PING proves the credentials; the owner check proves the content.
-        let pong: String = tier
-            .raw(redis::cmd("PING"), cfg.connect_timeout)
-            .await
-            .map_err(&fail)?;
-        if pong != "PONG" {
-            return Err(fail(format!("unexpected PING answer {pong:?}")));
-        }
-        tier.verify_owner(cfg.connect_timeout).await.map_err(fail)?;
-        tier.trusted.store(true, Ordering::Release);
-        Ok(tier)
-    }
-
-    async fn raw<T: redis::FromRedisValue>(
+    pub(super) async fn raw<T: redis::FromRedisValue>(
         &self,
         cmd: redis::Cmd,
         deadline: Duration,
-    ) -> std::result::Result<T, String> {
+    ) -> std::result::Result<T, Failure> {
         let fut = async {
             match self.conn.clone() {
                 Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
@@ -225,8 +95,8 @@ impl RedisTier {
         };
         match tokio::time::timeout(deadline, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(format!("no answer within {deadline:?}")),
+            Ok(Err(e)) => Err(Failure::from(&e)),
+            Err(_) => Err(Failure::timeout(deadline)),
         }
     }
 
@@ -237,21 +107,21 @@ impl RedisTier {
     ) -> std::result::Result<T, Unavailable> {
         let now = self.clock.now();
         if !self.breaker.allow(now) {
-            return Err(Unavailable);
+            return Err(Unavailable::NOT_ASKED);
         }
         match self.raw(cmd, self.timeout).await {
             Ok(v) => {
                 self.breaker.success();
                 Ok(v)
             }
-            Err(reason) => {
+            Err(failure) => {
                 self.trusted.store(false, Ordering::Release);
                 if self.breaker.failure(self.clock.now()) {
-                    tracing::warn!(url = %self.url, reason, "redis circuit breaker opened");
+                    tracing::warn!(url = %self.url, %failure, "redis circuit breaker opened");
                 } else {
-                    tracing::debug!(url = %self.url, reason, "redis call failed");
+                    tracing::debug!(url = %self.url, %failure, "redis call failed");
                 }
-                Err(Unavailable)
+                Err(Unavailable { kind: failure.kind })
             }
         }
     }
@@ -263,10 +133,10 @@ impl RedisTier {
             return Ok(());
         }
         if !self.breaker.allow(self.clock.now()) {
-            return Err(Unavailable);
+            return Err(Unavailable::NOT_ASKED);
         }
         let Ok(_guard) = self.verifying.try_lock() else {
-            return Err(Unavailable);
+            return Err(Unavailable::NOT_ASKED);
         };
         match self
             .verify_owner(self.timeout.max(Duration::from_millis(200)) * 4)
@@ -278,10 +148,10 @@ impl RedisTier {
                 tracing::info!(url = %self.url, "redis tier trusted again");
                 Ok(())
             }
-            Err(reason) => {
+            Err(failure) => {
                 self.breaker.failure(self.clock.now());
-                tracing::debug!(url = %self.url, reason, "redis owner check failed");
-                Err(Unavailable)
+                tracing::debug!(url = %self.url, %failure, "redis owner check failed");
+                Err(Unavailable { kind: failure.kind })
             }
         }
     }
@@ -306,7 +176,10 @@ impl RedisTier {
 
     /// Compares the server's run id with the one recorded beside the data; on a mismatch
     /// (restart, restore from a snapshot, first use) drops every value in the namespace.
-    async fn verify_owner(&self, deadline: Duration) -> std::result::Result<(), String> {
+    pub(super) async fn verify_owner(
+        &self,
+        deadline: Duration,
+    ) -> std::result::Result<(), Failure> {
         if matches!(self.conn, Conn::Cluster(_)) {
             return Ok(());
         }
@@ -352,7 +225,7 @@ impl RedisTier {
         &self,
         pattern: &str,
         deadline: Duration,
-    ) -> std::result::Result<u64, String> {
+    ) -> std::result::Result<u64, Failure> {
         let nodes: Vec<Client> = match &self.conn {
             Conn::Single(_) => vec![self.pubsub_client.clone()],
             Conn::Cluster(_) => self.cluster_masters(deadline).await?,
@@ -390,8 +263,8 @@ impl RedisTier {
             };
             removed += tokio::time::timeout(deadline, fut)
                 .await
-                .map_err(|_| format!("scan did not finish within {deadline:?}"))?
-                .map_err(|e| describe(&e))?;
+                .map_err(|_| Failure::timeout(deadline))?
+                .map_err(Failure::from)?;
         }
         Ok(removed)
     }
@@ -400,7 +273,7 @@ impl RedisTier {
     async fn cluster_masters(
         &self,
         deadline: Duration,
-    ) -> std::result::Result<Vec<Client>, String> {
+    ) -> std::result::Result<Vec<Client>, Failure> {
         let text: String = self
             .raw(redis::cmd("CLUSTER").arg("NODES").clone(), deadline)
             .await?;
@@ -421,7 +294,7 @@ impl RedisTier {
                     format!("{}{addr}", &template[..scheme_end])
                 }
             };
-            out.push(Client::open(url.as_str()).map_err(|e| describe(&e))?);
+            out.push(Client::open(url.as_str()).map_err(Failure::from)?);
         }
         Ok(out)
     }
@@ -434,7 +307,7 @@ impl RedisTier {
         // Until the owner check has run again (in the background, see `recover`), Redis content
         // is not read: readers never wait on it.
         if !self.trusted.load(Ordering::Acquire) {
-            return Err(Unavailable);
+            return Err(Unavailable::NOT_ASKED);
         }
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.value_key(key));
@@ -527,7 +400,7 @@ impl RedisTier {
     /// [`Unavailable`] when the scan did not complete.
     pub async fn delete_prefix(&self, prefix: &str) -> std::result::Result<u64, Unavailable> {
         if !self.breaker.allow(self.clock.now()) {
-            return Err(Unavailable);
+            return Err(Unavailable::NOT_ASKED);
         }
         let pattern = format!("{}*", glob_escape(&self.value_key(prefix)));
         match self.scan_unlink(&pattern, self.timeout * 100).await {
@@ -535,10 +408,10 @@ impl RedisTier {
                 self.breaker.success();
                 Ok(n)
             }
-            Err(reason) => {
+            Err(failure) => {
                 self.breaker.failure(self.clock.now());
-                tracing::warn!(url = %self.url, reason, "redis prefix invalidation failed");
-                Err(Unavailable)
+                tracing::warn!(url = %self.url, %failure, "redis prefix invalidation failed");
+                Err(Unavailable { kind: failure.kind })
             }
         }
     }
@@ -600,22 +473,11 @@ impl RedisTier {
         let _ = tokio::time::timeout(self.timeout, fut).await;
     }
 
-    /// Whether anyone holds the lease for `key`.
-    ///
-    /// # Errors
-    /// [`Unavailable`] when Redis could not be asked.
-    pub async fn lease_held(&self, key: &str) -> std::result::Result<bool, Unavailable> {
-        let n: u64 = self
-            .call(redis::cmd("EXISTS").arg(self.lease_key(key)).clone())
-            .await?;
-        Ok(n > 0)
-    }
-
     /// A dedicated subscription connection on the events channel.
     ///
     /// # Errors
     /// The reason the subscription could not be made.
-    pub async fn subscribe(&self) -> std::result::Result<redis::aio::PubSub, String> {
+    pub async fn subscribe(&self) -> std::result::Result<redis::aio::PubSub, Failure> {
         let fut = async {
             let mut ps = self.pubsub_client.get_async_pubsub().await?;
             ps.subscribe(self.channel()).await?;
@@ -623,8 +485,8 @@ impl RedisTier {
         };
         tokio::time::timeout(self.timeout.max(Duration::from_millis(500)) * 4, fut)
             .await
-            .map_err(|_| "subscription timed out".to_owned())?
-            .map_err(|e| describe(&e))
+            .map_err(|_| Failure::timeout(self.timeout.max(Duration::from_millis(500)) * 4))?
+            .map_err(Failure::from)
     }
 
     /// The breaker's state.
@@ -632,16 +494,11 @@ impl RedisTier {
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
     }
-
-    /// The URL, redacted.
-    #[must_use]
-    pub fn url(&self) -> &RedisUrl {
-        &self.url
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::connect::cluster_nodes;
     use super::*;
 
     #[test]
