@@ -112,6 +112,14 @@ fn process_origin() -> std::time::Instant {
     *ORIGIN.get_or_init(std::time::Instant::now)
 }
 
+/// How long ago the kernel stamped a file time (`modified`): file times come from the host's
+/// real clock, so their age is measured on that clock, never on an injected one (comparing a
+/// kernel stamp with a test's manual time would say nothing). `None` for a time in the future.
+#[must_use]
+pub fn file_age(stamped: SystemTime) -> Option<Duration> {
+    SystemTime::now().duration_since(stamped).ok()
+}
+
 /// Measures how long some work took, in real time, for latency metrics and reports only:
 /// nothing about an entry is ever decided by it.
 #[derive(Clone, Copy, Debug)]

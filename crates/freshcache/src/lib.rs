@@ -20,23 +20,35 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: the raw `runtime.yml` and the validated [`Config`].
+//! Imports run one way: configuration and plain data at the bottom, the tiers above them,
+//! the cache over the tiers, features (guard, fetch, warm, maintenance) over the cache, and
+//! metrics reading snapshots.
+//!
+//! - [`config`]: the raw `runtime.yml` and the validated [`Config`] (imports no behaviour).
 //! - [`key`]: validated hierarchical [`Key`]s and [`KeyPrefix`]es.
-//! - [`datatype`]: data types resolved from key prefixes (TTL, size, placement).
-//! - [`clock`]: the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
+//! - [`datatype`]: data types resolved from key prefixes (TTL, size, placement, stale policy).
+//! - [`clock`]: the [`Clock`] trait (a wall-clock [`Timestamp`] and a monotonic reading),
+//!   [`SystemClock`], [`ManualClock`], and a [`clock::Stopwatch`] for latency only.
 //! - [`entry`]: [`Entry`] = value bytes + [`Meta`]; serde codecs.
-//! - [`codec`]: the versioned, checksummed on-disk envelope.
-//! - [`tier`]: the memory and disk tiers.
-//! - [`cache`]: the orchestrator ([`Cache`]).
-//! - [`maintenance`]: cleanup passes (expired sweep, size limit, repair), `doctor`, the
-//!   cron [`maintenance::Schedule`].
-//! - [`metrics`]: Prometheus families read from the counters at scrape time.
-//! - [`stats`]: counters and the stats report.
-//! - [`freshness`]: the inference guard ([`Cache::require_fresh`]) and its audit trail.
+//! - [`codec`]: the versioned, checksummed envelope every tier stores.
+//! - `tier` (crate-private): the stores — `memory` (L1), `redis` (L2: connection, failures
+//!   with their kind, options built by the cache, circuit breaker) and `disk` (L3: blob files
+//!   and the SQLite index: schema, connections, blobs, free space, the access-time queue,
+//!   deletes, upkeep). A tier stores bytes and metadata and judges nothing.
+//! - [`cache`]: the orchestrator ([`Cache`]): `builder`, `read` (one step per tier), `write`,
+//!   `pending` (what Redis and other instances still have to be told), `coherence`, `fetch`
+//!   (coalesced loaders), `report` (stats and metric snapshots).
+//! - [`freshness`]: the one judge of fresh / stale / expired / future-stamped that every read
+//!   path and the guard call; the inference guard ([`Cache::require_fresh`]); its audit table.
 //! - [`fetch`]: conditional HTTP fetch into the cache ([`fetch::Fetcher`]: ETag /
 //!   Last-Modified, 304 re-validation, bounded bodies, `Cache-Control` that may shorten TTLs).
 //! - [`warm`]: preloading listed keys from URLs or files; readiness of critical ones.
-//! - [`error`]: the [`Error`] type.
+//! - [`maintenance`]: cleanup passes (expired sweep, size limit, repair), `doctor`, the cron
+//!   [`maintenance::Schedule`], and the cleanup history table.
+//! - [`stats`]: counters, the persisted-counters table and the stats report.
+//! - [`metrics`]: Prometheus families read from a [`metrics::MetricsSource`] at scrape time.
+//! - [`error`]: the [`Error`] type and its one classification ([`ErrorClass`]) behind HTTP
+//!   statuses, exit codes and Python exception classes.
 
 pub mod cache;
 pub mod clock;
@@ -60,7 +72,9 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, StalePolicy, TtlOverride};
 pub use entry::{Codec, Entry, Meta};
-pub use error::{ConfigError, Error, FetchErrorKind, Result, StorageFault};
+pub use error::{
+    ConfigError, Error, ErrorClass, FetchErrorKind, RedisErrorKind, Result, StorageFault,
+};
 pub use key::{Key, KeyPrefix};
 pub use stats::StatsReport;
 pub use tier::TierKind;

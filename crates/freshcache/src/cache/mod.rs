@@ -2,7 +2,7 @@
 //! lifetime, prefix invalidation and coalesced loading.
 //!
 //! Files: `builder` opens a cache, `read` looks up (one step per tier, each judged by
-//! [`crate::freshness::judge`] on the copy actually read), `write` stores, deletes and
+//! `freshness::judge` on the copy actually read), `write` stores, deletes and
 //! invalidates, `pending` keeps what Redis and other instances still have to be told,
 //! `coherence` follows other instances' announcements, `fetch` coalesces loaders, `report`
 //! builds stats and metrics snapshots.
@@ -129,7 +129,7 @@ impl Cache {
     /// The data type `key` belongs to.
     ///
     /// # Errors
-    /// [`Error::UnknownDataType`] or [`Error::InvalidKey`] (segment count).
+    /// [`Error::UnknownDataType`](crate::Error::UnknownDataType) or [`Error::InvalidKey`](crate::Error::InvalidKey) (segment count).
     pub fn data_type(&self, key: &Key) -> Result<&Arc<DataTypeSpec>> {
         self.inner.config.data_types.resolve(key)
     }
@@ -179,7 +179,7 @@ impl Cache {
     /// Checks that the disk tier answers (for readiness probes).
     ///
     /// # Errors
-    /// [`Error::Index`] when the index cannot be queried.
+    /// [`Error::Index`](crate::Error::Index) when the index cannot be queried.
     pub fn ping(&self) -> Result<()> {
         self.inner.disk.len().map(|_| ())
     }

@@ -45,8 +45,8 @@ impl Cache {
     /// Looks `key` up; never returns stale data.
     ///
     /// # Errors
-    /// [`Error::UnknownDataType`] / [`Error::InvalidKey`] for keys outside every type;
-    /// [`Error::Index`] / [`Error::Io`] when the disk tier cannot be read.
+    /// [`Error::UnknownDataType`](crate::Error::UnknownDataType) / [`Error::InvalidKey`](crate::Error::InvalidKey) for keys outside every type;
+    /// [`Error::Index`](crate::Error::Index) / [`Error::Io`](crate::Error::Io) when the disk tier cannot be read.
     pub async fn get(&self, key: &Key) -> Result<Lookup> {
         self.get_with(key, ReadOptions::default()).await
     }
@@ -398,7 +398,7 @@ impl Cache {
     /// Describes `key` in every tier without promoting it, removing it, or counting a read.
     ///
     /// # Errors
-    /// Key errors; [`Error::Index`] / [`Error::Io`] when the disk tier cannot be read.
+    /// Key errors; [`Error::Index`](crate::Error::Index) / [`Error::Io`](crate::Error::Io) when the disk tier cannot be read.
     pub fn inspect(&self, key: &Key) -> Result<Inspection> {
         let inner = &*self.inner;
         let ty = inner.config.data_types.resolve(key)?;

@@ -163,7 +163,7 @@ mod tests {
                 until: Timestamp::from_millis(60_000)
             }
         );
-        let mut any = ty.clone();
+        let mut any = ty;
         any.ttl_override = TtlOverride::Any;
         assert!(judge(&m, &any, Timestamp::from_millis(60_000), Allowance::NONE).is_fresh());
     }

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -114,7 +114,7 @@ impl Cache {
         opts: CleanupOptions,
         progress: &mut impl FnMut(Phase),
     ) -> Result<CleanupReport> {
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let disk = self.disk();
         let limit = disk.size_limit();
         progress(Phase::Expired);

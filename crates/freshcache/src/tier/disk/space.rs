@@ -74,9 +74,10 @@ impl DiskTier {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    /// Whether to measure free space after writing `written` bytes: every
-    /// [`FREE_CHECK_EVERY`], or sooner once an eighth of the watermark has been written.
-    pub(super) fn free_check_due(&self, written: u64) -> bool {
+    /// Whether to measure free space after writing `written` bytes at `now` (the writer's clock
+    /// reading): every [`FREE_CHECK_EVERY`], or sooner once an eighth of the watermark has been
+    /// written. A clock that stepped back counts as due.
+    pub(super) fn free_check_due(&self, written: u64, now: Timestamp) -> bool {
         let min_free = self.min_free.load(Ordering::Relaxed);
         if min_free == 0 {
             return false;
@@ -86,10 +87,11 @@ impl DiskTier {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         g.1 = g.1.saturating_add(written);
-        let due = g.0.is_none_or(|t| t.elapsed() >= FREE_CHECK_EVERY)
-            || g.1 >= (min_free / 8).clamp(1, 64 << 20);
+        let due =
+            g.0.is_none_or(|t| now < t || now.duration_since(t) >= FREE_CHECK_EVERY)
+                || g.1 >= (min_free / 8).clamp(1, 64 << 20);
         if due {
-            *g = (Some(std::time::Instant::now()), 0);
+            *g = (Some(now), 0);
         }
         due
     }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -105,7 +105,7 @@ fn older_than(path: &std::path::Path, grace: Duration) -> bool {
     fs::symlink_metadata(path)
         .and_then(|m| m.modified())
         .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .and_then(crate::clock::file_age)
         .is_some_and(|age| age >= grace)
 }
 
