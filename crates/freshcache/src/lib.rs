@@ -90,6 +90,9 @@ pub mod internals {
     pub use crate::tier::memory::MemoryTier;
 }
 
+#[cfg(test)]
+mod layering;
+
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

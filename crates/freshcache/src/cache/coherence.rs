@@ -82,6 +82,8 @@ async fn apply(cache: &Cache, msg: &str) {
 /// Removes the Redis copies of keys whose write or delete did not reach Redis, then sends the
 /// announcements that could not be published (in that order, so an instance that drops its
 /// memory copy cannot re-read the old value from Redis).
+// One function on purpose (~90 lines): the three passes (keys, prefixes, announcements) must
+// run in this order, and reading them together is how that order is checked.
 async fn retry_dirty(cache: &Cache) {
     if !cache.inner.redis_dirty_any.load(Ordering::Acquire) {
         return;

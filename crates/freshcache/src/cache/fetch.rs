@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use std::time::Duration;
 
-use super::{Cache, Hit, Lookup, Source, Value};
+use super::{Cache, Hit, Lookup, Outcome, Source, Value};
 use crate::datatype::{DataTypeSpec, StalePolicy};
 use crate::error::{Error, LoaderError, Result, clip};
 use crate::freshness::judge::{Allowance, Judgement, deadline, judge};
@@ -42,7 +42,6 @@ impl Cache {
         E: std::error::Error + Send + Sync + 'static,
     {
         let ty = self.data_type(key)?.clone();
-        let ty_id = ty.id;
         let mut loader = Some(loader);
         let mut first = true;
         loop {
@@ -92,85 +91,103 @@ impl Cache {
                         // Unreachable: a caller leads at most once, since it returns after.
                         return Err(Error::corrupt("loader already used"));
                     };
-                    self.inner
-                        .stats
-                        .of_type(ty_id)
-                        .loads
-                        .fetch_add(1, Ordering::Relaxed);
-                    let loaded = load().await;
-                    let outcome = match loaded {
-                        Ok(v) => {
-                            let now = self.inner.clock.now();
-                            match self.store(key, v.into(), now).await {
-                                Ok(entry) => {
-                                    let _ = tx.send(Some(Ok(entry.clone())));
-                                    Ok(Hit {
-                                        deadline: deadline(&entry.meta, &ty),
-                                        entry,
-                                        source: Source::Loader,
-                                        now,
-                                    })
-                                }
-                                Err(e) => {
-                                    let shared: LoaderError = Arc::new(StoreFailed(e.to_string()));
-                                    let _ = tx.send(Some(Err(shared)));
-                                    Err(e)
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            self.inner
-                                .stats
-                                .of_type(ty_id)
-                                .load_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                            let shared: LoaderError = Arc::new(e);
-                            let _ = tx.send(Some(Err(shared.clone())));
-                            Err(Error::Loader {
-                                key: clip(key.as_str()),
-                                source: shared,
-                            })
-                        }
-                    };
+                    let outcome = self.run_loader(key, &ty, load, &tx).await;
                     if let (Lease::Held(token), Some(redis)) = (&lease, &self.inner.redis) {
                         redis.release_lease(key.as_str(), token).await;
                     }
                     return outcome;
                 }
-                Err(mut rx) => {
-                    self.inner
-                        .stats
-                        .of_type(ty_id)
-                        .coalesced
-                        .fetch_add(1, Ordering::Relaxed);
-                    let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
-                    match outcome {
-                        Ok(Some(Ok(entry))) => {
-                            // The value may have expired while this caller waited to wake.
-                            let now = self.inner.clock.now();
-                            if let Judgement::Fresh { until } =
-                                judge(&entry.meta, &ty, now, Allowance::NONE)
-                            {
-                                return Ok(Hit {
-                                    entry,
-                                    source: Source::Loader,
-                                    now,
-                                    deadline: until,
-                                });
-                            }
-                            continue;
-                        }
-                        Ok(Some(Err(e))) => {
-                            return Err(Error::Loader {
-                                key: clip(key.as_str()),
-                                source: e,
-                            });
-                        }
-                        // The leader was cancelled before finishing: try again, maybe as leader.
-                        Ok(None) | Err(_) => continue,
+                Err(rx) => {
+                    if let Some(outcome) = self.follow_leader(key, &ty, rx).await {
+                        return outcome;
+                    }
+                    // The value expired before this caller woke, or the leader was cancelled:
+                    // look again, maybe as the leader.
+                }
+            }
+        }
+    }
+
+    /// Runs the loader as the key's leader, stores what it returns, and hands the outcome to
+    /// every waiter (an error as the same shared error; nothing is cached then).
+    async fn run_loader<Fut, V, E>(
+        &self,
+        key: &Key,
+        ty: &DataTypeSpec,
+        load: impl FnOnce() -> Fut,
+        tx: &watch::Sender<Outcome>,
+    ) -> Result<Hit>
+    where
+        Fut: Future<Output = std::result::Result<V, E>>,
+        V: Into<Value>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let counters = self.inner.stats.of_type(ty.id);
+        counters.loads.fetch_add(1, Ordering::Relaxed);
+        match load().await {
+            Ok(v) => {
+                let now = self.inner.clock.now();
+                match self.store(key, v.into(), now).await {
+                    Ok(entry) => {
+                        let _ = tx.send(Some(Ok(entry.clone())));
+                        Ok(Hit {
+                            deadline: deadline(&entry.meta, ty),
+                            entry,
+                            source: Source::Loader,
+                            now,
+                        })
+                    }
+                    Err(e) => {
+                        let shared: LoaderError = Arc::new(StoreFailed(e.to_string()));
+                        let _ = tx.send(Some(Err(shared)));
+                        Err(e)
                     }
                 }
             }
+            Err(e) => {
+                counters.load_errors.fetch_add(1, Ordering::Relaxed);
+                let shared: LoaderError = Arc::new(e);
+                let _ = tx.send(Some(Err(shared.clone())));
+                Err(Error::Loader {
+                    key: clip(key.as_str()),
+                    source: shared,
+                })
+            }
+        }
+    }
+
+    /// Waits for the key's leader; `None` when the caller must look again (the value expired
+    /// before this caller woke, or the leader was cancelled before finishing).
+    async fn follow_leader(
+        &self,
+        key: &Key,
+        ty: &DataTypeSpec,
+        mut rx: watch::Receiver<Outcome>,
+    ) -> Option<Result<Hit>> {
+        self.inner
+            .stats
+            .of_type(ty.id)
+            .coalesced
+            .fetch_add(1, Ordering::Relaxed);
+        let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        match outcome {
+            Ok(Some(Ok(entry))) => {
+                let now = self.inner.clock.now();
+                match judge(&entry.meta, ty, now, Allowance::NONE) {
+                    Judgement::Fresh { until } => Some(Ok(Hit {
+                        entry,
+                        source: Source::Loader,
+                        now,
+                        deadline: until,
+                    })),
+                    _ => None,
+                }
+            }
+            Ok(Some(Err(e))) => Some(Err(Error::Loader {
+                key: clip(key.as_str()),
+                source: e,
+            })),
+            Ok(None) | Err(_) => None,
         }
     }
 }

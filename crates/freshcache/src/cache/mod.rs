@@ -170,6 +170,14 @@ impl Cache {
         &self.inner.disk
     }
 
+    /// Routes every blob write of this cache's disk tier through `faults`: the seam fault
+    /// tests use for failures that cannot be caused for real. Can be set once; false when
+    /// faults were already injected.
+    #[doc(hidden)]
+    pub fn inject_fs_faults(&self, faults: Arc<dyn crate::tier::disk::fault::FsFaults>) -> bool {
+        self.inner.disk.inject_faults(faults)
+    }
+
     /// The Redis tier's circuit-breaker state, when Redis is configured.
     #[must_use]
     pub fn redis_state(&self) -> Option<crate::tier::breaker::BreakerState> {

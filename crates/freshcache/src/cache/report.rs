@@ -8,6 +8,7 @@ use super::Cache;
 use crate::error::Result;
 use crate::metrics::{MetricsSnapshot, TierSnapshot, TypeSnapshot};
 use crate::stats::{StatsReport, TIERS, TierReport, TypeReport, ratio};
+use crate::tier::disk::DiskTypeStats;
 
 impl Cache {
     /// `disabled` (no Redis), `up`, or `degraded` while the circuit breaker is not closed.
@@ -75,11 +76,31 @@ impl Cache {
                 coalesced: get("all", name, "coalesced"),
             });
         }
+        let tiers = self.tier_reports(&tier_sums, &disk);
+        Ok(StatsReport {
+            schema_version: 1,
+            generated_at: now.to_string(),
+            cache_dir: inner.config.cache_dir.display().to_string(),
+            tiers,
+            data_types: types,
+            corrupt_entries: inner.disk.corrupt_count()
+                + inner.redis_corrupt.load(Ordering::Relaxed),
+        })
+    }
+
+    /// One report per tier: its own sizes and limits, and the hit, miss and expiry sums over
+    /// data types.
+    fn tier_reports(
+        &self,
+        tier_sums: &HashMap<&str, (u64, u64, u64)>,
+        disk: &HashMap<String, DiskTypeStats>,
+    ) -> Vec<TierReport> {
+        let inner = &*self.inner;
         let sum = |t: &str| tier_sums.get(t).copied().unwrap_or_default();
         let (mh, mm, me) = sum("memory");
         let (dh, dm, de) = sum("disk");
         let (rh, rm, re) = sum("redis");
-        let tiers = vec![
+        vec![
             TierReport {
                 tier: "memory",
                 state: "up",
@@ -116,16 +137,7 @@ impl Cache {
                 expirations: de,
                 evictions: inner.disk.eviction_count(),
             },
-        ];
-        Ok(StatsReport {
-            schema_version: 1,
-            generated_at: now.to_string(),
-            cache_dir: inner.config.cache_dir.display().to_string(),
-            tiers,
-            data_types: types,
-            corrupt_entries: inner.disk.corrupt_count()
-                + inner.redis_corrupt.load(Ordering::Relaxed),
-        })
+        ]
     }
 }
 

@@ -28,6 +28,8 @@ impl Cache {
         self.store(key, value.into(), now).await
     }
 
+    // One function on purpose (~85 lines): validation, the expiry stamp and the cross-tier
+    // write order under the stripe lock are one invariant, read together.
     pub(crate) async fn store(
         &self,
         key: &Key,

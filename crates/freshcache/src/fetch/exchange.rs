@@ -73,6 +73,8 @@ impl Fetcher {
     }
 
     /// Sends one GET (conditional when `validators` is given) and reads an accepted answer.
+    // One function on purpose (~100 lines): each branch is a status RFC 9110 gives its own
+    // meaning (200, 304, redirects refused, errors), read top to bottom against the RFC.
     pub(super) async fn exchange(
         &self,
         url: &Url,

@@ -7,7 +7,6 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 
 /// A step of writing a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,14 +43,5 @@ pub trait FsFaults: Send + Sync {
     /// unless overridden.
     fn reached(&self, point: WritePoint) {
         let _ = point;
-    }
-}
-
-impl crate::Cache {
-    /// Routes every blob write of this cache's disk tier through `faults`. Can be set once;
-    /// false when faults were already injected.
-    #[doc(hidden)]
-    pub fn inject_fs_faults(&self, faults: Arc<dyn FsFaults>) -> bool {
-        self.disk().faults.set(faults).is_ok()
     }
 }

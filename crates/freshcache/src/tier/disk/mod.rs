@@ -212,6 +212,12 @@ impl DiskTier {
         })
     }
 
+    /// Routes every blob write through `faults` (a seam for fault tests). Can be set once;
+    /// false when faults were already injected.
+    pub fn inject_faults(&self, faults: Arc<dyn fault::FsFaults>) -> bool {
+        self.faults.set(faults).is_ok()
+    }
+
     /// The index file.
     #[must_use]
     pub fn db_path(&self) -> &Path {
@@ -330,6 +336,8 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Io`] when the blob cannot be written (disk full, read-only) and
     /// [`Error::Index`] when the row cannot be committed; nothing changes in either case.
+    // One function on purpose (~90 lines): the crash-safe write order (blob written, renamed,
+    // row committed, old blob removed, then any eviction) is the invariant, kept in one place.
     pub fn put(&self, key: &str, entry: &Entry, compress_above: u64, now: Timestamp) -> Result<()> {
         let envelope = codec::encode(key, entry, compress_above)?;
         let stored_size = envelope.len() as u64;

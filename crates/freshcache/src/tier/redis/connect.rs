@@ -54,6 +54,8 @@ impl RedisTier {
     /// # Errors
     /// [`Error::Redis`] naming the (redacted) URL and the reason: unreachable, wrong password,
     /// bad URL.
+    // One function on purpose (~95 lines): connecting is one sequence (node list, TLS,
+    // connection, PING, owner check) whose every failure must name the URL and its kind.
     pub async fn connect(cfg: &RedisOptions, clock: SharedClock) -> Result<Self> {
         // rustls needs one process-wide crypto provider for rediss://; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
