@@ -309,7 +309,7 @@ impl Clock for ManualClock {
     }
 }
 
-/// A shared clock handle.
+/// A clock shared by the cache and its tiers (tests hand in a [`ManualClock`] this way).
 pub type SharedClock = Arc<dyn Clock>;
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub enum Error {
     /// No data type is declared for the key's prefix and no default type is configured.
     #[error("no data type matches key {key:?}; known prefixes: {known}")]
     UnknownDataType {
-        /// The key.
+        /// The key, shortened to 120 bytes (an attacker's megabyte key is not echoed back).
         key: String,
         /// The configured prefixes, comma-separated.
         known: String,
@@ -32,7 +32,7 @@ pub enum Error {
     /// The value is larger than its data type allows; nothing was written.
     #[error("value for {key:?} is {size} bytes; data type {data_type} allows at most {max}")]
     TooLarge {
-        /// The key.
+        /// The key, shortened to 120 bytes (an attacker's megabyte key is not echoed back).
         key: String,
         /// The data type's name.
         data_type: String,
@@ -44,7 +44,7 @@ pub enum Error {
     /// A per-call TTL the data type's policy does not allow.
     #[error("ttl {requested:?} for {key:?} is not allowed: {reason}")]
     TtlNotAllowed {
-        /// The key.
+        /// The key, shortened to 120 bytes (an attacker's megabyte key is not echoed back).
         key: String,
         /// The requested TTL.
         requested: Duration,
@@ -54,7 +54,7 @@ pub enum Error {
     /// The producer's `as_of` puts the value past its TTL already; nothing was written.
     #[error("value for {key:?} is already stale: produced {age:?} ago, ttl {ttl:?}")]
     AlreadyExpired {
-        /// The key.
+        /// The key, shortened to 120 bytes (an attacker's megabyte key is not echoed back).
         key: String,
         /// Age of the signal at the time of the write.
         age: Duration,
@@ -73,7 +73,7 @@ pub enum Error {
     /// A value could not be encoded or decoded with its codec.
     #[error("codec error for {key:?}: {reason}")]
     Codec {
-        /// The key.
+        /// The key, shortened to 120 bytes (an attacker's megabyte key is not echoed back).
         key: String,
         /// What the serde format reported.
         reason: String,
@@ -81,18 +81,18 @@ pub enum Error {
     /// A filesystem operation failed.
     #[error("i/o error on {}: {source}", path.display())]
     Io {
-        /// The path involved.
+        /// The file or directory the operation was on.
         path: PathBuf,
-        /// The underlying error.
+        /// What the operating system or SQLite reported.
         #[source]
         source: io::Error,
     },
     /// The SQLite index failed.
     #[error("index database {}: {source}", path.display())]
     Index {
-        /// The database file.
+        /// The index file.
         path: PathBuf,
-        /// The underlying error.
+        /// What the operating system or SQLite reported.
         #[source]
         source: rusqlite::Error,
     },
@@ -100,7 +100,7 @@ pub enum Error {
     /// every signal with its verdict, age and TTL.
     #[error("{report}")]
     StaleSignals {
-        /// The full report.
+        /// Every checked signal with its verdict, age and TTL (not only the refused ones).
         report: crate::report::BoxedReport,
     },
     /// Redis could not be used at start-up: unreachable, wrong credentials, bad URL. (Once
@@ -117,7 +117,7 @@ pub enum Error {
     /// The loader given to `get_or_fetch` failed; every waiting caller sees the same error.
     #[error("loader for {key:?} failed: {source}")]
     Loader {
-        /// The key.
+        /// The key, shortened to 120 bytes (an attacker's megabyte key is not echoed back).
         key: String,
         /// The loader's error.
         #[source]

@@ -63,11 +63,11 @@ impl PartialEq<&str> for Verdict {
 /// One signal as checked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SignalCheck {
-    /// The key.
+    /// The key as requested.
     pub key: String,
     /// Its data type.
     pub data_type: String,
-    /// The verdict.
+    /// Fresh, stale or missing, as judged at the report's one instant.
     pub verdict: Verdict,
     /// Age of the signal (from its `as_of` when known), if found.
     #[serde(serialize_with = "ser_opt_secs", rename = "age_seconds")]

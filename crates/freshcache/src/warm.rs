@@ -42,7 +42,7 @@ pub enum WarmSource {
 /// One validated item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WarmItem {
-    /// The key.
+    /// The key the item was listed under.
     pub key: Key,
     /// Its source.
     pub source: WarmSource,
@@ -66,7 +66,7 @@ pub enum WarmStatus {
 /// One line of the warming report.
 #[derive(Clone, Debug, Serialize)]
 pub struct WarmResult {
-    /// The key.
+    /// The key the item was listed under.
     pub key: String,
     /// What happened.
     pub status: WarmStatus,
@@ -76,7 +76,7 @@ pub struct WarmResult {
     pub critical: bool,
 }
 
-/// The warming report.
+/// What a warm-up did: one result per manifest item, in manifest order.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct WarmReport {
     /// One result per item, in order.

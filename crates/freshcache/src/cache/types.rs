@@ -15,7 +15,7 @@ use crate::tier::TierKind;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[must_use]
 pub struct Value {
-    /// The bytes.
+    /// The value as stored and served: opaque to the cache, read by its `codec`.
     pub bytes: Bytes,
     /// How to read them.
     pub codec: Codec,
@@ -119,7 +119,7 @@ impl From<&str> for Value {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Source {
-    /// A cache tier.
+    /// The tier that held a fresh copy.
     Tier(TierKind),
     /// The loader given to `get_or_fetch`, just now.
     Loader,
@@ -139,7 +139,7 @@ impl Source {
 /// A value found in the cache.
 #[derive(Clone, Debug)]
 pub struct Hit {
-    /// The entry.
+    /// The entry as read (shared with the memory tier: cloning a hit copies no bytes).
     pub entry: Arc<Entry>,
     /// Where it came from.
     pub source: Source,
@@ -151,7 +151,7 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// The value bytes.
+    /// The value bytes (shared, not copied).
     #[must_use]
     pub fn value(&self) -> &Bytes {
         &self.entry.value
@@ -189,7 +189,7 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    /// The hit if fresh.
+    /// The hit when fresh; `None` for a stale hit or a miss.
     #[must_use]
     pub fn fresh(self) -> Option<Hit> {
         match self {

@@ -34,7 +34,7 @@ pub struct AuditRow {
     pub run_id: String,
     /// When the check was made (RFC 3339).
     pub checked_at: String,
-    /// The key.
+    /// The key as checked.
     pub key: String,
     /// Its data type.
     pub data_type: String,

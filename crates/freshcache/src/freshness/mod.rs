@@ -50,7 +50,7 @@ impl fmt::Display for FreshnessReport {
 /// Every requested signal, fresh, with the report that proves it.
 #[derive(Clone, Debug)]
 pub struct FreshSignals {
-    /// The audit report.
+    /// The report recorded in the audit under the run id.
     pub report: FreshnessReport,
     /// One hit per requested key, in request order.
     pub values: Vec<Hit>,

@@ -38,7 +38,8 @@ enum Inner {
     HalfOpen { since: Timestamp },
 }
 
-/// The breaker.
+/// Counts consecutive failures; once open, lets no call through until `open_for` has passed,
+/// then one probe (half-open) decides whether it closes again.
 #[derive(Debug)]
 pub struct Breaker {
     /// True while closed with no failures counted: the common case skips the lock.
