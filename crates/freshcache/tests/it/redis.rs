@@ -704,3 +704,41 @@ async fn rediss_with_a_private_ca_and_an_acl_user_works_and_a_wrong_ca_is_refuse
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_start_up_errors_keep_their_kind_and_only_transient_ones_say_retry() {
+    let redis = RedisServer::start_with(&["--requirepass", "right-horse"]);
+    let dir = tempfile::tempdir().unwrap();
+    // A wrong password will not fix itself: not transient.
+    let url = format!("redis://:wrong-battery@127.0.0.1:{}", redis.port);
+    let err = Cache::builder(config(dir.path(), &url, ""))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.redis_kind(),
+        Some(freshcache::RedisErrorKind::Auth),
+        "{err:?}"
+    );
+    assert!(!err.is_transient(), "{err:?}");
+    assert_eq!(err.class(), freshcache::ErrorClass::Redis);
+    assert_eq!(
+        (err.class().http_status(), err.class().exit_code()),
+        (503, 3)
+    );
+
+    // Nothing listening: refused, and worth a retry.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("redis://127.0.0.1:{port}");
+    let err = Cache::builder(config(dir.path(), &url, ""))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.redis_kind(), Some(freshcache::RedisErrorKind::Refused)),
+        "{err:?}"
+    );
+    assert!(err.is_transient(), "{err:?}");
+}
