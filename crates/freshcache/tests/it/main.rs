@@ -11,6 +11,7 @@ mod crash;
 mod diskfault;
 mod edges;
 mod fetch;
+mod fetch_rules;
 mod freshness;
 mod history;
 mod integrity;
