@@ -23,7 +23,7 @@
 //!
 //! What the crate does and we do not need: `Vary`, request directives (`min-fresh`,
 //! `max-stale`), `Expires` and heuristic lifetimes, header merging for proxies. The rules kept
-//! here are the four functions below, each pinned by unit tests and fuzz targets.
+//! here are the small pure functions below, each pinned by unit tests and fuzz targets.
 
 use std::time::Duration;
 
