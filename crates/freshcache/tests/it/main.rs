@@ -25,7 +25,6 @@ mod policy;
 mod promotion;
 mod props;
 mod redis;
-mod redis_server;
 mod refresh;
 mod restart;
 mod skew;
