@@ -153,9 +153,12 @@ async fn aborting_the_leader_lets_a_waiter_become_leader_and_finish() {
                 .await
         })
     };
-    while !started.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    freshcache_testkit::Poll::within(Duration::from_secs(10))
+        .every(Duration::from_millis(1))
+        .until_async("the leader's load never started", async || {
+            started.load(Ordering::SeqCst)
+        })
+        .await;
 
     const WAITERS: usize = 5;
     let mut waiters = Vec::new();
