@@ -16,12 +16,12 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use freshcache_testkit::{RedisServer, Serve};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_freshcache");
@@ -86,14 +86,6 @@ fn median(runs: &[Run]) -> Run {
     sorted[sorted.len() / 2].clone()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn have(cmd: &str) -> bool {
     Command::new(cmd)
         .arg("--version")
@@ -103,18 +95,9 @@ fn have(cmd: &str) -> bool {
         .is_ok()
 }
 
-/// A child killed on drop (the bench never leaves servers behind, even when it panics).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `freshcache serve` on a free loopback port with every entry fresh for an hour.
-fn start_service(dir: &Path) -> (Guard, SocketAddr) {
+/// Starts `freshcache serve` on a free loopback port with every entry fresh for an hour (the
+/// kit's server is killed on drop, so the bench never leaves it behind, even when it panics).
+fn start_service(dir: &Path) -> Serve {
     let config = dir.join("runtime.yml");
     std::fs::write(
         &config,
@@ -124,30 +107,12 @@ fn start_service(dir: &Path) -> (Guard, SocketAddr) {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
         .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("FRESHCACHE_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start freshcache serve");
-    let stdout = child.stdout.take().unwrap();
-    let line = BufReader::new(stdout)
-        .lines()
-        .next()
-        .expect("serve printed nothing")
-        .unwrap();
-    let addr: SocketAddr = line
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("no address in {line:?}: {e}"));
-    (Guard(child), addr)
+        .env("RUST_LOG", "warn");
+    Serve::start(cmd)
 }
 
 fn key(i: usize) -> String {
@@ -259,31 +224,6 @@ fn run_wrk(addr: SocketAddr, a: &Args, script: &Path) -> Run {
     }
 }
 
-fn start_redis() -> Option<(Guard, u16)> {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    let guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Some((guard, port))
-}
-
 fn run_redis_benchmark(port: u16, a: &Args, test: &str, requests: u64) -> Run {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -332,12 +272,14 @@ fn main() {
     )
     .unwrap();
 
-    let (service, addr) = start_service(dir.path());
+    let service = start_service(dir.path());
+    let addr = service.addr;
     populate_service(addr, a.keys);
-    let redis = start_redis();
-    if let Some((_, port)) = &redis {
+    // A redis-server of the bench's own on a free port, stopped by pid on drop.
+    let redis = RedisServer::start_if_installed();
+    if let Some(redis) = &redis {
         // The same keys and value size on Redis's side: redis-benchmark's own SETs.
-        run_redis_benchmark(*port, &a, "set", a.keys as u64 * 20);
+        run_redis_benchmark(redis.port, &a, "set", a.keys as u64 * 20);
     } else {
         println!("  !! redis-server not installed: the Redis reference is SKIPPED");
     }
@@ -352,8 +294,8 @@ fn main() {
         if wrk {
             ours.push(run_wrk(addr, &a, &script));
         }
-        if let (Some((_, port)), true) = (&redis, bench) {
-            theirs.push(run_redis_benchmark(*port, &a, "get", a.requests));
+        if let (Some(redis), true) = (&redis, bench) {
+            theirs.push(run_redis_benchmark(redis.port, &a, "get", a.requests));
         }
     }
     drop(service);

@@ -90,12 +90,13 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
                 mode: if dry_run { Mode::DryRun } else { Mode::Apply },
                 orphan_grace,
             };
-            let show = std::io::stderr().is_terminal() && !json.json;
+            // Phases show as a bar on a terminal only; logs and pipes get the report alone.
+            let progress = output::Progress::new(3, json.json, false);
             let report = cache.cleanup_at(cache.now(), opts, |phase| {
-                if show {
-                    output::progress(phase);
-                }
-            })?;
+                output::progress(&progress, phase);
+            });
+            progress.finish();
+            let report = report?;
             output::cleanup(&report, json.json);
             Ok(())
         }
@@ -150,14 +151,19 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
         Command::Warm { manifest, json } => {
             let items = freshcache::warm::load_manifest(&manifest)?;
             let fetcher = Fetcher::new(FetchOptions::default())?;
-            let show = std::io::stderr().is_terminal() || !json.json;
+            // A bar on a terminal; one line per item on a pipe unless the result is `--json`.
+            let progress = output::Progress::new(
+                items.len() as u64,
+                json.json,
+                std::io::stderr().is_terminal() || !json.json,
+            );
             let report = cache
                 .warm(&items, &fetcher, |done, total, r| {
-                    if show {
-                        output::warm_progress(done, total, r);
-                    }
+                    output::warm_progress(&progress, done, total, r);
                 })
-                .await?;
+                .await;
+            progress.finish();
+            let report = report?;
             output::warm_summary(&report, json.json);
             if report.all_ok() {
                 Ok(())

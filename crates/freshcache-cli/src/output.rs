@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use comfy_table::{CellAlignment, Table, presets};
 use freshcache::entry::Entry;
 use freshcache::fetch::FetchOutcome;
 use freshcache::freshness::AuditRow;
@@ -11,7 +12,30 @@ use freshcache::maintenance::{CleanupReport, Phase};
 use freshcache::stats::StatsReport;
 use freshcache::warm::{WarmReport, WarmResult, WarmStatus};
 use freshcache::{Codec, Config, Hit, Inspection, Key};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+
+/// Left-aligned column (text).
+const L: CellAlignment = CellAlignment::Left;
+/// Right-aligned column (numbers, durations).
+const R: CellAlignment = CellAlignment::Right;
+
+/// A borderless table: a header line, then one line per row, columns one space apart and
+/// aligned as `columns` says; trailing spaces trimmed, ending in a newline.
+fn table(columns: &[(&str, CellAlignment)], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_header(columns.iter().map(|(name, _)| *name).collect::<Vec<_>>())
+        .add_rows(rows);
+    for (i, (_, align)) in columns.iter().enumerate() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_padding((0, 1)).set_cell_alignment(*align);
+        }
+    }
+    let mut out = t.trim_fmt();
+    out.push('\n');
+    out
+}
 
 fn value_json(codec: Codec, bytes: &[u8]) -> serde_json::Value {
     if codec == Codec::Json
@@ -163,47 +187,59 @@ pub(crate) fn render_stats(r: &StatsReport) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "cache dir: {}   (at {})", r.cache_dir, r.generated_at);
     let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "{:<8} {:<9} {:>9} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9}",
-        "TIER", "STATE", "ENTRIES", "BYTES", "HITS", "MISSES", "HIT%", "EXPIRED", "EVICTED"
-    );
-    for t in &r.tiers {
-        let _ = writeln!(
-            s,
-            "{:<8} {:<9} {:>9} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9}",
-            t.tier,
-            t.state,
-            t.entries,
-            bytes_h(t.bytes),
-            t.hits,
-            t.misses,
-            opt_ratio(t.hit_ratio),
-            t.expirations,
-            t.evictions
-        );
-    }
+    s.push_str(&table(
+        &[
+            ("TIER", L),
+            ("STATE", L),
+            ("ENTRIES", R),
+            ("BYTES", R),
+            ("HITS", R),
+            ("MISSES", R),
+            ("HIT%", R),
+            ("EXPIRED", R),
+            ("EVICTED", R),
+        ],
+        r.tiers.iter().map(|t| {
+            vec![
+                t.tier.to_string(),
+                t.state.to_string(),
+                t.entries.to_string(),
+                bytes_h(t.bytes),
+                t.hits.to_string(),
+                t.misses.to_string(),
+                opt_ratio(t.hit_ratio),
+                t.expirations.to_string(),
+                t.evictions.to_string(),
+            ]
+        }),
+    ));
     let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "{:<16} {:>8} {:>9} {:>11} {:>10} {:>10} {:>9} {:>9} {:>8}",
-        "DATA TYPE", "TTL", "ENTRIES", "BYTES", "HITS", "MISSES", "HIT%", "EXPIRED", "OLDEST"
-    );
-    for t in &r.data_types {
-        let _ = writeln!(
-            s,
-            "{:<16} {:>8} {:>9} {:>11} {:>10} {:>10} {:>9} {:>9} {:>8}",
-            t.data_type,
-            age_h(Some(t.ttl_seconds)),
-            t.entries,
-            bytes_h(t.bytes),
-            t.hits,
-            t.misses,
-            opt_ratio(t.hit_ratio),
-            t.expirations + t.expired_on_disk,
-            age_h(t.oldest_entry_age_seconds)
-        );
-    }
+    s.push_str(&table(
+        &[
+            ("DATA TYPE", L),
+            ("TTL", R),
+            ("ENTRIES", R),
+            ("BYTES", R),
+            ("HITS", R),
+            ("MISSES", R),
+            ("HIT%", R),
+            ("EXPIRED", R),
+            ("OLDEST", R),
+        ],
+        r.data_types.iter().map(|t| {
+            vec![
+                t.data_type.to_string(),
+                age_h(Some(t.ttl_seconds)),
+                t.entries.to_string(),
+                bytes_h(t.bytes),
+                t.hits.to_string(),
+                t.misses.to_string(),
+                opt_ratio(t.hit_ratio),
+                (t.expirations + t.expired_on_disk).to_string(),
+                age_h(t.oldest_entry_age_seconds),
+            ]
+        }),
+    ));
     if r.corrupt_entries > 0 {
         let _ = writeln!(s, "\ncorrupt entries removed: {}", r.corrupt_entries);
     }
@@ -267,25 +303,75 @@ pub(crate) fn config_summary(c: &Config, json: bool) {
             .map(|u| format!(" + redis ({u})"))
             .unwrap_or_default()
     );
-    for t in c.data_types.types() {
-        println!(
-            "  {:<16} prefix {:<16} ttl {:<8} max {}",
-            t.name,
-            format!("{:?}", t.prefix),
-            humantime::format_duration(t.ttl).to_string(),
-            bytes_h(t.max_value_size)
-        );
+    let types = table(
+        &[("DATA TYPE", L), ("PREFIX", L), ("TTL", L), ("MAX SIZE", R)],
+        c.data_types.types().iter().map(|t| {
+            vec![
+                t.name.to_string(),
+                format!("{:?}", t.prefix),
+                humantime::format_duration(t.ttl).to_string(),
+                bytes_h(t.max_value_size),
+            ]
+        }),
+    );
+    for line in types.lines() {
+        println!("  {line}");
     }
 }
 
-pub(crate) fn progress(phase: Phase) {
-    let text = match phase {
-        Phase::Expired => "[1/3] removing expired entries…",
-        Phase::SizeLimit => "[2/3] enforcing the size limit…",
-        Phase::Repair => "[3/3] repairing rows and files…",
-        _ => "done",
+/// How a long command reports progress on stderr.
+pub(crate) enum Progress {
+    /// A bar redrawn in place: stderr is a terminal and the result is not `--json`.
+    Bar(ProgressBar),
+    /// One plain line per step, for logs and pipes.
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+impl Progress {
+    /// A bar of `len` steps on a terminal without `--json`; otherwise plain lines when
+    /// `lines` is true, else nothing.
+    pub(crate) fn new(len: u64, json: bool, lines: bool) -> Self {
+        use std::io::IsTerminal as _;
+        if std::io::stderr().is_terminal() && !json {
+            let bar = ProgressBar::new(len);
+            if let Ok(style) = ProgressStyle::with_template("[{pos}/{len}] {wide_bar} {msg}") {
+                bar.set_style(style);
+            }
+            Progress::Bar(bar)
+        } else if lines {
+            Progress::Lines
+        } else {
+            Progress::Off
+        }
+    }
+
+    /// Removes the bar, if one was drawn.
+    pub(crate) fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Cleanup's phases: the bar's position and message, or one line per phase.
+pub(crate) fn progress(p: &Progress, phase: Phase) {
+    let (step, text) = match phase {
+        Phase::Expired => (1, "removing expired entries…"),
+        Phase::SizeLimit => (2, "enforcing the size limit…"),
+        Phase::Repair => (3, "repairing rows and files…"),
+        _ => (3, "done"),
     };
-    eprintln!("{text}");
+    match p {
+        Progress::Bar(bar) => {
+            bar.set_position(step - 1);
+            bar.set_message(text);
+        }
+        Progress::Lines if text == "done" => eprintln!("{text}"),
+        Progress::Lines => eprintln!("[{step}/3] {text}"),
+        Progress::Off => {}
+    }
 }
 
 pub(crate) fn cleanup(r: &CleanupReport, json: bool) {
@@ -448,16 +534,20 @@ pub(crate) fn freshness(r: &FreshnessReport, json: bool) {
         return;
     }
     println!("run {} at {}", r.run_id, r.checked_at);
-    println!("{:<40} {:<8} {:>10} {:>10}", "KEY", "VERDICT", "AGE", "TTL");
-    for s in &r.signals {
-        println!(
-            "{:<40} {:<8} {:>10} {:>10}",
-            s.key,
-            s.verdict.name(),
-            age_h(s.age.map(|a| a.as_secs_f64())),
-            age_h(Some(s.ttl.as_secs_f64()))
-        );
-    }
+    print!(
+        "{}",
+        table(
+            &[("KEY", L), ("VERDICT", L), ("AGE", R), ("TTL", R)],
+            r.signals.iter().map(|s| {
+                vec![
+                    s.key.to_string(),
+                    s.verdict.name().to_owned(),
+                    age_h(s.age.map(|a| a.as_secs_f64())),
+                    age_h(Some(s.ttl.as_secs_f64())),
+                ]
+            }),
+        )
+    );
     let bad = r.violations().count();
     if bad == 0 {
         println!("all {} signals fresh", r.signals.len());
@@ -475,32 +565,52 @@ pub(crate) fn audit(run_id: &str, rows: &[AuditRow], json: bool) {
         eprintln!("no audit rows for run {run_id}");
         return;
     }
-    println!(
-        "{:<25} {:<40} {:<8} {:>10} {:>10}  CHECKSUM",
-        "CHECKED AT", "KEY", "VERDICT", "AGE", "TTL"
+    print!(
+        "{}",
+        table(
+            &[
+                ("CHECKED AT", L),
+                ("KEY", L),
+                ("VERDICT", L),
+                ("AGE", R),
+                ("TTL", R),
+                ("CHECKSUM", L),
+            ],
+            rows.iter().map(|r| {
+                vec![
+                    r.checked_at.to_string(),
+                    r.key.to_string(),
+                    r.verdict.to_string(),
+                    age_h(r.age_ms.map(|a| a as f64 / 1000.0)),
+                    age_h(Some(r.ttl_ms as f64 / 1000.0)),
+                    r.checksum.as_deref().unwrap_or("-").to_owned(),
+                ]
+            }),
+        )
     );
-    for r in rows {
-        println!(
-            "{:<25} {:<40} {:<8} {:>10} {:>10}  {}",
-            r.checked_at,
-            r.key,
-            r.verdict,
-            age_h(r.age_ms.map(|a| a as f64 / 1000.0)),
-            age_h(Some(r.ttl_ms as f64 / 1000.0)),
-            r.checksum.as_deref().unwrap_or("-")
-        );
-    }
 }
 
-pub(crate) fn warm_progress(done: usize, total: usize, r: &WarmResult) {
+/// One warmed item: the bar advances (failures are printed above it), or one line per item.
+pub(crate) fn warm_progress(p: &Progress, done: usize, total: usize, r: &WarmResult) {
     let status = match r.status {
         WarmStatus::Fresh => "fresh",
         WarmStatus::Loaded => "loaded",
         _ => "FAILED",
     };
-    match &r.reason {
-        Some(why) => eprintln!("[{done}/{total}] {} {status}: {why}", r.key),
-        None => eprintln!("[{done}/{total}] {} {status}", r.key),
+    let line = match &r.reason {
+        Some(why) => format!("[{done}/{total}] {} {status}: {why}", r.key),
+        None => format!("[{done}/{total}] {} {status}", r.key),
+    };
+    match p {
+        Progress::Bar(bar) => {
+            if r.status == WarmStatus::Failed {
+                bar.println(line);
+            }
+            bar.set_position(done as u64);
+            bar.set_message(format!("{} {status}", r.key));
+        }
+        Progress::Lines => eprintln!("{line}"),
+        Progress::Off => {}
     }
 }
 
@@ -536,6 +646,18 @@ mod tests {
         assert_eq!(age_h(Some(86400.0)), "24.0h");
         assert_eq!(opt_ratio(Some(0.5)), "50.0%");
         assert_eq!(opt_ratio(None), "-");
+    }
+
+    #[test]
+    fn tables_align_text_left_and_numbers_right_without_borders() {
+        let t = table(
+            &[("KEY", L), ("HITS", R)],
+            [
+                vec!["odds:g1:1".to_owned(), "7".to_owned()],
+                vec!["x".to_owned(), "1234".to_owned()],
+            ],
+        );
+        assert_eq!(t, "KEY       HITS\nodds:g1:1    7\nx         1234\n");
     }
 
     #[test]

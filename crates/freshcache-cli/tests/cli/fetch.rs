@@ -6,6 +6,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use freshcache_testkit::Poll;
+
 use crate::support::{Env, stderr, stdout};
 
 /// A tiny origin on a thread: `/feed` serves a JSON body with ETag `"f1"` and answers a
@@ -136,10 +138,11 @@ fn serve_fetches_configured_sources_on_start() {
     ));
     let server = env.serve();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while origin.seen().is_empty() {
-        assert!(Instant::now() < deadline, "serve never fetched its source");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Poll::within(Duration::from_secs(10))
+        .every(Duration::from_millis(20))
+        .until("serve never fetched its source", || {
+            !origin.seen().is_empty()
+        });
     // The fetch and the store finish just after the origin saw the request.
     let o = loop {
         let o = env.run(&["get", "odds:g7:1700000000"]);

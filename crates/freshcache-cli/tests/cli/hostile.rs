@@ -168,7 +168,7 @@ fn raw_upload(
 }
 
 async fn disk_entries(c: &reqwest::Client, server: &Server) -> u64 {
-    let stats: serde_json::Value = server.get_json(c, "/v1/stats").await;
+    let stats: serde_json::Value = crate::support::get_json(c, server, "/v1/stats").await;
     stats["tiers"]
         .as_array()
         .unwrap()
@@ -557,7 +557,7 @@ async fn unauthenticated_mutations_get_401_and_change_nothing() {
         0,
         "a refused check was counted"
     );
-    let s: serde_json::Value = server.get_json(&c, "/v1/stats").await;
+    let s: serde_json::Value = crate::support::get_json(&c, &server, "/v1/stats").await;
     let sets: u64 = s["data_types"]
         .as_array()
         .unwrap()

@@ -378,6 +378,7 @@ async fn the_service_under_mixed_load_serves_nothing_stale_and_keeps_its_memory_
         .map(|w| tokio::spawn(worker(w, c.clone(), base.clone(), until)))
         .collect();
 
+    // Deliberate real time: the load runs through its warm-up before memory is first read.
     tokio::time::sleep(warmup).await;
     let rss_warm = proc_status_bytes(pid, "VmRSS");
     let mut counts = Counts::default();
@@ -390,7 +391,7 @@ async fn the_service_under_mixed_load_serves_nothing_stale_and_keeps_its_memory_
 
     let r = c.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let stats: serde_json::Value = server.get_json(&c, "/v1/stats").await;
+    let stats: serde_json::Value = crate::support::get_json(&c, &server, "/v1/stats").await;
     let ticks = stats["data_types"]
         .as_array()
         .unwrap()

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::support::Env;
+use freshcache_testkit::Poll;
+
+use crate::support::{Api, Env};
 
 fn repo_file(rel: &str) -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -66,21 +68,11 @@ fn used_names(promql: &str) -> BTreeSet<String> {
 async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
     let env = Env::new();
     let server = env.serve();
-    let c = crate::support::http_client();
-    c.put(server.url("/v1/cache/odds:g1:1"))
-        .body("1.9")
-        .send()
-        .await
-        .unwrap();
-    c.get(server.url("/v1/cache/odds:g1:1"))
-        .send()
-        .await
-        .unwrap();
-    c.get(server.url("/v1/cache/odds:g2:1"))
-        .send()
-        .await
-        .unwrap();
-    let r = c.get(server.url("/metrics")).send().await.unwrap();
+    let api = Api::new(&server);
+    api.put("/v1/cache/odds:g1:1", "1.9").await;
+    api.get("/v1/cache/odds:g1:1").await;
+    api.get("/v1/cache/odds:g2:1").await;
+    let r = api.get("/metrics").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         r.headers()["content-type"]
@@ -162,45 +154,31 @@ async fn metrics_pass_promtool_and_every_dashboard_and_rule_metric_exists() {
 async fn freshness_check_route_answers_200_or_409_and_records_the_audit() {
     let env = Env::new();
     let server = env.serve();
-    let c = crate::support::http_client();
-    c.put(server.url("/v1/cache/odds:g1:1"))
-        .body("1.9")
-        .send()
-        .await
-        .unwrap();
-    let r = c
-        .post(server.url("/v1/freshness/check"))
-        .body(r#"{"keys": ["odds:g1:1"], "run_id": "r1"}"#)
-        .send()
-        .await
-        .unwrap();
+    let api = Api::new(&server);
+    api.put("/v1/cache/odds:g1:1", "1.9").await;
+    let r = api
+        .post(
+            "/v1/freshness/check",
+            r#"{"keys": ["odds:g1:1"], "run_id": "r1"}"#,
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = c
-        .post(server.url("/v1/freshness/check"))
-        .body(r#"{"keys": ["odds:g1:1", "news:espn:404"], "run_id": "r2"}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .post(
+            "/v1/freshness/check",
+            r#"{"keys": ["odds:g1:1", "news:espn:404"], "run_id": "r2"}"#,
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["signals"][1]["verdict"], "missing");
-    let audit: serde_json::Value = server.get_json(&c, "/v1/freshness/audit/r2").await;
+    let audit: serde_json::Value = api.json("/v1/freshness/audit/r2").await;
     assert_eq!(audit["signals"].as_array().unwrap().len(), 2);
-    let r = c
-        .post(server.url("/v1/freshness/check"))
-        .body(r#"{"keys": ["bad key"]}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .post("/v1/freshness/check", r#"{"keys": ["bad key"]}"#)
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let metrics = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("ttl_violation_total{data_type=\"news_articles\"} 1\n"),
         "{metrics}"
@@ -221,28 +199,22 @@ async fn readiness_waits_for_critical_warm_up_signals() {
         odds.display()
     ));
     let server = env.serve();
-    let c = crate::support::http_client();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = c.get(server.url("/readyz")).send().await.unwrap();
-        if r.status() == StatusCode::OK {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let api = Api::new(&server);
+    Poll::within(Duration::from_secs(5))
+        .every(Duration::from_millis(20))
+        .until_async("never ready", async || {
+            api.get("/readyz").await.status() == StatusCode::OK
+        })
+        .await;
     assert_eq!(
-        c.get(server.url("/v1/cache/odds:g1:1"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        api.get("/v1/cache/odds:g1:1").await.status(),
         StatusCode::OK
     );
 
     let missing = Env::with_extra("  warm:\n    - key: odds:g9:1\n      critical: true\n");
     let server = missing.serve();
-    let r = c.get(server.url("/readyz")).send().await.unwrap();
+    let api = Api::new(&server);
+    let r = api.get("/readyz").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["message"].as_str().unwrap().contains("critical"));

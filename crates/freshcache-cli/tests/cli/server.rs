@@ -4,20 +4,17 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::support::Env;
-
-fn client() -> reqwest::Client {
-    crate::support::http_client()
-}
+use crate::support::{Api, Env};
 
 #[tokio::test]
 async fn put_then_get_returns_the_value_with_cache_headers() {
     let env = Env::new();
     let server = env.serve();
-    let c = client();
-    let url = server.url("/v1/cache/odds:g1:1700000000");
-    let r = c
-        .put(&url)
+    let api = Api::new(&server);
+    let path = "/v1/cache/odds:g1:1700000000";
+    let r = api
+        .client
+        .put(api.url(path))
         .header("content-type", "application/json")
         .body("{\"home\":1.91}")
         .send()
@@ -27,7 +24,7 @@ async fn put_then_get_returns_the_value_with_cache_headers() {
     let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(body["data_type"], "odds_data");
 
-    let r = c.get(&url).send().await.unwrap();
+    let r = api.get(path).await;
     assert_eq!(r.status(), StatusCode::OK);
     let h = r.headers().clone();
     assert_eq!(h["x-cache-tier"], "memory");
@@ -48,29 +45,16 @@ async fn put_then_get_returns_the_value_with_cache_headers() {
 async fn bad_keys_are_400_misses_404_and_big_bodies_413() {
     let env = Env::new();
     let server = env.serve();
-    let c = client();
+    let api = Api::new(&server);
     for key in ["news:..:x", "weather:x:1", "odds:g1", "news:a%20b:c"] {
-        let r = c
-            .put(server.url(&format!("/v1/cache/{key}")))
-            .body("v")
-            .send()
-            .await
-            .unwrap();
+        let r = api.put(&format!("/v1/cache/{key}"), "v").await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{key}");
         let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
         assert!(v["error"].is_string() && v["message"].is_string());
-        let r = c
-            .get(server.url(&format!("/v1/cache/{key}")))
-            .send()
-            .await
-            .unwrap();
+        let r = api.get(&format!("/v1/cache/{key}")).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{key}");
     }
-    let r = c
-        .get(server.url("/v1/cache/odds:nothing:1"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/v1/cache/odds:nothing:1").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // On a client of its own: the server answers before reading the body and then closes the
@@ -83,15 +67,10 @@ async fn bad_keys_are_400_misses_404_and_big_bodies_413() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let r = c
-        .put(server.url("/v1/cache/odds:g1:1?ttl=2h"))
-        .body("v")
-        .send()
-        .await
-        .unwrap();
+    let r = api.put("/v1/cache/odds:g1:1?ttl=2h", "v").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
-    let stats: serde_json::Value = server.get_json(&c, "/v1/stats").await;
+    let stats: serde_json::Value = api.json("/v1/stats").await;
     let disk = stats["tiers"]
         .as_array()
         .unwrap()
@@ -105,58 +84,29 @@ async fn bad_keys_are_400_misses_404_and_big_bodies_413() {
 async fn delete_and_prefix_invalidation() {
     let env = Env::new();
     let server = env.serve();
-    let c = client();
+    let api = Api::new(&server);
     for k in ["news:espn:1", "news:espn:2", "news:bbc:1", "odds:g1:1"] {
-        let r = c
-            .put(server.url(&format!("/v1/cache/{k}")))
-            .body("v")
-            .send()
-            .await
-            .unwrap();
+        let r = api.put(&format!("/v1/cache/{k}"), "v").await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let r = c
-        .delete(server.url("/v1/cache/odds:g1:1"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete("/v1/cache/odds:g1:1").await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = c
-        .delete(server.url("/v1/cache/odds:g1:1"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete("/v1/cache/odds:g1:1").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c
-        .post(server.url("/v1/invalidate"))
-        .body("{\"prefix\": \"news:espn:\"}")
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .post("/v1/invalidate", "{\"prefix\": \"news:espn:\"}")
+        .await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["removed"], 2);
     assert_eq!(
-        c.get(server.url("/v1/cache/news:espn:1"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        api.get("/v1/cache/news:espn:1").await.status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        c.get(server.url("/v1/cache/news:bbc:1"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        api.get("/v1/cache/news:bbc:1").await.status(),
         StatusCode::OK
     );
-    let r = c
-        .post(server.url("/v1/invalidate"))
-        .body("{\"nope\": 1}")
-        .send()
-        .await
-        .unwrap();
+    let r = api.post("/v1/invalidate", "{\"nope\": 1}").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -164,35 +114,16 @@ async fn delete_and_prefix_invalidation() {
 async fn health_readiness_and_stats() {
     let env = Env::new();
     let server = env.serve();
-    let c = client();
-    assert_eq!(
-        c.get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
-    let r: serde_json::Value = server.get_json(&c, "/readyz").await;
+    let api = Api::new(&server);
+    assert_eq!(api.get("/healthz").await.text().await.unwrap(), "ok");
+    let r: serde_json::Value = api.json("/readyz").await;
     assert_eq!(r["status"], "ready");
     assert_eq!(r["tiers"]["disk"], "up");
     assert_eq!(r["tiers"]["redis"], "disabled");
-    c.put(server.url("/v1/cache/odds:g1:1"))
-        .body("v")
-        .send()
-        .await
-        .unwrap();
-    c.get(server.url("/v1/cache/odds:g1:1"))
-        .send()
-        .await
-        .unwrap();
-    c.get(server.url("/v1/cache/odds:g2:1"))
-        .send()
-        .await
-        .unwrap();
-    let s: serde_json::Value = server.get_json(&c, "/v1/stats").await;
+    api.put("/v1/cache/odds:g1:1", "v").await;
+    api.get("/v1/cache/odds:g1:1").await;
+    api.get("/v1/cache/odds:g2:1").await;
+    let s: serde_json::Value = api.json("/v1/stats").await;
     let odds = s["data_types"]
         .as_array()
         .unwrap()
@@ -209,13 +140,12 @@ async fn health_readiness_and_stats() {
 async fn mutating_routes_need_the_bearer_token_when_one_is_set() {
     let env = Env::with_extra("server:\n  auth_token: \"s3cret\"\n");
     let server = env.serve();
-    let c = client();
-    let url = server.url("/v1/cache/odds:g1:1");
-    assert_eq!(
-        c.put(&url).body("v").send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let wrong = c
+    let api = Api::new(&server);
+    let path = "/v1/cache/odds:g1:1";
+    let url = api.url(path);
+    assert_eq!(api.put(path, "v").await.status(), StatusCode::UNAUTHORIZED);
+    let wrong = api
+        .client
         .put(&url)
         .bearer_auth("s3cre")
         .body("v")
@@ -223,11 +153,9 @@ async fn mutating_routes_need_the_bearer_token_when_one_is_set() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        c.get(&url).send().await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
-    let ok = c
+    assert_eq!(api.get(path).await.status(), StatusCode::NOT_FOUND);
+    let ok = api
+        .client
         .put(&url)
         .bearer_auth("s3cret")
         .body("v")
@@ -235,17 +163,9 @@ async fn mutating_routes_need_the_bearer_token_when_one_is_set() {
         .await
         .unwrap();
     assert_eq!(ok.status(), StatusCode::CREATED);
-    assert_eq!(c.get(&url).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(
-        c.delete(&url).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let r = c
-        .post(server.url("/v1/invalidate"))
-        .body("{\"all\": true}")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(api.get(path).await.status(), StatusCode::OK);
+    assert_eq!(api.delete(path).await.status(), StatusCode::UNAUTHORIZED);
+    let r = api.post("/v1/invalidate", "{\"all\": true}").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -253,31 +173,21 @@ async fn mutating_routes_need_the_bearer_token_when_one_is_set() {
 async fn sigterm_stops_gracefully_and_a_restart_serves_from_disk() {
     let env = Env::new();
     let server = env.serve();
-    let c = client();
-    let r = c
-        .put(server.url("/v1/cache/llm:features:c1:2026-11-24"))
-        .body(vec![3u8; 100_000])
-        .send()
-        .await
-        .unwrap();
+    let api = Api::new(&server);
+    let r = api
+        .put("/v1/cache/llm:features:c1:2026-11-24", vec![3u8; 100_000])
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 
     let server = env.serve();
-    let r = c
-        .get(server.url("/v1/cache/llm:features:c1:2026-11-24"))
-        .send()
-        .await
-        .unwrap();
+    let api = Api::new(&server);
+    let r = api.get("/v1/cache/llm:features:c1:2026-11-24").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-cache-tier"], "disk");
     assert_eq!(r.bytes().await.unwrap().len(), 100_000);
-    let r = c
-        .get(server.url("/v1/cache/llm:features:c1:2026-11-24"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/v1/cache/llm:features:c1:2026-11-24").await;
     assert_eq!(
         r.headers()["x-cache-tier"],
         "memory",

@@ -1,10 +1,9 @@
 //! Running the binary against a temporary cache directory.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_freshcache");
 
@@ -61,70 +60,74 @@ impl Env {
         child.wait_with_output().unwrap()
     }
 
-    /// Starts `serve` on a free loopback port and waits until it listens.
+    /// Starts `serve` on a free loopback port and waits until it prints its address.
     pub fn serve(&self) -> Server {
-        let mut child = self
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("server printed nothing").unwrap();
-        let addr: SocketAddr = line
-            .rsplit("http://")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("no address in {line:?}: {e}"));
-        Server { child, addr }
+        Server::start(self.cmd())
     }
 }
 
-pub struct Server {
-    pub child: Child,
-    pub addr: SocketAddr,
+/// A `freshcache serve` child of the test's own (the shared kit's).
+pub use freshcache_testkit::Serve as Server;
+
+/// GETs `path` on `server` and parses the answer as JSON, whatever its status.
+pub async fn get_json(c: &reqwest::Client, server: &Server, path: &str) -> serde_json::Value {
+    c.get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
-impl Server {
+/// One test's requests to one server: each call sends and unwraps the transport result, so a
+/// test reads as the requests it makes and the statuses it expects.
+pub struct Api {
+    pub client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Self {
+        Self {
+            client: http_client(),
+            base: server.url(""),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.base)
     }
 
-    /// GETs `path` and parses the answer as JSON, whatever its status.
-    pub async fn get_json(&self, c: &reqwest::Client, path: &str) -> serde_json::Value {
-        c.get(self.url(path))
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .body(body)
             .send()
             .await
             .unwrap()
-            .json()
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .body(body)
+            .send()
             .await
             .unwrap()
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// GETs `path` and parses the answer as JSON, whatever its status.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
     }
 }
 

@@ -40,36 +40,13 @@ where
 /// W3 / issue 3: Redis-tier hits through freshcache beside raw redis-crate GETs of the same
 /// keys on the same server (a `redis-server` of the bench's own on a free port).
 pub fn redis_tier(a: &Args, dir: &Path, report: &mut Report) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else {
+    let Some(redis) = freshcache_testkit::RedisServer::start_if_installed() else {
         println!(
             "\nRedis tier: redis-server not installed; skipped (./scripts/test.sh installs it)"
         );
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let url = redis.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -190,6 +167,6 @@ pub fn redis_tier(a: &Args, dir: &Path, report: &mut Report) {
             }
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    // The kit's server is stopped (by its pid) when `redis` drops here.
+    drop(redis);
 }

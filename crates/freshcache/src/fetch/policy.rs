@@ -1,5 +1,29 @@
 //! The RFC 9111 rules the fetcher applies, as pure functions: `Cache-Control` parsing, the
 //! lifetime a response allows, validator comparison and which header values may be stored.
+//!
+//! # Why not `http-cache-semantics`
+//!
+//! That crate (v3) was evaluated as a replacement. Its types fit (it takes `http` 1 requests
+//! and responses and has a reqwest 0.13 feature), but it answers a different question: how
+//! long a browser or proxy may reuse a response. Here the data type's TTL is the lifetime and
+//! the origin may only shorten it, so adopting it would change behaviour that the fetch tests
+//! pin. `tests/it/fetch_rules.rs` runs both on the cases where they differ:
+//!
+//! - no `Cache-Control`: ours keeps the type's TTL; the crate's lifetime is zero, or a 10 %
+//!   heuristic of `Date` − `Last-Modified` that "may shorten" would then apply;
+//! - `max-age` larger than a `u64`: ours reads it as the largest value (RFC 9111 §1.2.2), the
+//!   crate as invalid, i.e. stale on arrival;
+//! - a quoted field list (`private="x, max-age=0"`): ours honours the quotes, the crate splits
+//!   on every comma and finds directives inside the string;
+//! - `private` with `s-maxage`: the crate either refuses `private` (shared) or ignores
+//!   `s-maxage` (single user); ours keeps private responses (the store is the deployment's
+//!   own) and prefers `s-maxage`;
+//! - a 304 that repeats no validator: ours takes it as the answer to the conditional request
+//!   it sent; the crate treats the stored entry as modified when that entry had an `ETag`.
+//!
+//! What the crate does and we do not need: `Vary`, request directives (`min-fresh`,
+//! `max-stale`), `Expires` and heuristic lifetimes, header merging for proxies. The rules kept
+//! here are the small pure functions below, each pinned by unit tests and fuzz targets.
 
 use std::time::Duration;
 

@@ -40,7 +40,9 @@ async fn hundred_concurrent_get_or_fetch_call_the_loader_once_and_share_its_valu
             cache
                 .get_or_fetch(&key, move || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
-                    // Hold the load until every other caller is waiting on it, then a bit more.
+                    // Hold the load until every other caller is waiting on it, then a bit more:
+                    // deliberate real time for the last caller counted to park on the load (a
+                    // step nothing observable marks).
                     until_coalesced(&probe, "odds_data", 99).await;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     Ok::<_, io::Error>(format!("odds from loader {i}"))
@@ -151,9 +153,12 @@ async fn aborting_the_leader_lets_a_waiter_become_leader_and_finish() {
                 .await
         })
     };
-    while !started.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    freshcache_testkit::Poll::within(Duration::from_secs(10))
+        .every(Duration::from_millis(1))
+        .until_async("the leader's load never started", async || {
+            started.load(Ordering::SeqCst)
+        })
+        .await;
 
     const WAITERS: usize = 5;
     let mut waiters = Vec::new();
@@ -163,6 +168,7 @@ async fn aborting_the_leader_lets_a_waiter_become_leader_and_finish() {
             cache
                 .get_or_fetch(&key, move || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
+                    // Deliberate: a slow loader, should a waiter ever run its own.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     Ok::<_, io::Error>(format!("from waiter {i}"))
                 })

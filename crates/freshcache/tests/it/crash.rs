@@ -251,6 +251,7 @@ async fn sigkill_loses_no_acknowledged_write() {
             );
             *named_kills.entry(point).or_default() += 1;
         } else if early {
+            // Deliberate: a random moment, early in its start-up, to kill the writer at.
             std::thread::sleep(Duration::from_millis(rng.u64(2..30)));
         } else {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -265,6 +266,7 @@ async fn sigkill_loses_no_acknowledged_write() {
                     break;
                 }
             }
+            // Deliberate: a random moment, mid-write, to kill the writer at.
             std::thread::sleep(Duration::from_millis(rng.u64(20..80)));
         }
         if plan.is_none() {

@@ -21,6 +21,7 @@ async fn a_loaded_value_that_cannot_be_stored_fails_the_leader_and_every_waiter(
             cache
                 .get_or_fetch(&key, || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
+                    // Deliberate: a slow loader, so that the other callers coalesce on it.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Ok::<_, std::io::Error>(vec![0u8; (1 << 20) + 1])
                 })

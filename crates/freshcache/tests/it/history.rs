@@ -302,6 +302,7 @@ fn eight_processes_open_an_empty_directory_at_once() {
         let p: u64 = std::env::var(CHILD_PROC).unwrap().parse().unwrap();
         let at: u128 = std::env::var(CHILD_START_AT).unwrap().parse().unwrap();
         while now_ns() < at {
+            // Every child opens at the same instant: a wait for a time, not for an event.
             std::thread::sleep(Duration::from_micros(200));
         }
         let cache = Cache::open(config(Path::new(&dir))).unwrap();

@@ -12,7 +12,9 @@ use freshcache::{Cache, Config, Key, Lookup, SystemClock, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::redis_server::RedisServer;
+use freshcache_testkit::{Poll, RedisServer};
+
+use crate::support::wait_subscribed;
 
 const PASS: u8 = 0;
 const DELAY: u8 = 1;
@@ -90,6 +92,7 @@ async fn pump(
         match mode.load(Ordering::SeqCst) {
             DELAY => {
                 faults.fetch_add(1, Ordering::Relaxed);
+                // Deliberate: the delay is the injected fault.
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(20..150))).await;
             }
             RESET => {
@@ -327,22 +330,6 @@ async fn network_faults_give_no_wrong_value_and_no_slow_call() {
     drop(server);
 }
 
-/// Waits until `cache` serves from memory again (its coherence subscription is live).
-async fn wait_subscribed(cache: &Cache) {
-    let probe = Key::odds(format!("probe{:x}", fastrand::u64(..)), 1).unwrap();
-    cache.set(&probe, "p").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Lookup::Fresh(h) = cache.get(&probe).await.unwrap()
-            && h.source.name() == "memory"
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no coherence subscription");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Invariant: when a write's announcement is lost to a transient fault (here: every
 /// connection of the writer reset while it writes), another instance that had read the key
 /// does not go on serving the overwritten value once the network is healthy again.
@@ -377,10 +364,36 @@ async fn a_lost_announcement_does_not_leave_an_overwritten_value_in_another_inst
     wait_subscribed(&a).await;
     wait_subscribed(&b).await;
 
+    // The reader holds a marker in memory; the writer overwrites it after writing the key.
+    // Announcements from one writer arrive in order, so once the reader stops serving the old
+    // marker, the announcement of the key's first write has reached it too.
+    let marker = Key::odds(format!("marker{:x}", fastrand::u64(..)), 1).unwrap();
+    a.set(&marker, "m1").await.unwrap();
+    Poll::within(Duration::from_secs(5))
+        .until_async("the marker never reached the reader's memory", async || {
+            b.get(&marker)
+                .await
+                .unwrap()
+                .fresh()
+                .is_some_and(|h| h.source.name() == "memory")
+        })
+        .await;
     let k = key(1);
     a.set(&k, Value::bytes(make_value(1, 1))).await.unwrap();
-    // Let the announcement of this first write reach the reader before it reads.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.set(&marker, "m2").await.unwrap();
+    // Wait for the announcement of this first write to reach the reader before it reads.
+    Poll::within(Duration::from_secs(5))
+        .until_async(
+            "the first write's announcement never reached the reader",
+            async || {
+                b.get(&marker)
+                    .await
+                    .unwrap()
+                    .fresh()
+                    .is_some_and(|h| h.value() == &b"m2"[..])
+            },
+        )
+        .await;
     let h = crate::support::fresh(b.get(&k).await.unwrap());
     assert_eq!(seq_of(1, h.value()), 1);
     assert_eq!(h.source.name(), "redis");
@@ -397,7 +410,10 @@ async fn a_lost_announcement_does_not_leave_an_overwritten_value_in_another_inst
         2
     );
     proxy.set(PASS);
-    // Far longer than resubscribing, the breaker's probe and the dirty-key retry.
+    // Deliberate real time, not a wait for one event: the check is of the settled state, after
+    // resubscribing, the breaker's probe and the dirty-key retry have all had far longer than
+    // they take (a poll would stop at the first moment the reader looks right, which can be
+    // before the retry has run).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let faults = proxy.faults.load(Ordering::Relaxed);
     let got = b.get(&k).await.unwrap();

@@ -9,8 +9,9 @@ use freshcache::{
     Cache, Config, Error, Key, KeyPrefix, ManualClock, Source, SystemClock, TierKind, Value,
 };
 
-use crate::redis_server::{RedisCluster, RedisServer};
-use crate::support::{T0, secs};
+use freshcache_testkit::{Poll, RedisCluster, RedisServer};
+
+use crate::support::{T0, secs, wait_subscribed};
 
 const REDIS: Source = Source::Tier(TierKind::Redis);
 
@@ -33,25 +34,6 @@ async fn instance(url: &str) -> (tempfile::TempDir, Cache) {
         .unwrap();
     wait_subscribed(&cache).await;
     (dir, cache)
-}
-
-/// The coherence subscription is live once the instance serves from memory again.
-async fn wait_subscribed(cache: &Cache) {
-    let probe = Key::odds(format!("probe{:x}", fastrand::u64(..)), 1).unwrap();
-    cache.set(&probe, "p").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let freshcache::Lookup::Fresh(h) = cache.get(&probe).await.unwrap()
-            && h.source == Source::Tier(TierKind::Memory)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "coherence subscription never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn odds(n: u32) -> Key {
@@ -95,10 +77,12 @@ async fn an_invalidation_on_one_instance_is_honoured_by_another_within_100ms() {
     let (_b_dir, b) = instance(&redis.url()).await;
     a.set(&odds(1), "v1").await.unwrap();
     // B holds v1 in memory (a read racing A's own announcement may skip one promotion).
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while b.get(&odds(1)).await.unwrap().fresh().unwrap().source != Source::Tier(TierKind::Memory) {
-        assert!(Instant::now() < deadline, "v1 never reached B's memory");
-    }
+    Poll::within(Duration::from_secs(1))
+        .every(Duration::ZERO)
+        .until_async("v1 never reached B's memory", async || {
+            b.get(&odds(1)).await.unwrap().fresh().unwrap().source == Source::Tier(TierKind::Memory)
+        })
+        .await;
     let within = |started: Instant| {
         let took = started.elapsed();
         assert!(took <= Duration::from_millis(100), "took {took:?}");
@@ -106,27 +90,22 @@ async fn an_invalidation_on_one_instance_is_honoured_by_another_within_100ms() {
     // Overwrite: B must stop serving v1.
     let started = Instant::now();
     a.set(&odds(1), "v2").await.unwrap();
-    loop {
-        let h = b.get(&odds(1)).await.unwrap().fresh().unwrap();
-        if h.value() == &b"v2"[..] {
-            break within(started);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "B still serves v1"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    Poll::within(Duration::from_secs(1))
+        .every(Duration::from_millis(2))
+        .until_async("B still serves v1", async || {
+            b.get(&odds(1)).await.unwrap().fresh().unwrap().value() == &b"v2"[..]
+        })
+        .await;
+    within(started);
     // Delete.
     let started = Instant::now();
     assert!(a.delete(&odds(1)).await.unwrap());
-    while !b.get(&odds(1)).await.unwrap().is_miss() {
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "B still serves a deleted key"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    Poll::within(Duration::from_secs(1))
+        .every(Duration::from_millis(2))
+        .until_async("B still serves a deleted key", async || {
+            b.get(&odds(1)).await.unwrap().is_miss()
+        })
+        .await;
     within(started);
     // Prefix, with glob characters that must match only themselves.
     let star = Key::news("a*", "1").unwrap();
@@ -139,10 +118,13 @@ async fn an_invalidation_on_one_instance_is_honoured_by_another_within_100ms() {
     a.invalidate_prefix(&KeyPrefix::parse("news:a*:").unwrap())
         .await
         .unwrap();
-    while !b.get(&star).await.unwrap().is_miss() {
-        assert!(started.elapsed() < Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    Poll::within(Duration::from_secs(1))
+        .every(Duration::from_millis(2))
+        .until_async(
+            "B still serves a key under the invalidated prefix",
+            async || b.get(&star).await.unwrap().is_miss(),
+        )
+        .await;
     within(started);
     assert!(
         b.get(&other).await.unwrap().is_fresh(),
@@ -180,23 +162,25 @@ async fn kill_9_mid_load_gives_no_errors_no_stale_values_and_the_breaker_recover
             n
         })
     };
+    // Deliberate real time: the load runs against a healthy Redis before the kill.
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill9();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while cache.redis_state() == Some(BreakerState::Closed) {
-        assert!(Instant::now() < deadline, "breaker never opened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Poll::within(Duration::from_secs(5))
+        .until_async("breaker never opened", async || {
+            cache.redis_state() != Some(BreakerState::Closed)
+        })
+        .await;
+    // Deliberate real time: the load keeps running while Redis stays down, for one breaker
+    // period (500 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.restart();
-    let back = Instant::now();
-    while cache.redis_state() != Some(BreakerState::Closed) {
-        assert!(
-            back.elapsed() < Duration::from_secs(5),
-            "breaker not closed 5 s after redis returned"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Poll::within(Duration::from_secs(5))
+        .every(Duration::from_millis(20))
+        .until_async("breaker not closed 5 s after redis returned", async || {
+            cache.redis_state() == Some(BreakerState::Closed)
+        })
+        .await;
+    // Deliberate real time: the load runs on the recovered Redis before it stops.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     let ops = load.await.unwrap();
@@ -300,6 +284,7 @@ async fn fifty_concurrent_get_or_fetch_across_two_instances_call_the_loader_once
             let hit = cache
                 .get_or_fetch(&odds(7), || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
+                    // A slow loader: every other caller arrives while it runs.
                     tokio::time::sleep(Duration::from_millis(150)).await;
                     Ok::<_, std::io::Error>("loaded once")
                 })
@@ -486,14 +471,12 @@ async fn a_delete_that_missed_redis_is_applied_when_redis_answers_again() {
         .unwrap();
     redis.resume();
     // The stale copy is removed from Redis once it answers (retried in the background).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while redis.cli(&["EXISTS", "freshcache:v/odds:g1:1700000000"]) != "0" {
-        assert!(
-            Instant::now() < deadline,
-            "the missed delete never reached redis"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Poll::within(Duration::from_secs(5))
+        .every(Duration::from_millis(50))
+        .until_async("the missed delete never reached redis", async || {
+            redis.cli(&["EXISTS", "freshcache:v/odds:g1:1700000000"]) == "0"
+        })
+        .await;
     // Meanwhile and after, this instance never served the deleted value.
     assert!(a.get(&odds(1)).await.unwrap().is_miss());
     let (_b_dir, b) = instance(&redis.url()).await;
@@ -530,16 +513,6 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Kills a child process of the test's own when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,47 +583,9 @@ async fn rediss_with_a_private_ca_and_an_acl_user_works_and_a_wrong_ca_is_refuse
         ],
     );
 
-    let port = crate::redis_server::free_port();
-    let _server = KillOnDrop(
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args([
-                "--tls-cert-file",
-                "server.crt",
-                "--tls-key-file",
-                "server.key",
-            ])
-            .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(d)
-            .current_dir(d)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let cli = |args: &[&str]| {
-        std::process::Command::new("redis-cli")
-            .args(["--tls", "--cacert"])
-            .arg(d.join("ca.crt"))
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&cli(&["PING"]).stdout).contains("PONG") {
-        assert!(Instant::now() < deadline, "TLS redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let acl = cli(&[
+    let server = RedisServer::start_tls(d);
+    let port = server.port;
+    let acl = server.cli(&[
         "ACL",
         "SETUSER",
         "app",
@@ -660,7 +595,7 @@ async fn rediss_with_a_private_ca_and_an_acl_user_works_and_a_wrong_ca_is_refuse
         "&*",
         "+@all",
     ]);
-    assert!(String::from_utf8_lossy(&acl.stdout).contains("OK"));
+    assert!(acl.contains("OK"));
 
     let url = format!("rediss://app:app-secret@localhost:{port}");
     let with_ca = |ca: &str| format!("    tls_ca_file: \"{}\"\n", d.join(ca).display());

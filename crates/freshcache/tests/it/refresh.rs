@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use freshcache::{Cache, Clock, Config, Error, Key, Lookup, ManualClock};
 
@@ -47,18 +47,13 @@ fn counting_loader(
 
 /// Waits (briefly, in real time) for a background refresh to store a value at `at`.
 async fn wait_refreshed(cache: &Cache, at: freshcache::Timestamp) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let ins = cache.inspect(&key()).unwrap();
-        if ins.entry.is_some_and(|e| e.meta.stored_at == at) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "background refresh did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    freshcache_testkit::Poll::within(Duration::from_secs(2))
+        .every(Duration::from_millis(1))
+        .until_async("background refresh did not finish", async || {
+            let ins = cache.inspect(&key()).unwrap();
+            ins.entry.is_some_and(|e| e.meta.stored_at == at)
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

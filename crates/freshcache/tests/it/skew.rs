@@ -11,8 +11,8 @@ use freshcache::freshness::Verdict;
 use freshcache::maintenance::CleanupOptions;
 use freshcache::{Cache, Config, Key, Lookup, ManualClock, SystemClock, Value};
 
-use crate::redis_server::RedisServer;
 use crate::support::{DISK, MEMORY, T0, TestCache, assert_miss, fresh, open, secs, type_report};
+use freshcache_testkit::RedisServer;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -280,6 +280,7 @@ async fn skew_worker(id: usize, dir: &Path, port: u16) -> Counts {
                 }
             }
         }
+        // Deliberate real time: paces the reads while the values age on the real clock.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // This process's own count (the stats report adds up every process on the directory).

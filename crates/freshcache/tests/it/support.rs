@@ -162,3 +162,18 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
     }
     out
 }
+
+/// Waits until `cache`'s coherence subscription is live: it serves a probe it just wrote from
+/// memory again (a write while the subscription comes up clears memory).
+pub async fn wait_subscribed(cache: &Cache) {
+    let probe = freshcache::Key::odds(format!("probe{:x}", fastrand::u64(..)), 1).unwrap();
+    cache.set(&probe, "p").await.unwrap();
+    freshcache_testkit::Poll::within(Duration::from_secs(5))
+        .until_async("coherence subscription never came up", async || {
+            matches!(
+                cache.get(&probe).await.unwrap(),
+                Lookup::Fresh(h) if h.source == MEMORY
+            )
+        })
+        .await;
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use freshcache::maintenance::Mode;
 use freshcache::{Cache, Config, Key, Lookup, Source, SystemClock, TierKind, Value};
 
-use crate::redis_server::RedisServer;
 use crate::support::{TestCache, blob_files, noise};
+use freshcache_testkit::RedisServer;
 
 const BLOB_ENTRIES: u64 = 400;
 const INLINE_ENTRIES: u64 = 60;

@@ -268,6 +268,7 @@ async fn serve_one(
                 count(b.len());
             }
             let _ = sock.flush().await;
+            // Deliberate: a stalled body, longer than any fetch timeout under test.
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
     }
