@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Cache, Inner, STRIPES, Stripe, UpkeepCounters, coherence};
+use super::{Cache, Inner, STRIPES, Stripe, UpkeepCounters, coherence, follow};
 use crate::clock::{Clock, SharedClock, SystemClock, Timestamp};
 use crate::config::Config;
 use crate::config::{RedisConfig, RedisUrl};
 use crate::error::{Error, Result};
 use crate::metrics::LatencyHistogram;
 use crate::stats::Stats;
-use crate::tier::disk::{DiskTier, FreeSpace, StatvfsFreeSpace};
+use crate::tier::disk::{ChangeFollower, DiskTier, FreeSpace, StatvfsFreeSpace};
 use crate::tier::memory::MemoryTier;
 use crate::tier::redis::{RedisOptions, RedisTier};
 
@@ -156,13 +156,21 @@ impl CacheBuilder {
                 .collect(),
         );
         let (closing, closed) = watch::channel(());
+        let instance_id = format!("{:016x}", fastrand::u64(..));
+        // Without Redis, processes sharing the directory hear of each other's changes through
+        // the index's change feed (with Redis, through its channel).
+        disk.record_changes_as(&instance_id);
+        let follower = match redis {
+            None => Some(ChangeFollower::open(&config.metadata_path)?),
+            Some(_) => None,
+        };
         let cache = Cache {
             inner: Arc::new(Inner {
                 config,
                 memory,
                 disk,
                 redis,
-                instance_id: format!("{:016x}", fastrand::u64(..)),
+                instance_id: instance_id.clone(),
                 l1_trusted: AtomicBool::new(true),
                 redis_dirty: Mutex::new(Default::default()),
                 redis_dirty_any: AtomicBool::new(false),
@@ -183,6 +191,9 @@ impl CacheBuilder {
                 clock,
             }),
         };
+        if let Some(follower) = follower {
+            follow::spawn(Arc::downgrade(&cache.inner), follower, instance_id);
+        }
         Ok(cache)
     }
 }

@@ -92,8 +92,8 @@ impl Cache {
                         return Err(Error::corrupt("loader already used"));
                     };
                     let outcome = self.run_loader(key, &ty, load, &tx).await;
-                    if let (Lease::Held(token), Some(redis)) = (&lease, &self.inner.redis) {
-                        redis.release_lease(key.as_str(), token).await;
+                    if let Lease::Held(token) = &lease {
+                        self.release_lease(key, &ty, token).await;
                     }
                     return outcome;
                 }
@@ -285,33 +285,39 @@ impl Cache {
     }
 }
 
-/// The cross-instance side of a load.
+/// The cross-process side of a load: through Redis between hosts, through the disk index
+/// between processes on one host when there is no Redis.
 enum Lease {
-    /// No Redis, Redis unavailable, or waited too long: load locally.
+    /// Waited too long (or the lease store is unavailable): load here.
     None,
-    /// This instance holds the lease (token): load, store, release.
+    /// This process holds the lease (token): load, store, release.
     Held(String),
-    /// Another instance loaded the value while this one waited.
+    /// Another process loaded the value while this one waited.
     Arrived(Hit),
 }
 
-/// How often a waiting instance looks for the value another instance is loading.
+/// How often a waiting process looks for the value another process is loading.
 const LEASE_POLL: Duration = Duration::from_millis(10);
 
 impl Cache {
-    /// Takes the Redis load lease for `key`, or waits for the instance holding it to store
-    /// the value (or for its lease to lapse).
+    /// Takes the load lease for `key`, or waits for the process holding it to store the value
+    /// (or for its lease to lapse: a holder killed mid-load blocks the others at most that long).
     async fn acquire_lease(&self, key: &Key, ty: &DataTypeSpec) -> Result<Lease> {
-        let Some(redis) = self.redis_for(ty) else {
-            return Ok(Lease::None);
-        };
         let lease_for = self.inner.config.redis.lease;
         let token = format!("{}-{:016x}", self.inner.instance_id, fastrand::u64(..));
         let started = self.inner.clock.monotonic();
         loop {
-            match redis.try_lease(key.as_str(), &token, lease_for).await {
-                Ok(true) => return Ok(Lease::Held(token)),
-                Ok(false) => {
+            match self.try_lease(key, ty, &token, lease_for).await {
+                Some(true) => {
+                    // The previous holder stores before it releases: a value that arrived
+                    // between this process's last look and the lease is served, not reloaded.
+                    if let Lookup::Fresh(h) = self.get(key).await? {
+                        self.release_lease(key, ty, &token).await;
+                        return Ok(Lease::Arrived(h));
+                    }
+                    return Ok(Lease::Held(token));
+                }
+                Some(false) => {
                     tokio::time::sleep(LEASE_POLL).await;
                     if let Lookup::Fresh(h) = self.get(key).await? {
                         return Ok(Lease::Arrived(h));
@@ -320,8 +326,49 @@ impl Cache {
                         return Ok(Lease::None);
                     }
                 }
-                Err(_) => return Ok(Lease::None),
+                None => return Ok(Lease::None),
             }
+        }
+    }
+
+    /// One attempt at the lease: `None` when the lease store cannot be asked.
+    async fn try_lease(
+        &self,
+        key: &Key,
+        ty: &DataTypeSpec,
+        token: &str,
+        lease_for: Duration,
+    ) -> Option<bool> {
+        if let Some(redis) = self.redis_for(ty) {
+            return redis.try_lease(key.as_str(), token, lease_for).await.ok();
+        }
+        if self.inner.redis.is_some() {
+            // A type kept out of Redis: its loads are coalesced within this process only.
+            return None;
+        }
+        let now = self.inner.clock.now();
+        let disk = &self.inner.disk;
+        // A short write transaction; a failure means loading here rather than waiting.
+        let process = self.inner.instance_id.as_str();
+        disk.try_lease(
+            key.as_str(),
+            token,
+            process,
+            now.saturating_add(lease_for),
+            now,
+        )
+        .map_err(|e| tracing::debug!(error = %e, "disk lease unavailable"))
+        .ok()
+    }
+
+    /// Gives the lease back so a waiting process stops waiting at once.
+    async fn release_lease(&self, key: &Key, ty: &DataTypeSpec, token: &str) {
+        if let Some(redis) = self.redis_for(ty) {
+            redis.release_lease(key.as_str(), token).await;
+        } else if self.inner.redis.is_none()
+            && let Err(e) = self.inner.disk.release_lease(key.as_str(), token)
+        {
+            tracing::debug!(error = %e, "disk lease not released; it lapses on its own");
         }
     }
 }

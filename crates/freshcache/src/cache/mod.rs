@@ -29,6 +29,7 @@ use crate::tier::redis::RedisTier;
 mod builder;
 mod coherence;
 mod fetch;
+mod follow;
 mod pending;
 mod read;
 mod report;

@@ -27,6 +27,7 @@ mod props;
 mod redis;
 mod refresh;
 mod restart;
+mod samehost;
 mod skew;
 mod stale;
 mod symlinks;

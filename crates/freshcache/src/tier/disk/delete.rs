@@ -74,9 +74,10 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the delete cannot be committed.
     pub fn remove(&self, key: &str) -> Result<bool> {
-        self.delete_where(
+        self.delete_recorded(
             "DELETE FROM entries WHERE key = ?1 RETURNING file, data_type, stored_size",
             params![key],
+            Some((ChangeOp::Delete, key)),
         )
         .map(|d| d.removed.entries > 0)
     }
@@ -88,9 +89,24 @@ impl DiskTier {
         sql: &str,
         params: impl rusqlite::Params + Copy,
     ) -> Result<Deleted> {
+        self.delete_recorded(sql, params, None)
+    }
+
+    /// [`Self::delete_where`], also recording `change` in the change feed (in the same
+    /// transaction) when the feed is on: deletes and prefix removals other processes must
+    /// hear of, as opposed to expired or damaged rows nobody would serve anyway.
+    pub(super) fn delete_recorded(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params + Copy,
+        change: Option<(ChangeOp, &str)>,
+    ) -> Result<Deleted> {
         let d = self.with_deleter(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let d = delete_rows(&tx, sql, params)?;
+            if let (Some((op, subject)), Some(origin)) = (change, self.change_origin()) {
+                changes::record(&tx, origin, op, subject)?;
+            }
             tx.commit()?;
             Ok(d)
         })?;
@@ -138,21 +154,24 @@ impl DiskTier {
         // One statement, whatever the number of keys: the range bounds use the key index, and
         // the prefix test keeps the rule exact for anything else an older index might hold.
         let deleted = match upper {
-            Some(up) => self.delete_where(
+            Some(up) => self.delete_recorded(
                 "DELETE FROM entries
                  WHERE key >= ?1 AND key < ?2 AND substr(key, 1, length(?1)) = ?1
                  RETURNING file, data_type, stored_size, key",
                 params![prefix, up],
+                Some((ChangeOp::Prefix, prefix)),
             ),
             // Everything, whatever type the stored keys have.
-            None if prefix.is_empty() => self.delete_where(
+            None if prefix.is_empty() => self.delete_recorded(
                 "DELETE FROM entries RETURNING file, data_type, stored_size, key",
                 params![],
+                Some((ChangeOp::Prefix, prefix)),
             ),
-            None => self.delete_where(
+            None => self.delete_recorded(
                 "DELETE FROM entries WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1
                  RETURNING file, data_type, stored_size, key",
                 params![prefix],
+                Some((ChangeOp::Prefix, prefix)),
             ),
         }?;
         Ok(deleted.keys)

@@ -30,9 +30,11 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 
 mod blobs;
+mod changes;
 mod conn;
 mod delete;
 pub mod fault;
+mod lease;
 mod nofollow;
 mod reserve;
 mod schema;
@@ -41,6 +43,7 @@ mod touch;
 pub mod upkeep;
 
 use blobs::{new_blob_name, valid_blob_name};
+pub use changes::{ChangeFollower, ChangeOp, Poll};
 pub(crate) use conn::i64_of;
 use conn::{is_busy, unpoisoned};
 use delete::{Deleted, delete_rows};
@@ -106,6 +109,9 @@ pub struct DiskTier {
     reserve: reserve::Reserve,
     /// The blob directory held open for reads beneath it.
     blob_dir: nofollow::BlobDir,
+    /// The label sets, deletes and prefix removals are recorded under in the change feed;
+    /// unset: not recorded.
+    origin: std::sync::OnceLock<String>,
     /// Injected filesystem faults on the blob write path; unset in production.
     faults: std::sync::OnceLock<std::sync::Arc<dyn fault::FsFaults>>,
 }
@@ -168,7 +174,12 @@ impl DiskTier {
         let mut attempts = 0;
         let version = loop {
             let r = writer
-                .execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}{}", tables.concat()))
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE;{SCHEMA}{}{}{}",
+                    changes::SCHEMA,
+                    lease::SCHEMA,
+                    tables.concat()
+                ))
                 .and_then(|()| migrate(&writer))
                 .and_then(|v| writer.execute_batch("COMMIT").map(|()| v));
             match r {
@@ -208,6 +219,7 @@ impl DiskTier {
             free_checked: Mutex::new((None, 0)),
             reserve,
             blob_dir,
+            origin: std::sync::OnceLock::new(),
             faults: std::sync::OnceLock::new(),
         })
     }
@@ -392,6 +404,9 @@ impl DiskTier {
             let total: i64 = tx
                 .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
                 .query_row([], |r| r.get(0))?;
+            if let Some(origin) = self.change_origin() {
+                changes::record(&tx, origin, ChangeOp::Set, key)?;
+            }
             tx.commit()?;
             Ok((old.flatten(), total.max(0) as u64))
         });

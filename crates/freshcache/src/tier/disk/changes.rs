@@ -1,0 +1,325 @@
+//! The change feed: every set, delete and prefix removal made through this tier commits a row
+//! with a sequence number in the same transaction as the change itself, so a process that
+//! follows the feed sees every change another process committed, in commit order, and can tell
+//! when it fell behind what is kept (a gap).
+//!
+//! The feed is a store-level record of mutations; what a follower does with it (drop memory
+//! copies) is the cache's business.
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+
+use super::DiskTier;
+use crate::error::{Error, Result};
+
+/// The feed's table, created with the index.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS changes (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    op     TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    origin TEXT NOT NULL
+);
+";
+
+/// Rows kept: a follower further behind than this sees a gap.
+const KEEP: i64 = 65_536;
+/// The oldest rows are pruned once every this many changes (amortised in the writes).
+const PRUNE_EVERY: i64 = 1_024;
+/// Rows read per poll at most; a follower further behind reads the rest on its next polls.
+const READ_AT_MOST: i64 = 4_096;
+
+/// What changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// The key was written.
+    Set,
+    /// The key was deleted.
+    Delete,
+    /// Every key starting with the subject was removed (the empty subject: every key).
+    Prefix,
+}
+
+impl ChangeOp {
+    fn code(self) -> &'static str {
+        match self {
+            Self::Set => "s",
+            Self::Delete => "d",
+            Self::Prefix => "p",
+        }
+    }
+
+    fn of_code(code: &str) -> Option<Self> {
+        match code {
+            "s" => Some(Self::Set),
+            "d" => Some(Self::Delete),
+            "p" => Some(Self::Prefix),
+            _ => None,
+        }
+    }
+}
+
+/// One committed change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Its place in commit order.
+    pub seq: u64,
+    /// What happened.
+    pub op: ChangeOp,
+    /// The key, or the prefix for [`ChangeOp::Prefix`].
+    pub subject: String,
+    /// Which writer made it (the label given to [`DiskTier::record_changes_as`]).
+    pub origin: String,
+}
+
+/// Appends a change inside the writer's transaction, pruning the oldest rows now and then.
+pub(super) fn record(
+    tx: &rusqlite::Transaction<'_>,
+    origin: &str,
+    op: ChangeOp,
+    subject: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO changes (op, subject, origin) VALUES (?1, ?2, ?3)")?
+        .execute(params![op.code(), subject, origin])?;
+    let seq = tx.last_insert_rowid();
+    if seq % PRUNE_EVERY == 0 {
+        tx.prepare_cached("DELETE FROM changes WHERE seq <= ?1")?
+            .execute([seq - KEEP])?;
+    }
+    Ok(())
+}
+
+impl DiskTier {
+    /// From now on, sets, deletes and prefix removals made through this tier are recorded in
+    /// the change feed under `origin`. Can be set once; false when already set.
+    pub fn record_changes_as(&self, origin: &str) -> bool {
+        self.origin.set(origin.to_owned()).is_ok()
+    }
+
+    /// The origin changes are recorded under, when the feed is on.
+    pub(super) fn change_origin(&self) -> Option<&str> {
+        self.origin.get().map(String::as_str)
+    }
+}
+
+/// What one poll of the feed found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Changes committed since the last poll, in order (possibly none).
+    Changes(Vec<Change>),
+    /// Changes were pruned before this follower read them: it cannot know what changed.
+    Gap,
+}
+
+/// A reader of the change feed with a connection of its own, starting after the last change
+/// committed when it was opened.
+pub struct ChangeFollower {
+    conn: Connection,
+    db_path: std::path::PathBuf,
+    last: i64,
+    /// SQLite's `data_version` at the last read: unchanged means nobody else committed.
+    version: Option<i64>,
+}
+
+impl std::fmt::Debug for ChangeFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFollower")
+            .field("db_path", &self.db_path)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChangeFollower {
+    /// Opens a follower of the feed in the index at `db_path`.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the index cannot be opened or read.
+    pub fn open(db_path: &Path) -> Result<Self> {
+        let conn = DiskTier::connect(db_path)?;
+        let db = |source| Error::Index {
+            path: db_path.to_path_buf(),
+            source,
+        };
+        let last: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })
+            .map_err(db)?;
+        Ok(Self {
+            conn,
+            db_path: db_path.to_path_buf(),
+            last,
+            version: None,
+        })
+    }
+
+    /// The changes committed since the last poll. Cheap when nothing was committed: one
+    /// `PRAGMA data_version`, no read of the table.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the index cannot be read.
+    pub fn poll(&mut self) -> Result<Poll> {
+        let db = |source| Error::Index {
+            path: self.db_path.clone(),
+            source,
+        };
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db)?;
+        if self.version == Some(version) {
+            return Ok(Poll::Changes(Vec::new()));
+        }
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, op, subject, origin FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![self.last, READ_AT_MOST], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        drop(st);
+        // Read fully: the next poll may skip the table until someone commits again.
+        if rows.len() < READ_AT_MOST as usize {
+            self.version = Some(version);
+        }
+        let Some(first) = rows.first() else {
+            return Ok(Poll::Changes(Vec::new()));
+        };
+        // AUTOINCREMENT numbers committed rows without holes, and only pruning deletes them: a
+        // first row past the next number means rows this follower never read were pruned.
+        let gap = first.0 > self.last + 1;
+        self.last = rows.last().map_or(self.last, |r| r.0);
+        if gap {
+            return Ok(Poll::Gap);
+        }
+        let changes = rows
+            .into_iter()
+            .filter_map(|(seq, op, subject, origin)| {
+                Some(Change {
+                    seq: u64::try_from(seq).ok()?,
+                    op: ChangeOp::of_code(&op)?,
+                    subject,
+                    origin,
+                })
+            })
+            .collect();
+        Ok(Poll::Changes(changes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::entry::{Codec, Entry, Meta, checksum};
+
+    fn entry(v: &'static [u8]) -> Entry {
+        let value = bytes::Bytes::from_static(v);
+        Entry {
+            meta: Meta {
+                data_type: "odds_data".into(),
+                stored_at: Timestamp::from_millis(1),
+                expires_at: Timestamp::from_millis(u64::MAX / 2),
+                as_of: None,
+                codec: Codec::Bytes,
+                etag: None,
+                last_modified: None,
+                checksum: checksum(&value),
+            },
+            value,
+        }
+    }
+
+    #[test]
+    fn a_follower_reads_changes_in_order_with_their_origin_and_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        let a = DiskTier::open(dir.path(), &db, 8192).unwrap();
+        let mut follower = ChangeFollower::open(&db).unwrap();
+        // Not recorded before an origin is set.
+        a.put(
+            "odds:g:0",
+            &entry(b"x"),
+            u64::MAX,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+        assert_eq!(follower.poll().unwrap(), Poll::Changes(Vec::new()));
+        assert!(a.record_changes_as("a"));
+        assert!(!a.record_changes_as("b"));
+        a.put(
+            "odds:g:1",
+            &entry(b"x"),
+            u64::MAX,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+        a.remove("odds:g:1").unwrap();
+        a.remove_prefix("odds:", None).unwrap();
+        let Poll::Changes(got) = follower.poll().unwrap() else {
+            panic!("gap");
+        };
+        let seen: Vec<(ChangeOp, &str, &str)> = got
+            .iter()
+            .map(|c| (c.op, c.subject.as_str(), c.origin.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (ChangeOp::Set, "odds:g:1", "a"),
+                (ChangeOp::Delete, "odds:g:1", "a"),
+                (ChangeOp::Prefix, "odds:", "a"),
+            ]
+        );
+        assert!(got.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        assert_eq!(follower.poll().unwrap(), Poll::Changes(Vec::new()));
+    }
+
+    #[test]
+    fn a_follower_behind_what_was_pruned_sees_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        let a = DiskTier::open(dir.path(), &db, 8192).unwrap();
+        a.record_changes_as("a");
+        let mut follower = ChangeFollower::open(&db).unwrap();
+        for i in 0..5 {
+            a.put(
+                &format!("odds:g:{i}"),
+                &entry(b"x"),
+                u64::MAX,
+                Timestamp::from_millis(1),
+            )
+            .unwrap();
+        }
+        // Pruned before the follower read them, as the writers prune rows over the limit.
+        a.with_writer(|c| c.execute("DELETE FROM changes WHERE seq <= 3", []))
+            .unwrap();
+        assert_eq!(follower.poll().unwrap(), Poll::Gap);
+        // Caught up afterwards: later changes are read normally.
+        a.put(
+            "odds:g:9",
+            &entry(b"x"),
+            u64::MAX,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+        let Poll::Changes(got) = follower.poll().unwrap() else {
+            panic!("gap");
+        };
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].subject, "odds:g:9");
+    }
+}
