@@ -123,6 +123,15 @@ pub enum Error {
         #[source]
         source: LoaderError,
     },
+    /// Items of a batch were refused; nothing of the batch was written. Every refused item is
+    /// listed with its position, key and reason.
+    #[error("{} of {total} batch items refused: {}", refused.len(), describe_refused(refused))]
+    InvalidBatch {
+        /// The refused items, in batch order.
+        refused: Vec<RefusedItem>,
+        /// Items in the batch.
+        total: usize,
+    },
     /// An HTTP fetch failed; whatever was stored under the key is left as it was.
     #[error("fetch {url}: {reason}")]
     Fetch {
@@ -238,6 +247,30 @@ impl FetchErrorKind {
             FetchErrorKind::Protocol => "protocol",
         }
     }
+}
+
+/// One item of a batch that was refused, and why.
+#[derive(Debug)]
+pub struct RefusedItem {
+    /// Its position in the batch, from 0.
+    pub index: usize,
+    /// Its key as given, shortened to 120 bytes.
+    pub key: String,
+    /// Why it was refused.
+    pub error: Error,
+}
+
+/// The first refused items of a batch, for the error's message.
+fn describe_refused(refused: &[RefusedItem]) -> String {
+    let mut text: Vec<String> = refused
+        .iter()
+        .take(5)
+        .map(|r| format!("#{} {}: {}", r.index, r.key, r.error))
+        .collect();
+    if refused.len() > 5 {
+        text.push(format!("and {} more", refused.len() - 5));
+    }
+    text.join("; ")
 }
 
 /// Why a Redis call failed, kept from the connection at start-up and at run time alike.
@@ -414,6 +447,7 @@ impl Error {
                     kind: RedisErrorKind::InvalidUrl,
                     ..
                 }
+                | Error::InvalidBatch { .. }
         )
     }
 

@@ -73,7 +73,8 @@ pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, StalePolicy, TtlOverride};
 pub use entry::{Codec, Entry, Meta};
 pub use error::{
-    ConfigError, Error, ErrorClass, FetchErrorKind, RedisErrorKind, Result, StorageFault,
+    ConfigError, Error, ErrorClass, FetchErrorKind, RedisErrorKind, RefusedItem, Result,
+    StorageFault,
 };
 pub use key::{Key, KeyPrefix};
 pub use stats::StatsReport;

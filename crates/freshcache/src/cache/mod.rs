@@ -26,6 +26,7 @@ use crate::tier::disk::DiskTier;
 use crate::tier::memory::MemoryTier;
 use crate::tier::redis::RedisTier;
 
+mod batch;
 mod builder;
 mod coherence;
 mod fetch;
@@ -136,8 +137,11 @@ impl Cache {
     }
 
     fn stripe(&self, key: &str) -> &Stripe {
-        let h = self.inner.hasher.hash_one(key);
-        &self.inner.stripes[(h as usize) % STRIPES]
+        &self.inner.stripes[self.stripe_index(key)]
+    }
+
+    fn stripe_index(&self, key: &str) -> usize {
+        (self.inner.hasher.hash_one(key) as usize) % STRIPES
     }
 
     async fn lock(stripe: &Stripe) -> tokio::sync::MutexGuard<'_, ()> {

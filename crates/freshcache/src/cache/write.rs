@@ -9,6 +9,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{Cache, Lookup, Value};
 use crate::clock::Timestamp;
 use crate::codec;
+use crate::datatype::DataTypeSpec;
 use crate::entry::{Entry, Meta, checksum};
 use crate::error::{Error, Result, clip};
 use crate::key::{Key, KeyPrefix};
@@ -28,16 +29,43 @@ impl Cache {
         self.store(key, value.into(), now).await
     }
 
-    // One function on purpose (~85 lines): validation, the expiry stamp and the cross-tier
-    // write order under the stripe lock are one invariant, read together.
     pub(crate) async fn store(
         &self,
         key: &Key,
         value: Value,
         now: Timestamp,
     ) -> Result<Arc<Entry>> {
-        let inner = &*self.inner;
-        let ty = inner.config.data_types.resolve(key)?;
+        let (entry, ty) = self.prepare(key, value, now)?;
+        // Write order: disk (durable) → memory → Redis, all under the key's stripe lock so the
+        // tiers end in the same order as the writes; then the announcement.
+        let stripe = self.stripe(key.as_str());
+        let redis_fixed = {
+            let _g = Self::lock(stripe).await;
+            self.inner
+                .disk
+                .put(key.as_str(), &entry, ty.compress_above, now)?;
+            self.hold_in_memory(key, ty, &entry);
+            stripe.epoch.fetch_add(1, Ordering::AcqRel);
+            self.copy_to_redis(key, ty, &entry, now).await
+        };
+        self.announce('s', now, key.as_str(), redis_fixed).await;
+        self.inner
+            .stats
+            .of_type(ty.id)
+            .sets
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(entry)
+    }
+
+    /// Validates a write of `value` under `key` at `now` and stamps its entry: the type, the
+    /// size limit, the TTL policy and an expiry that must lie ahead.
+    pub(super) fn prepare(
+        &self,
+        key: &Key,
+        value: Value,
+        now: Timestamp,
+    ) -> Result<(Arc<Entry>, &Arc<DataTypeSpec>)> {
+        let ty = self.inner.config.data_types.resolve(key)?;
         let size = value.bytes.len() as u64;
         if size > ty.max_value_size {
             return Err(Error::TooLarge {
@@ -71,48 +99,53 @@ impl Cache {
             },
             value: value.bytes,
         });
-        // Write order: disk (durable) → memory → Redis, all under the key's stripe lock so the
-        // tiers end in the same order as the writes; then the announcement. If Redis misses the
-        // write, its old copy is marked dirty and removed as soon as Redis answers again.
-        let stripe = self.stripe(key.as_str());
-        let mut redis_fixed = true;
-        {
-            let _g = Self::lock(stripe).await;
-            inner
-                .disk
-                .put(key.as_str(), &entry, ty.compress_above, now)?;
-            if ty.placement.in_memory() {
-                inner.memory.insert(key.as_arc().clone(), entry.clone());
-            } else {
-                inner.memory.remove(key.as_str());
-            }
-            stripe.epoch.fetch_add(1, Ordering::AcqRel);
-            if let Some(redis) = self.redis_for(ty) {
-                let written = if size <= inner.config.redis.max_value_size {
-                    match codec::encode(key.as_str(), &entry, ty.compress_above) {
-                        Ok(envelope) => redis
-                            .set(key.as_str(), &envelope, expires_at.duration_since(now))
-                            .await
-                            .is_ok(),
-                        Err(_) => false,
-                    }
-                } else {
-                    // Too big for Redis: make sure no older copy is left there.
-                    redis.delete(key.as_str()).await.is_ok()
-                };
-                if !written {
-                    self.mark_redis_dirty(key.as_str());
-                    redis_fixed = false;
-                }
-            }
+        Ok((entry, ty))
+    }
+
+    /// Puts the new entry in memory when its type lives there, else drops any older copy.
+    pub(super) fn hold_in_memory(&self, key: &Key, ty: &DataTypeSpec, entry: &Arc<Entry>) {
+        if ty.placement.in_memory() {
+            self.inner
+                .memory
+                .insert(key.as_arc().clone(), entry.clone());
+        } else {
+            self.inner.memory.remove(key.as_str());
         }
-        self.announce('s', now, key.as_str(), redis_fixed).await;
-        inner
-            .stats
-            .of_type(ty.id)
-            .sets
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(entry)
+    }
+
+    /// Writes the new entry to Redis when its type lives there (or removes an older copy too
+    /// big for it); false when Redis missed the write — the key is then marked dirty and its
+    /// Redis copy removed as soon as Redis answers again.
+    pub(super) async fn copy_to_redis(
+        &self,
+        key: &Key,
+        ty: &DataTypeSpec,
+        entry: &Arc<Entry>,
+        now: Timestamp,
+    ) -> bool {
+        let Some(redis) = self.redis_for(ty) else {
+            return true;
+        };
+        let written = if entry.size() <= self.inner.config.redis.max_value_size {
+            match codec::encode(key.as_str(), entry, ty.compress_above) {
+                Ok(envelope) => redis
+                    .set(
+                        key.as_str(),
+                        &envelope,
+                        entry.meta.expires_at.duration_since(now),
+                    )
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        } else {
+            // Too big for Redis: make sure no older copy is left there.
+            redis.delete(key.as_str()).await.is_ok()
+        };
+        if !written {
+            self.mark_redis_dirty(key.as_str());
+        }
+        written
     }
 
     /// Removes `key` from every tier; true when it was present.

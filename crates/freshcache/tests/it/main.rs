@@ -6,6 +6,7 @@
 
 mod support;
 
+mod batch;
 mod coalescing;
 mod crash;
 mod diskfault;

@@ -29,6 +29,7 @@ use crate::codec;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 
+mod batch;
 mod blobs;
 mod changes;
 mod conn;
@@ -84,6 +85,85 @@ pub struct RowInfo {
 enum Location {
     Inline(Vec<u8>),
     File(String),
+}
+
+/// An envelope ready for its row: kept for the row, or already written to its blob file.
+#[derive(Debug)]
+struct Staged {
+    location: Location,
+    /// Bytes as stored.
+    size: u64,
+}
+
+impl Staged {
+    /// The blob file, when the envelope has one.
+    fn file(&self) -> Option<&str> {
+        match &self.location {
+            Location::File(n) => Some(n),
+            Location::Inline(_) => None,
+        }
+    }
+
+    fn inline(&self) -> Option<&[u8]> {
+        match &self.location {
+            Location::Inline(b) => Some(b),
+            Location::File(_) => None,
+        }
+    }
+}
+
+/// Writes the row of `key` (an upsert, not `INSERT OR REPLACE`, so the totals triggers see an
+/// update); returns the blob file of the row it replaced.
+fn upsert(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    entry: &Entry,
+    staged: &Staged,
+    now: Timestamp,
+) -> rusqlite::Result<Option<String>> {
+    let old: Option<Option<String>> = tx
+        .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    let m = &entry.meta;
+    tx.prepare_cached(
+        "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
+             access_at, access_count, size, stored_size, codec, checksum, etag,
+             last_modified, file, inline_value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (key) DO UPDATE SET data_type = excluded.data_type,
+             stored_at = excluded.stored_at, expires_at = excluded.expires_at,
+             as_of = excluded.as_of, access_at = excluded.access_at, access_count = 0,
+             size = excluded.size, stored_size = excluded.stored_size,
+             codec = excluded.codec, checksum = excluded.checksum, etag = excluded.etag,
+             last_modified = excluded.last_modified, file = excluded.file,
+             inline_value = excluded.inline_value",
+    )?
+    .execute(params![
+        key,
+        &*m.data_type,
+        i64_of(m.stored_at.as_millis()),
+        i64_of(m.expires_at.as_millis()),
+        m.as_of.map(|t| i64_of(t.as_millis())),
+        i64_of(now.as_millis()),
+        i64_of(entry.size()),
+        i64_of(staged.size),
+        m.codec.name(),
+        m.checksum as i64,
+        m.etag,
+        m.last_modified,
+        staged.file(),
+        staged.inline(),
+    ])?;
+    Ok(old.flatten())
+}
+
+/// Stored bytes of the whole tier, from the per-type totals.
+fn stored_total(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
+    let total: i64 = tx
+        .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
+        .query_row([], |r| r.get(0))?;
+    Ok(total.max(0) as u64)
 }
 
 /// The L3 tier.
@@ -345,101 +425,74 @@ impl DiskTier {
 
     /// Stores `entry` under `key`, compressing values above `compress_above` bytes.
     ///
+    /// Write order: the envelope is written (to a blob file, or kept for the row), then the row
+    /// is committed (with its change-feed row), then the replaced blob is removed, then the
+    /// tier evicts if the write took it over a limit.
+    ///
     /// # Errors
     /// [`Error::Io`] when the blob cannot be written (disk full, read-only) and
     /// [`Error::Index`] when the row cannot be committed; nothing changes in either case.
-    // One function on purpose (~90 lines): the crash-safe write order (blob written, renamed,
-    // row committed, old blob removed, then any eviction) is the invariant, kept in one place.
     pub fn put(&self, key: &str, entry: &Entry, compress_above: u64, now: Timestamp) -> Result<()> {
+        let staged = self.stage(key, entry, compress_above)?;
+        let committed = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let old = upsert(&tx, key, entry, &staged, now)?;
+            if let Some(origin) = self.change_origin() {
+                changes::record(&tx, origin, ChangeOp::Set, key)?;
+            }
+            let total = stored_total(&tx)?;
+            tx.commit()?;
+            Ok((old, total))
+        });
+        match committed {
+            Ok((old, total)) => {
+                self.reached(fault::WritePoint::Committed);
+                self.remove_blob(old.as_deref().filter(|o| Some(*o) != staged.file()));
+                self.settle(total, staged.size, now);
+                Ok(())
+            }
+            Err(e) => {
+                self.remove_blob(staged.file());
+                Err(e)
+            }
+        }
+    }
+
+    /// Encodes `entry` and writes its blob file when it is too large to live in the row.
+    fn stage(&self, key: &str, entry: &Entry, compress_above: u64) -> Result<Staged> {
         let envelope = codec::encode(key, entry, compress_above)?;
-        let stored_size = envelope.len() as u64;
-        let loc = if stored_size <= self.inline_max {
+        let size = envelope.len() as u64;
+        let location = if size <= self.inline_max {
             Location::Inline(envelope)
         } else {
             let name = new_blob_name();
             self.write_blob(&name, &envelope)?;
             Location::File(name)
         };
-        let (file, inline) = match &loc {
-            Location::Inline(b) => (None, Some(b.as_slice())),
-            Location::File(n) => (Some(n.as_str()), None),
-        };
-        let m = &entry.meta;
-        let committed = self.with_writer(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let old: Option<Option<String>> = tx
-                .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
-                .query_row([key], |r| r.get(0))
-                .optional()?;
-            // An upsert (not INSERT OR REPLACE) so the totals triggers see an update.
-            tx.prepare_cached(
-                "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
-                     access_at, access_count, size, stored_size, codec, checksum, etag,
-                     last_modified, file, inline_value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                 ON CONFLICT (key) DO UPDATE SET data_type = excluded.data_type,
-                     stored_at = excluded.stored_at, expires_at = excluded.expires_at,
-                     as_of = excluded.as_of, access_at = excluded.access_at, access_count = 0,
-                     size = excluded.size, stored_size = excluded.stored_size,
-                     codec = excluded.codec, checksum = excluded.checksum, etag = excluded.etag,
-                     last_modified = excluded.last_modified, file = excluded.file,
-                     inline_value = excluded.inline_value",
-            )?
-            .execute(params![
-                key,
-                &*m.data_type,
-                i64_of(m.stored_at.as_millis()),
-                i64_of(m.expires_at.as_millis()),
-                m.as_of.map(|t| i64_of(t.as_millis())),
-                i64_of(now.as_millis()),
-                i64_of(entry.size()),
-                i64_of(stored_size),
-                m.codec.name(),
-                m.checksum as i64,
-                m.etag,
-                m.last_modified,
-                file,
-                inline,
-            ])?;
-            let total: i64 = tx
-                .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
-                .query_row([], |r| r.get(0))?;
-            if let Some(origin) = self.change_origin() {
-                changes::record(&tx, origin, ChangeOp::Set, key)?;
+        Ok(Staged { location, size })
+    }
+
+    /// After a committed write of `written` bytes that left `total` stored: evicts now rather
+    /// than at the next scheduled cleanup when a limit is passed (a nightly run alone would let
+    /// the disk fill). A failure here does not undo the write.
+    fn settle(&self, total: u64, written: u64, now: Timestamp) {
+        let limit = self.max_bytes.load(Ordering::Relaxed);
+        let mut target = (total > limit).then_some(limit / 10 * 9);
+        if self.free_check_due(written, now) {
+            let deficit = self.free_space_deficit();
+            if deficit > 0 {
+                let want = total.saturating_sub(deficit);
+                target = Some(target.map_or(want, |t| t.min(want)));
+                tracing::warn!(
+                    deficit,
+                    "disk tier: below the free-space watermark; evicting"
+                );
             }
-            tx.commit()?;
-            Ok((old.flatten(), total.max(0) as u64))
-        });
-        match committed {
-            Ok((old, total)) => {
-                self.reached(fault::WritePoint::Committed);
-                self.remove_blob(old.as_deref().filter(|o| Some(*o) != file));
-                let limit = self.max_bytes.load(Ordering::Relaxed);
-                // Evict now rather than at the next scheduled cleanup: a nightly run alone
-                // would let the disk fill. Failure here does not undo the write.
-                let mut target = (total > limit).then_some(limit / 10 * 9);
-                if self.free_check_due(stored_size, now) {
-                    let deficit = self.free_space_deficit();
-                    if deficit > 0 {
-                        let want = total.saturating_sub(deficit);
-                        target = Some(target.map_or(want, |t| t.min(want)));
-                        tracing::warn!(
-                            deficit,
-                            "disk tier: below the free-space watermark; evicting"
-                        );
-                    }
-                }
-                if let Some(target) = target
-                    && let Err(e) = self.evict(target, now, upkeep::Mode::Apply)
-                {
-                    tracing::warn!(error = %e, "disk tier: eviction after write failed");
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.remove_blob(file);
-                Err(e)
-            }
+        }
+        if let Some(target) = target
+            && let Err(e) = self.evict(target, now, upkeep::Mode::Apply)
+        {
+            tracing::warn!(error = %e, "disk tier: eviction after write failed");
         }
     }
 

@@ -1,0 +1,62 @@
+//! Batches: many entries written in one transaction — every blob first, then every row, then
+//! the replaced blobs — so a batch is stored whole or not at all.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl DiskTier {
+    /// Stores every `(key, entry, compress_above)` of `items` in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a blob cannot be written and [`Error::Index`] when the rows cannot be
+    /// committed; nothing of the batch is stored in either case (blobs already written are
+    /// removed).
+    pub fn put_many(&self, items: &[(&str, &Entry, u64)], now: Timestamp) -> Result<()> {
+        let mut staged: Vec<Staged> = Vec::with_capacity(items.len());
+        let remove_staged = |staged: &[Staged]| {
+            for s in staged {
+                self.remove_blob(s.file());
+            }
+        };
+        for (key, entry, compress_above) in items {
+            match self.stage(key, entry, *compress_above) {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    remove_staged(&staged);
+                    return Err(e);
+                }
+            }
+        }
+        let committed = self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut replaced = Vec::new();
+            for ((key, entry, _), s) in items.iter().zip(&staged) {
+                if let Some(old) = upsert(&tx, key, entry, s, now)?
+                    && Some(old.as_str()) != s.file()
+                {
+                    replaced.push(old);
+                }
+                if let Some(origin) = self.change_origin() {
+                    changes::record(&tx, origin, ChangeOp::Set, key)?;
+                }
+            }
+            let total = stored_total(&tx)?;
+            tx.commit()?;
+            Ok((replaced, total))
+        });
+        match committed {
+            Ok((replaced, total)) => {
+                self.reached(fault::WritePoint::Committed);
+                // Every blob a row stopped pointing to, a key written twice in the batch
+                // included (its first blob was replaced by its second).
+                self.remove_blobs(&replaced);
+                self.settle(total, staged.iter().map(|s| s.size).sum(), now);
+                Ok(())
+            }
+            Err(e) => {
+                remove_staged(&staged);
+                Err(e)
+            }
+        }
+    }
+}
