@@ -38,13 +38,37 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
     match command {
         Command::Get { key, json } => get(cache, &key, json.json).await,
         Command::Set {
+            jsonl: Some(path),
+            json,
+            ..
+        } => {
+            let text = String::from_utf8(read_input(Some(&path))?)
+                .map_err(|_| Failure::Invalid(anyhow!("{} is not UTF-8", path.display())))?;
+            let items = crate::items::parse_lines(&text).map_err(|bad| {
+                Failure::Invalid(anyhow!(
+                    "{} bad lines, nothing stored:\n{}",
+                    bad.len(),
+                    bad.join("\n")
+                ))
+            })?;
+            let stored = cache.set_many(items).await?;
+            output::stored_many(stored.len(), json.json);
+            Ok(())
+        }
+        Command::Set {
             key,
             file,
             ttl,
             codec,
             as_of,
             json,
+            ..
         } => {
+            let Some(key) = key else {
+                return Err(Failure::Invalid(anyhow!(
+                    "a KEY or --jsonl FILE is required"
+                )));
+            };
             let key = Key::parse(&key)?;
             let bytes = read_input(file.as_deref())?;
             let mut value = Value::bytes(bytes).codec(codec.into());

@@ -4,6 +4,7 @@
 //! 3 runtime failure (disk, index, I/O).
 
 mod commands;
+mod items;
 mod output;
 mod server;
 
@@ -63,10 +64,17 @@ enum Command {
     },
     /// Store a value read from FILE, or stdin when FILE is `-` or absent.
     Set {
-        /// The key.
-        key: String,
+        /// The key (not with `--jsonl`).
+        #[arg(required_unless_present = "jsonl")]
+        key: Option<String>,
         /// Input file, or `-` for stdin.
         file: Option<PathBuf>,
+        /// Store every item of a newline-delimited JSON file (`-` for stdin) in one batch:
+        /// `{"key": "odds:g1:1", "value": 1.91, "ttl": "30s", "as_of": 1700000000}` per line
+        /// (a string value is stored as text, other JSON as JSON). Every item is checked
+        /// first; one bad item writes nothing and is named.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "file", "ttl", "as_of"])]
+        jsonl: Option<PathBuf>,
         /// Lifetime shorter than the type's (e.g. `30s`), when the type allows it.
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<std::time::Duration>,

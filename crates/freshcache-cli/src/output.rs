@@ -85,6 +85,14 @@ pub(crate) fn hit_json(key: &Key, hit: &Hit) {
     println!("{v}");
 }
 
+pub(crate) fn stored_many(n: usize, json: bool) {
+    if json {
+        println!("{}", json!({"stored": n}));
+    } else {
+        println!("stored {n} entries");
+    }
+}
+
 pub(crate) fn stored(key: &Key, entry: &Entry, json: bool) {
     if json {
         println!("{}", meta_json(key, entry));

@@ -160,6 +160,9 @@ fn codec_for(path: &Path) -> Codec {
     }
 }
 
+/// Items read from files stored per batch when warming.
+const WARM_BATCH: usize = 512;
+
 impl Cache {
     /// Makes each item fresh: already-fresh items are left alone, the rest are fetched or read;
     /// `progress(done, total, result)` is called after each item.
@@ -173,12 +176,110 @@ impl Cache {
         mut progress: impl FnMut(usize, usize, &WarmResult),
     ) -> Result<WarmReport> {
         let mut report = WarmReport::default();
-        for (i, item) in items.iter().enumerate() {
-            let result = self.warm_one(item, fetcher).await;
-            progress(i + 1, items.len(), &result);
-            report.items.push(result);
+        let mut i = 0;
+        while i < items.len() {
+            // A run of items read from files is stored in batches (one transaction each);
+            // other items one by one. Results come in manifest order either way.
+            let files = items[i..]
+                .iter()
+                .take_while(|it| matches!(it.source, WarmSource::File(_)))
+                .count();
+            let results = if files > 0 {
+                let mut results = Vec::with_capacity(files);
+                for chunk in items[i..i + files].chunks(WARM_BATCH) {
+                    results.extend(self.warm_files(chunk).await);
+                }
+                results
+            } else {
+                vec![self.warm_one(&items[i], fetcher).await]
+            };
+            i += results.len();
+            for result in results {
+                report.items.push(result);
+                if let Some(last) = report.items.last() {
+                    progress(report.items.len(), items.len(), last);
+                }
+            }
         }
         Ok(report)
+    }
+
+    /// Warms items read from files with [`Cache::set_many`]: items already fresh are left,
+    /// unreadable files and refused values fail alone, the rest are stored in one batch.
+    async fn warm_files(&self, items: &[WarmItem]) -> Vec<WarmResult> {
+        let mut results: Vec<WarmResult> = items
+            .iter()
+            .map(|item| WarmResult {
+                key: item.key.to_string(),
+                status: WarmStatus::Loaded,
+                reason: None,
+                critical: item.critical,
+            })
+            .collect();
+        let mut pending: Vec<(usize, Key, Value)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let WarmSource::File(path) = &item.source else {
+                continue;
+            };
+            let failed = match self.inspect(&item.key) {
+                Ok(ins) if ins.fresh => {
+                    results[i].status = WarmStatus::Fresh;
+                    continue;
+                }
+                Ok(_) => match std::fs::read(path) {
+                    Ok(bytes) => {
+                        let value = Value::bytes(bytes).codec(codec_for(path));
+                        pending.push((i, item.key.clone(), value));
+                        continue;
+                    }
+                    Err(e) => crate::error::Error::Io {
+                        path: path.clone(),
+                        source: e,
+                    }
+                    .to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            results[i].status = WarmStatus::Failed;
+            results[i].reason = Some(failed);
+        }
+        // Refused items fail alone; the others are stored in a second attempt.
+        for _ in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let batch = pending.iter().map(|(_, k, v)| (k.clone(), v.clone()));
+            match self.set_many(batch).await {
+                Ok(_) => {
+                    pending.clear();
+                }
+                Err(crate::error::Error::InvalidBatch { refused, .. }) => {
+                    let mut refused = refused.into_iter().peekable();
+                    let mut kept = Vec::with_capacity(pending.len());
+                    for (n, item) in pending.into_iter().enumerate() {
+                        match refused.next_if(|r| r.index == n) {
+                            Some(r) => {
+                                results[item.0].status = WarmStatus::Failed;
+                                results[item.0].reason = Some(r.error.to_string());
+                            }
+                            None => kept.push(item),
+                        }
+                    }
+                    pending = kept;
+                }
+                Err(e) => {
+                    for (i, _, _) in pending.drain(..) {
+                        results[i].status = WarmStatus::Failed;
+                        results[i].reason = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        for (i, _, _) in pending {
+            results[i].status = WarmStatus::Failed;
+            results[i].reason = Some("refused when stored with the rest of its batch".into());
+        }
+        results
     }
 
     async fn warm_one(&self, item: &WarmItem, fetcher: &Fetcher) -> WarmResult {

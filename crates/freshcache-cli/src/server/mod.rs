@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::{CmdResult, Failure};
 
+mod batch;
 mod request;
 mod routes;
 mod tasks;
@@ -71,6 +72,7 @@ fn router(cache: Cache) -> Router {
             "/v1/cache/{key}",
             get(get_entry).put(put_entry).delete(delete_entry),
         )
+        .route("/v1/batch", post(batch::batch))
         .route("/v1/invalidate", post(invalidate))
         .route("/v1/freshness/check", post(freshness_check))
         .route("/v1/freshness/audit/{run_id}", get(freshness_audit))

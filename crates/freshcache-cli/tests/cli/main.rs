@@ -2,6 +2,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod batch;
 mod commands;
 mod fetch;
 mod hostile;

@@ -83,3 +83,54 @@ fn bad_manifests_name_the_item_and_field() {
     std::fs::write(&m, "- nope: 1\n").unwrap();
     assert!(load_manifest(&m).unwrap_err().reason.contains("nope"));
 }
+
+#[tokio::test]
+async fn files_are_warmed_in_a_batch_where_a_refused_file_fails_alone() {
+    let t = TestCache::new();
+    let files = tempfile::tempdir().unwrap();
+    let mut manifest = String::new();
+    for (i, len) in [(1, 4), (2, 2 << 20), (3, 4), (4, 4)] {
+        let path = files.path().join(format!("g{i}.txt"));
+        std::fs::write(&path, vec![b'1'; len]).unwrap();
+        manifest.push_str(&format!(
+            "- key: odds:g{i}:1700000000\n  file: {}\n",
+            path.display()
+        ));
+    }
+    // A file that is missing fails alone too.
+    manifest.push_str("- key: odds:g5:1700000000\n  file: /nonexistent/g5.txt\n");
+    let path = files.path().join("warm.yml");
+    std::fs::write(&path, manifest).unwrap();
+    let items = load_manifest(&path).unwrap();
+    let fetcher = Fetcher::new(FetchOptions::default()).unwrap();
+    let mut seen = Vec::new();
+    let report = t
+        .cache
+        .warm(&items, &fetcher, |done, _, r| seen.push((done, r.status)))
+        .await
+        .unwrap();
+    use WarmStatus::{Failed, Loaded};
+    assert_eq!(
+        seen,
+        [
+            (1, Loaded),
+            (2, Failed),
+            (3, Loaded),
+            (4, Loaded),
+            (5, Failed)
+        ]
+    );
+    assert!(
+        report.items[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("allows at most"),
+        "{:?}",
+        report.items[1]
+    );
+    for i in [1, 3, 4] {
+        let key = Key::odds(format!("g{i}"), 1_700_000_000).unwrap();
+        assert!(t.cache.get(&key).await.unwrap().is_fresh());
+    }
+}
