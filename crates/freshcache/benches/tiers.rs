@@ -12,6 +12,8 @@
 //!   `Cache.set` / `Cache.get` (`benches/diskcache_get_set.py`), page cache warm.
 //! - W5 expired sweep (`--only sweep`): one cleanup pass over N entries, half expired, beside
 //!   python-diskcache's `expire()` (`benches/diskcache_expire.py`).
+//! - W7 bulk fill (`--only bulk`): `--sweep-entries` × 100 B through `set_many` (1 000 a call)
+//!   beside single `set`s.
 //! - W3 Redis tier (`--only redis`): hits through freshcache beside raw redis-crate GETs of the
 //!   same keys on a `redis-server` of the bench's own, 1 and 64 concurrent callers, 256 B and
 //!   64 KiB.
@@ -32,6 +34,8 @@ use bytes::Bytes;
 use freshcache::{Cache, Config, Key, Value};
 use serde_json::json;
 
+#[path = "tiers/bulk.rs"]
+mod bulk;
 #[path = "tiers/disk.rs"]
 mod disk;
 #[path = "tiers/memory.rs"]
@@ -529,6 +533,9 @@ fn main() {
     }
     if run("redis") {
         redis_tier::redis_tier(&a, dir.path(), &mut report);
+    }
+    if run("bulk") {
+        bulk::bulk_fill(&a, &rt, dir.path(), &mut report);
     }
     let summary = json!({
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },

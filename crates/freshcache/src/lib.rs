@@ -67,7 +67,9 @@ pub mod stats;
 pub(crate) mod tier;
 pub mod warm;
 
-pub use cache::{Cache, CacheBuilder, Hit, Inspection, Lookup, ReadOptions, Source, Value};
+pub use cache::{
+    Cache, CacheBuilder, Hit, Inspection, Lookup, ReadOptions, Sharing, Source, Value,
+};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, StalePolicy, TtlOverride};

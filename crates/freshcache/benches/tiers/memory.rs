@@ -89,6 +89,22 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
             cache.set(k, Value::bytes(own(&value))).await.unwrap();
         }
     });
+    // The same cache told it is alone on its directory: no change follower. The two `Cache::get`
+    // rows give the cost of following other processes' changes on a memory hit.
+    let alone_yaml = format!(
+        "cache:\n  cache_dir: {}\n  ttl: {{odds_data: 1h}}\n",
+        dir.join("l1-alone").display()
+    );
+    let alone = Cache::builder(Config::from_yaml_str(&alone_yaml, None, Vec::new()).unwrap())
+        .sharing(freshcache::Sharing::Exclusive)
+        .open()
+        .unwrap();
+    rt.block_on(async {
+        alone
+            .set_many(keys.iter().map(|k| (k.clone(), Value::bytes(own(&value)))))
+            .await
+            .unwrap();
+    });
     let rss_per_entry = crate::rss_bytes().saturating_sub(rss_before) / a.keys.max(1) as u64;
     let zipf = Zipf::new(a.keys, 0.99);
     let mut rng = fastrand::Rng::with_seed(42);
@@ -180,6 +196,20 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                     ready(rt, cache.set(&keys[i], Value::bytes(own(&value)))).unwrap();
                 }
             }));
+            if mix == "get-only" {
+                rows.push(measure_mt(
+                    "freshcache Cache::get, no change follower",
+                    seq,
+                    threads,
+                    |op| {
+                        let l = ready(rt, alone.get(&lookup_keys[(op & !SET) as usize])).unwrap();
+                        if !matches!(l, Lookup::Fresh(_)) {
+                            misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        let _ = black_box(l);
+                    },
+                ));
+            }
             assert_eq!(
                 misses.into_inner(),
                 0,

@@ -59,6 +59,20 @@ pub struct CacheBuilder {
     config: Config,
     clock: CacheClock,
     free_space: Option<Box<dyn FreeSpace>>,
+    sharing: Sharing,
+}
+
+/// Who else uses the cache directory, and so what the cache must follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sharing {
+    /// Other processes on this host may use the directory (the default): without Redis, a
+    /// follower thread reads the index's change feed and drops memory copies others replaced.
+    #[default]
+    Host,
+    /// Only this process uses the directory: no follower. Another process writing to it
+    /// anyway would not be heard of until the values' TTL ran out.
+    Exclusive,
 }
 
 impl CacheBuilder {
@@ -77,6 +91,13 @@ impl CacheBuilder {
     /// Measures free disk space with `probe` instead of `statvfs` (tests simulate a full disk).
     pub fn free_space(mut self, probe: impl FreeSpace + 'static) -> Self {
         self.free_space = Some(Box::new(probe));
+        self
+    }
+
+    /// Declares who else uses the cache directory (see [`Sharing`]); [`Sharing::Host`] unless
+    /// told otherwise.
+    pub fn sharing(mut self, sharing: Sharing) -> Self {
+        self.sharing = sharing;
         self
     }
 
@@ -128,6 +149,7 @@ impl CacheBuilder {
             config,
             clock,
             free_space,
+            sharing,
         } = self;
         // The index also keeps the audit, the persisted counters and the cleanup history, each
         // in a table its own module defines.
@@ -160,9 +182,9 @@ impl CacheBuilder {
         // Without Redis, processes sharing the directory hear of each other's changes through
         // the index's change feed (with Redis, through its channel).
         disk.record_changes_as(&instance_id);
-        let follower = match redis {
-            None => Some(ChangeFollower::open(&config.metadata_path)?),
-            Some(_) => None,
+        let follower = match (&redis, sharing) {
+            (None, Sharing::Host) => Some(ChangeFollower::open(&config.metadata_path)?),
+            _ => None,
         };
         let cache = Cache {
             inner: Arc::new(Inner {
@@ -213,6 +235,7 @@ impl Cache {
             config,
             clock: CacheClock::System,
             free_space: None,
+            sharing: Sharing::Host,
         }
     }
 }

@@ -37,8 +37,8 @@ mod report;
 mod types;
 mod write;
 
-pub use builder::CacheBuilder;
 use builder::CacheClock;
+pub use builder::{CacheBuilder, Sharing};
 pub(crate) use types::Purpose;
 pub use types::{Hit, Inspection, Lookup, ReadOptions, Source, Value};
 
