@@ -3,8 +3,9 @@
 //!
 //! Children are re-runs of this test binary (selected by environment variables). Each logs every
 //! operation with wall-clock start and end (`SystemTime`, shared by all processes of the host).
-//! The data type is `disk_only`, so no process serves its own memory copy of a key another
-//! process has overwritten since (memory tiers are only kept coherent through Redis).
+//! The data type is `disk_only`, so every read goes to the shared index and the check can be
+//! exact (memory tiers follow other processes' changes within milliseconds, not at once: that
+//! bound is checked in `samehost`).
 
 use std::collections::HashMap;
 use std::io::Write;
