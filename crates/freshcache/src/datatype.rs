@@ -11,7 +11,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result, clip};
 use crate::key::Key;
 
-/// Which tiers hold entries of a type. Disk always does: it is the durable tier.
+/// Which tiers hold entries of a type. Disk is the durable tier, shared by the processes of a
+/// host; the placements without it are for hot, short-lived signals that need no disk copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -25,19 +26,40 @@ pub enum Placement {
     RedisAndDisk,
     /// Disk only: large objects that would crowd the faster tiers.
     DiskOnly,
+    /// This process's memory only: nothing reaches disk or Redis, and other processes
+    /// neither see the entries nor share their loads (each process caches its own).
+    MemoryOnly,
+    /// Memory and Redis (when configured), never disk: shared between instances through
+    /// Redis, gone when Redis is (without Redis it is [`Placement::MemoryOnly`]).
+    MemoryRedis,
 }
 
 impl Placement {
     /// Whether entries go to the memory tier.
     #[must_use]
     pub fn in_memory(self) -> bool {
-        matches!(self, Placement::MemoryRedisDisk | Placement::MemoryAndDisk)
+        matches!(
+            self,
+            Placement::MemoryRedisDisk
+                | Placement::MemoryAndDisk
+                | Placement::MemoryOnly
+                | Placement::MemoryRedis
+        )
     }
 
     /// Whether entries go to Redis (when Redis is configured).
     #[must_use]
     pub fn in_redis(self) -> bool {
-        matches!(self, Placement::MemoryRedisDisk | Placement::RedisAndDisk)
+        matches!(
+            self,
+            Placement::MemoryRedisDisk | Placement::RedisAndDisk | Placement::MemoryRedis
+        )
+    }
+
+    /// Whether entries go to disk.
+    #[must_use]
+    pub fn in_disk(self) -> bool {
+        !matches!(self, Placement::MemoryOnly | Placement::MemoryRedis)
     }
 }
 

@@ -38,9 +38,14 @@ fn fill(
         for chunk in keys.chunks(batch) {
             let t = Instant::now();
             if batch == 1 {
-                cache.set(&chunk[0], Value::bytes(value.clone())).await.unwrap();
+                cache
+                    .set(&chunk[0], Value::bytes(value.clone()))
+                    .await
+                    .unwrap();
             } else {
-                let items = chunk.iter().map(|k| (k.clone(), Value::bytes(value.clone())));
+                let items = chunk
+                    .iter()
+                    .map(|k| (k.clone(), Value::bytes(value.clone())));
                 cache.set_many(items).await.unwrap();
             }
             lat.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
@@ -51,7 +56,11 @@ fn fill(
 
 fn row(name: &str, entries: usize, passes: Vec<(Duration, Vec<u32>)>) -> Measure {
     let elapsed = median_of(passes.iter().map(|p| p.0).collect());
-    let lat = passes.into_iter().next_back().map(|p| p.1).unwrap_or_default();
+    let lat = passes
+        .into_iter()
+        .next_back()
+        .map(|p| p.1)
+        .unwrap_or_default();
     Measure {
         name: name.to_owned(),
         ops: entries,
@@ -86,8 +95,12 @@ pub fn bulk_fill(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &mu
         row("freshcache set (one entry a call)", singles.len(), one),
         row("freshcache set_many (1 000 a call)", n, many),
     ];
-    let title = format!("W7 bulk fill: {n} x 100 B entries into an empty directory (entries/s; latency per call)");
+    let title = format!(
+        "W7 bulk fill: {n} x 100 B entries into an empty directory (entries/s; latency per call)"
+    );
     print_table(&title, &rows, &[("vs single sets", "freshcache set (one")]);
-    println!("  (slowest call: set_many {many_max:.0} µs, set {one_max:.0} µs; goal: >= 200 000 entries/s through set_many)");
+    println!(
+        "  (slowest call: set_many {many_max:.0} µs, set {one_max:.0} µs; goal: >= 200 000 entries/s through set_many)"
+    );
     report.table("W7", &title, &rows, json!({"batch": BATCH, "entries": n}));
 }

@@ -105,6 +105,19 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
             .await
             .unwrap();
     });
+    // Odds kept in memory only: sets never touch disk (the placement for hot, short-lived
+    // signals).
+    let hot_yaml = format!(
+        "cache:\n  cache_dir: {}\n  ttl: {{odds_data: 1h}}\n  data_types:\n    odds_data:\n      \
+         placement: memory_only\n",
+        dir.join("l1-hot").display()
+    );
+    let hot = Cache::open(Config::from_yaml_str(&hot_yaml, None, Vec::new()).unwrap()).unwrap();
+    rt.block_on(async {
+        hot.set_many(keys.iter().map(|k| (k.clone(), Value::bytes(own(&value)))))
+            .await
+            .unwrap();
+    });
     let rss_per_entry = crate::rss_bytes().saturating_sub(rss_before) / a.keys.max(1) as u64;
     let zipf = Zipf::new(a.keys, 0.99);
     let mut rng = fastrand::Rng::with_seed(42);
@@ -196,6 +209,25 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
                     ready(rt, cache.set(&keys[i], Value::bytes(own(&value)))).unwrap();
                 }
             }));
+            if mix != "get-only" {
+                rows.push(measure_mt(
+                    "freshcache Cache get/set, odds memory_only",
+                    seq,
+                    threads,
+                    |op| {
+                        let i = (op & !SET) as usize;
+                        if op & SET == 0 {
+                            let l = ready(rt, hot.get(&lookup_keys[i])).unwrap();
+                            if !matches!(l, Lookup::Fresh(_)) {
+                                misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            let _ = black_box(l);
+                        } else {
+                            ready(rt, hot.set(&keys[i], Value::bytes(own(&value)))).unwrap();
+                        }
+                    },
+                ));
+            }
             if mix == "get-only" {
                 rows.push(measure_mt(
                     "freshcache Cache::get, no change follower",

@@ -56,9 +56,12 @@ impl Cache {
         // batch order, so the later one wins there too).
         let rows: Vec<(&str, &Entry, u64)> = prepared
             .iter()
+            .filter(|(_, _, ty)| ty.placement.in_disk())
             .map(|(k, e, ty)| (k.as_str(), &**e, ty.compress_above))
             .collect();
-        self.inner.disk.put_many(&rows, now)?;
+        if !rows.is_empty() {
+            self.inner.disk.put_many(&rows, now)?;
+        }
         let mut redis_fixed = Vec::with_capacity(prepared.len());
         for (key, entry, ty) in &prepared {
             self.hold_in_memory(key, ty, entry);

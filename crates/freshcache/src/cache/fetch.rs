@@ -342,8 +342,9 @@ impl Cache {
         if let Some(redis) = self.redis_for(ty) {
             return redis.try_lease(key.as_str(), token, lease_for).await.ok();
         }
-        if self.inner.redis.is_some() {
-            // A type kept out of Redis: its loads are coalesced within this process only.
+        if self.inner.redis.is_some() || !ty.placement.in_disk() {
+            // A type kept out of Redis (with Redis configured) or off disk: other processes
+            // could not see the loaded value, so loads are coalesced within this process only.
             return None;
         }
         let now = self.inner.clock.now();

@@ -271,6 +271,9 @@ impl Cache {
     ) -> Result<Lookup> {
         let inner = &*self.inner;
         let (k, ty) = (read.key.as_str(), read.ty);
+        if !ty.placement.in_disk() {
+            return Ok(Lookup::Miss);
+        }
         let dstats = inner.stats.tier(TierKind::Disk, ty.id);
         let Some(entry) = inner.disk.get(k, now)? else {
             dstats.misses.fetch_add(1, Ordering::Relaxed);

@@ -41,9 +41,11 @@ impl Cache {
         let stripe = self.stripe(key.as_str());
         let redis_fixed = {
             let _g = Self::lock(stripe).await;
-            self.inner
-                .disk
-                .put(key.as_str(), &entry, ty.compress_above, now)?;
+            if ty.placement.in_disk() {
+                self.inner
+                    .disk
+                    .put(key.as_str(), &entry, ty.compress_above, now)?;
+            }
             self.hold_in_memory(key, ty, &entry);
             stripe.epoch.fetch_add(1, Ordering::AcqRel);
             self.copy_to_redis(key, ty, &entry, now).await
@@ -162,7 +164,13 @@ impl Cache {
             let _g = Self::lock(stripe).await;
             let in_memory = inner.memory.remove(key.as_str());
             stripe.epoch.fetch_add(1, Ordering::AcqRel);
-            let on_disk = inner.disk.remove(key.as_str());
+            // A type kept off disk has no row to remove (nor a change to tell other processes
+            // of: they never saw its entries).
+            let on_disk = if ty.placement.in_disk() {
+                inner.disk.remove(key.as_str())
+            } else {
+                Ok(false)
+            };
             let in_redis = match &inner.redis {
                 Some(redis) => match redis.delete(key.as_str()).await {
                     Ok(found) => found,

@@ -22,6 +22,7 @@ mod metrics;
 mod multiprocess;
 mod netfault;
 mod paths;
+mod placement;
 mod policy;
 mod promotion;
 mod props;
