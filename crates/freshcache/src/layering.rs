@@ -35,7 +35,7 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     // Errors sit under everything.
     (
-        "error.rs",
+        "error",
         &[
             "cache",
             "config",
