@@ -89,7 +89,31 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
             cache.set(k, Value::bytes(own(&value))).await.unwrap();
         }
     });
-    // The same cache told it is alone on its directory: no change follower. The two `Cache::get`
+    let rss_per_entry = crate::rss_bytes().saturating_sub(rss_before) / a.keys.max(1) as u64;
+    let zipf = Zipf::new(a.keys, 0.99);
+    let mut rng = fastrand::Rng::with_seed(42);
+    let gets: Vec<u32> = (0..a.ops)
+        .map(|_| u32::try_from(zipf.sample(&mut rng)).unwrap())
+        .collect();
+    let mixed: Vec<u32> = gets
+        .iter()
+        .map(|&i| if rng.u8(..10) == 0 { i | SET } else { i })
+        .collect();
+
+    let raw: RwLock<HashMap<String, Bytes>> =
+        RwLock::new(names.iter().map(|k| (k.clone(), own(&value))).collect());
+    let qc: quick_cache::sync::Cache<String, Bytes> = quick_cache::sync::Cache::new(a.keys * 2);
+    let mk = moka_cache(a.keys as u64 * 2);
+    let tier = MemoryTier::new(u64::MAX / 2);
+    for k in &names {
+        qc.insert(k.clone(), own(&value));
+        mk.insert(k.clone(), own(&value));
+        tier.insert(Arc::from(k.as_str()), entry(&own(&value)));
+    }
+    mk.run_pending_tasks();
+    let now = Timestamp::from_secs(2);
+    // Made after every other contender, so their memory is laid out as before these rows
+    // existed. The same cache told it is alone on its directory: no change follower. The two `Cache::get`
     // rows give the cost of following other processes' changes on a memory hit.
     let alone_yaml = format!(
         "cache:\n  cache_dir: {}\n  ttl: {{odds_data: 1h}}\n",
@@ -118,29 +142,6 @@ pub fn memory_hits(a: &Args, rt: &tokio::runtime::Runtime, dir: &Path, report: &
             .await
             .unwrap();
     });
-    let rss_per_entry = crate::rss_bytes().saturating_sub(rss_before) / a.keys.max(1) as u64;
-    let zipf = Zipf::new(a.keys, 0.99);
-    let mut rng = fastrand::Rng::with_seed(42);
-    let gets: Vec<u32> = (0..a.ops)
-        .map(|_| u32::try_from(zipf.sample(&mut rng)).unwrap())
-        .collect();
-    let mixed: Vec<u32> = gets
-        .iter()
-        .map(|&i| if rng.u8(..10) == 0 { i | SET } else { i })
-        .collect();
-
-    let raw: RwLock<HashMap<String, Bytes>> =
-        RwLock::new(names.iter().map(|k| (k.clone(), own(&value))).collect());
-    let qc: quick_cache::sync::Cache<String, Bytes> = quick_cache::sync::Cache::new(a.keys * 2);
-    let mk = moka_cache(a.keys as u64 * 2);
-    let tier = MemoryTier::new(u64::MAX / 2);
-    for k in &names {
-        qc.insert(k.clone(), own(&value));
-        mk.insert(k.clone(), own(&value));
-        tier.insert(Arc::from(k.as_str()), entry(&own(&value)));
-    }
-    mk.run_pending_tasks();
-    let now = Timestamp::from_secs(2);
 
     // Every get-only row before any 90/10 row: a 90/10 pass replaces the hot entries, and
     // freshcache's sets allocate between them (envelope, index row) where the others' do
