@@ -14,8 +14,6 @@ use serde::de::DeserializeOwned;
 
 use crate::datatype::{DataTypeSpec, Placement, Registry, StalePolicy, TtlOverride};
 use crate::error::{ConfigError, Result};
-use crate::fetch::CacheControl;
-use crate::key::Key;
 
 /// The prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "FRESHCACHE_";
@@ -23,7 +21,16 @@ pub const ENV_PREFIX: &str = "FRESHCACHE_";
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
+mod manifest;
 mod raw;
+mod schedule;
+mod sources;
+
+pub use manifest::{RawWarmItem, WarmItem, WarmSource, load_manifest, validate};
+pub use schedule::Schedule;
+
+pub use sources::{CacheControl, SourceConfig};
+use sources::{locate_source, sources};
 
 pub use raw::RawSource;
 pub use raw::{
@@ -218,110 +225,11 @@ pub struct Config {
     /// Inference guard.
     pub freshness: FreshnessConfig,
     /// Keys warmed by `serve` at start.
-    pub warm: Vec<crate::warm::WarmItem>,
+    pub warm: Vec<WarmItem>,
     /// Service.
     pub server: ServerConfig,
     /// Feeds kept fresh by `serve`.
     pub sources: Vec<SourceConfig>,
-}
-
-/// A feed that `serve` keeps fresh: fetched on start, then every `refresh`, with conditional
-/// requests.
-#[derive(Clone, PartialEq)]
-pub struct SourceConfig {
-    /// The feed's `http://` or `https://` URL.
-    pub url: String,
-    /// The key its body is stored under (resolves to a data type).
-    pub key: Key,
-    /// Time between fetches (at least 1 s).
-    pub refresh: Duration,
-    /// What the feed's `Cache-Control` may do to the TTL.
-    pub cache_control: CacheControl,
-}
-
-impl fmt::Debug for SourceConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SourceConfig")
-            .field("url", &crate::fetch::redact_url(&self.url))
-            .field("key", &self.key.as_str())
-            .field("refresh", &self.refresh)
-            .field("cache_control", &self.cache_control)
-            .finish()
-    }
-}
-
-/// Validates `cache.sources`; `err(field, reason)` builds the error for a field path.
-fn sources(
-    raw: Vec<RawSource>,
-    types: &Registry,
-    err: impl Fn(usize, &str, String) -> ConfigError,
-) -> Result<Vec<SourceConfig>, ConfigError> {
-    let mut out: Vec<SourceConfig> = Vec::with_capacity(raw.len());
-    for (i, s) in raw.into_iter().enumerate() {
-        crate::fetch::check_url(&s.url).map_err(|reason| err(i, "url", reason))?;
-        let key = Key::parse(&s.key).map_err(|e| err(i, "key", e.to_string()))?;
-        types
-            .resolve(&key)
-            .map_err(|e| err(i, "key", e.to_string()))?;
-        if let Some(j) = out.iter().position(|o| o.key == key) {
-            return Err(err(
-                i,
-                "key",
-                format!("{key} is already fed by cache.sources[{j}]"),
-            ));
-        }
-        let refresh = parse_duration(&s.refresh).map_err(|reason| err(i, "refresh", reason))?;
-        if refresh < Duration::from_secs(1) {
-            return Err(err(
-                i,
-                "refresh",
-                format!("{:?} is shorter than 1s", s.refresh),
-            ));
-        }
-        out.push(SourceConfig {
-            url: s.url,
-            key,
-            refresh,
-            cache_control: s.cache_control.unwrap_or_default(),
-        });
-    }
-    Ok(out)
-}
-
-/// Best-effort line of `field` in item `index` of the `cache.sources` list (1-based), or of the
-/// list itself.
-fn locate_source(text: &str, index: usize, field: &str) -> Option<u64> {
-    let start = locate(text, "cache.sources")?;
-    let lines: Vec<&str> = text.lines().collect();
-    let base = {
-        let l = lines.get(usize::try_from(start).ok()?.checked_sub(1)?)?;
-        l.len() - l.trim_start().len()
-    };
-    let mut item: Option<usize> = None;
-    for (i, line) in lines.iter().enumerate().skip(usize::try_from(start).ok()?) {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = line.len() - trimmed.len();
-        if indent <= base && !trimmed.starts_with('-') {
-            break;
-        }
-        let mut rest = trimmed;
-        if let Some(r) = trimmed.strip_prefix('-') {
-            item = Some(item.map_or(0, |n| n + 1));
-            rest = r.trim_start();
-        }
-        if item == Some(index) {
-            let name = rest.split(':').next().unwrap_or("").trim();
-            if name == field {
-                return Some(i as u64 + 1);
-            }
-        } else if item.is_some_and(|n| n > index) {
-            break;
-        }
-    }
-    Some(start)
 }
 
 impl Default for Config {
@@ -720,7 +628,7 @@ impl Config {
 
         let cleanup = cache.cleanup.unwrap_or_default();
         let interval = cleanup.interval.unwrap_or_else(|| "0 2 * * *".into());
-        if let Err(reason) = crate::maintenance::Schedule::parse(&interval) {
+        if let Err(reason) = Schedule::parse(&interval) {
             return Err(err("cache.cleanup.interval", reason));
         }
         let gb = cleanup.max_size_gb.unwrap_or(10.0);
@@ -834,8 +742,7 @@ impl Config {
             tls_ca_file: raw_redis.tls_ca_file,
         };
 
-        let warm =
-            crate::warm::validate(cache.warm.clone().unwrap_or_default(), file, "cache.warm")?;
+        let warm = validate(cache.warm.clone().unwrap_or_default(), file, "cache.warm")?;
         let raw_freshness = cache.freshness.unwrap_or_default();
         let audit_retention = match raw_freshness.audit_retention {
             None => Duration::from_secs(30 * 86_400),
