@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, RawSource, locate, parse_duration};
+use super::position::locate;
+use super::{ConfigError, RawSource, parse_duration};
 use crate::datatype::Registry;
 use crate::key::Key;
 
