@@ -233,6 +233,7 @@ impl NativeCache {
 
     /// Stores already-encoded bytes under `key` with their codec.
     #[pyo3(signature = (k, data, codec_name, ttl=None, as_of=None, etag=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python call's keyword arguments
     fn set(
         &self,
         py: Python<'_>,

@@ -143,7 +143,7 @@ pub fn to_py(py: Python<'_>, e: LibError) -> PyErr {
                 ),
                 ("line", obj(py, c.line)),
                 ("field", obj(py, c.field.clone())),
-                ("reason", obj(py, c.reason.clone())),
+                ("reason", obj(py, c.reason)),
             ],
         ),
         LibError::StaleSignals { report } => {
