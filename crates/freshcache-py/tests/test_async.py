@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -53,7 +54,8 @@ def test_coroutine_loader_runs_once_while_the_loop_keeps_ticking(tmp_path: Path)
             results = await asyncio.gather(
                 *[c.get_or_fetch("news:espn:slow", loader) for _ in range(5)], ticker()
             )
-            assert [h.decode() for h in results[:5]] == [b"loaded"] * 5
+            hits = cast(list[freshcache.Hit], results[:5])
+            assert [h.decode() for h in hits] == [b"loaded"] * 5
             assert calls == 1
             assert ticks >= 50
 

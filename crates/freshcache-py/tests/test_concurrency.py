@@ -178,9 +178,9 @@ def test_after_fork_the_child_gets_a_clear_error_and_can_reopen(tmp_path: Path) 
             os.write(w, bytes([code]))
             os._exit(0)
     os.close(w)
-    code = os.read(r, 1)
+    answer = os.read(r, 1)
     os.waitpid(pid, 0)
-    assert code == bytes([0])
+    assert answer == bytes([0])
     # The parent's cache still works and sees the child's write.
     hit = c.get("odds:g1:2")
     assert hit is not None and hit.decode() == "child"

@@ -123,7 +123,8 @@ class Cache:
         the built-in defaults), with keyword overrides on top."""
         if config_path is None:
             config_path = os.environ.get("FRESHCACHE_CONFIG")
-        return cls(config_path=config_path, clock=clock, **overrides)
+        factory: Any = cls  # overrides may name any configuration field
+        return cast("Cache", factory(config_path=config_path, clock=clock, **overrides))
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -134,7 +134,7 @@ def decode(hit: Hit) -> Any:
         whole = _np.asarray(hit)
         if bytes(whole[:8]) == NPY_MAGIC:
             return _decode_array(hit)
-        return memoryview(whole)
+        return whole.data
     raw = hit.to_bytes()
     if raw[:8] == NPY_MAGIC:
         return _decode_array(hit)
@@ -145,7 +145,7 @@ def view(hit: Hit) -> Any:
     """A read-only memoryview over the hit's bytes (no copy), or a copy without numpy."""
     if _np is None:
         return hit.to_bytes()
-    return memoryview(_np.asarray(hit))
+    return _np.asarray(hit).data
 
 
 _native._register_codecs(decode, view)
