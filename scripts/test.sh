@@ -62,7 +62,7 @@ venv=target/py-venv
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps \
   --config-settings=build-args="--profile dev" ./crates/freshcache-py
 cargo build -q -p freshcache-cli   # the interop tests drive target/debug/freshcache
-(cd crates/freshcache-py && "../../$venv/bin/mypy" --strict python tests examples bench)
+(cd crates/freshcache-py && "../../$venv/bin/mypy" --strict python tests examples)
 (cd crates/freshcache-py && FRESHCACHE_CLI="$PWD/../../target/debug/freshcache" \
   "../../$venv/bin/python" -m pytest -q -p no:cacheprovider tests)
 "$venv/bin/python" crates/freshcache-py/examples/pipeline.py --seconds 3

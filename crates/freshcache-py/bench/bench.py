@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 import cachebox
-import diskcache
+import diskcache  # type: ignore[import-untyped]
 import numpy as np
 import redis
 
@@ -179,7 +179,7 @@ def main() -> None:
                     return h.value if h is not None else None
 
                 def rp_get(i: int) -> Optional[bytes]:
-                    return rc.get(ns + "plain:" + rkeys[i % 200])  # type: ignore[return-value]
+                    return rc.get(ns + "plain:" + rkeys[i % 200])
 
                 rn = max(n // 10, 500)
                 results.append(row("redis hit 1 KiB", measure(fc_rget, rn), measure(rp_get, rn), "redis-py", 0.8))

@@ -23,7 +23,7 @@ struct Open {
 }
 
 /// The cache as the Python package sees it.
-#[pyclass(frozen, module = "freshcache._native", name = "NativeCache")]
+#[pyclass(frozen, subclass, module = "freshcache._native", name = "NativeCache")]
 pub struct NativeCache {
     /// `None` once closed.
     open: RwLock<Option<Arc<Open>>>,
@@ -57,6 +57,14 @@ fn codec(name: &str) -> PyResult<Codec> {
             "unknown codec {other:?}: expected bytes, text, json or msgpack"
         ))),
     }
+}
+
+/// Seconds from a number or a `datetime.timedelta`.
+fn seconds_of(v: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if v.hasattr("total_seconds")? {
+        return v.call_method0("total_seconds")?.extract();
+    }
+    v.extract()
 }
 
 fn key(py: Python<'_>, k: &str) -> PyResult<Key> {
@@ -213,16 +221,28 @@ impl NativeCache {
                 .is_some()
     }
 
-    /// The value under `key`: fresh, or stale within `max_stale` seconds when given.
-    #[pyo3(signature = (k, max_stale=None))]
-    fn get(&self, py: Python<'_>, k: &str, max_stale: Option<f64>) -> PyResult<Option<Hit>> {
+    /// The value under `key`: fresh, or stale within `max_stale` (seconds or a `timedelta`)
+    /// when given. A memory-tier hit is answered at once; anything that may touch Redis or
+    /// the disk runs with the GIL released.
+    #[pyo3(signature = (k, *, max_stale=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        k: &str,
+        max_stale: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Hit>> {
         let kk = key(py, k)?;
-        let opts = ReadOptions {
-            max_stale: match max_stale {
-                Some(s) => duration(s, "max_stale")?,
-                None => std::time::Duration::ZERO,
-            },
+        let max_stale = match max_stale {
+            None => std::time::Duration::ZERO,
+            Some(v) => duration(seconds_of(v)?, "max_stale")?,
         };
+        if max_stale.is_zero() {
+            let st = self.state()?;
+            if let Some(h) = st.cache.get_from_memory(&kk).map_err(|e| to_py(py, e))? {
+                return Ok(Some(Hit::new(h, k.to_owned(), false)));
+            }
+        }
+        let opts = ReadOptions { max_stale };
         let found = self.run(py, |st| async move { st.cache.get_with(&kk, opts).await })?;
         Ok(match found {
             Lookup::Fresh(h) => Some(Hit::new(h, k.to_owned(), false)),
@@ -232,7 +252,7 @@ impl NativeCache {
     }
 
     /// Stores already-encoded bytes under `key` with their codec.
-    #[pyo3(signature = (k, data, codec_name, ttl=None, as_of=None, etag=None))]
+    #[pyo3(name = "_set_raw", signature = (k, data, codec_name, ttl=None, as_of=None, etag=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python call's keyword arguments
     fn set(
         &self,
@@ -270,6 +290,7 @@ impl NativeCache {
     }
 
     /// The stats report as JSON text.
+    #[pyo3(name = "_stats_json")]
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
         let report = self.run(py, |st| async move { st.cache.stats() })?;
         serde_json::to_string(&report)
@@ -305,6 +326,7 @@ impl NativeCache {
     }
 
     /// The guard: every key's fresh hit, in order, or `StaleSignals`. Audited under `run_id`.
+    #[pyo3(name = "_require_fresh_raw")]
     fn require_fresh(&self, py: Python<'_>, run_id: &str, keys: Vec<String>) -> PyResult<Vec<Hit>> {
         let parsed = keys
             .iter()
@@ -323,6 +345,7 @@ impl NativeCache {
     }
 
     /// The audit rows of `run_id` as JSON text.
+    #[pyo3(name = "_audit_json")]
     fn audit_json(&self, py: Python<'_>, run_id: &str) -> PyResult<String> {
         let run_id = run_id.to_owned();
         let rows = self.run(py, |st| async move { st.cache.audit(&run_id) })?;
@@ -331,6 +354,7 @@ impl NativeCache {
     }
 
     /// Conditional HTTP fetch of `url` into `key`: `(outcome, status, hit)`.
+    #[pyo3(name = "_fetch_raw")]
     fn fetch(&self, py: Python<'_>, url: &str, k: &str) -> PyResult<(String, u16, Option<Hit>)> {
         let kk = key(py, k)?;
         let url = url.to_owned();
@@ -354,6 +378,7 @@ impl NativeCache {
     /// The fresh value under `key`, or `loader()` called once per key at a time (across
     /// threads, and across instances sharing Redis). `loader` returns
     /// `(bytes, codec, ttl_or_None, as_of_or_None)`; its exception reaches every waiter.
+    #[pyo3(name = "_get_or_fetch_raw")]
     fn get_or_fetch(&self, py: Python<'_>, k: &str, loader: Py<PyAny>) -> PyResult<Hit> {
         let kk = key(py, k)?;
         let hit = self.run(py, |st| async move {

@@ -127,7 +127,7 @@ class AsyncCache:
                 out = asyncio.run_coroutine_threadsafe(wrap(), loop).result()
             return _loaded(out, ttl, codec)
 
-        return await self._run(self.sync._native.get_or_fetch, key, call)
+        return await self._run(self.sync._get_or_fetch_raw, key, call)
 
     def cached(
         self, key: str, *, ttl: Optional[Seconds] = None, codec: Optional[str] = None

@@ -85,17 +85,24 @@ def _scalar(v: object) -> str:
     return str(v)
 
 
-class Cache:
+class Cache(NativeCache):
     """A freshcache cache, in-process: memory, optional Redis, disk with a SQLite index.
 
     `Cache(cache_dir=..., redis_url=..., ttl={"odds_data": 60})` opens with the built-in
     defaults plus these overrides; `Cache.open(config_path)` reads a `runtime.yml`. Numbers
     are seconds (the YAML file's bare numbers under `ttl:` are hours). `FRESHCACHE_…`
     environment variables apply as they do for the CLI and service.
+
+    Inherited from the extension, unchanged: `get(key, *, max_stale=None) -> Hit | None`
+    (a memory hit is answered without releasing the GIL; every other path releases it),
+    `delete`, `invalidate_prefix`, `invalidate_all`, `inspect`, `close`.
     """
 
-    def __init__(
-        self,
+    clock: Optional[ManualClock]
+    last_fetch: tuple[str, int]
+
+    def __new__(
+        cls,
         cache_dir: Union[str, "os.PathLike[str]", None] = None,
         redis_url: Optional[str] = None,
         ttl: Optional[Mapping[str, Seconds]] = None,
@@ -103,13 +110,19 @@ class Cache:
         config_path: Union[str, "os.PathLike[str]", None] = None,
         clock: Optional[ManualClock] = None,
         **overrides: object,
-    ) -> None:
+    ) -> "Cache":
         all_overrides: dict[str, object] = dict(overrides)
         all_overrides.update({"cache_dir": cache_dir, "redis_url": redis_url, "ttl": ttl})
         env, cdir = _env_pairs(all_overrides)
         path = None if config_path is None else os.fspath(config_path)
-        self._native = NativeCache(path, env, cdir, clock)
+        self = super().__new__(cls, path, env, cdir, clock)
         self.clock = clock
+        self.last_fetch = ("", 0)
+        return self
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # Everything happens in __new__ (the extension opens the cache there).
+        pass
 
     @classmethod
     def open(
@@ -128,10 +141,6 @@ class Cache:
 
     # -- lifetime -------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Flushes and closes; later calls raise `CacheClosed`."""
-        self._native.close()
-
     def __enter__(self) -> "Cache":
         return self
 
@@ -145,14 +154,9 @@ class Cache:
 
     @property
     def closed(self) -> bool:
-        return not self._native.is_open
+        return not self.is_open
 
     # -- one entry ------------------------------------------------------------------------
-
-    def get(self, key: str, *, max_stale: Optional[Seconds] = None) -> Optional[Hit]:
-        """The fresh value under `key`, or `None`. With `max_stale`, a value expired at most
-        that long ago comes back with `hit.stale == True`."""
-        return self._native.get(key, _secs(max_stale, "max_stale"))
 
     def set(
         self,
@@ -167,33 +171,17 @@ class Cache:
         """Stores `value` (bytes, str, JSON-able, numpy array, or `codec="msgpack"`).
         Raises `CodecError` for an object with no codec, before anything is written."""
         data, name = _codecs.encode(value, codec)
-        self._native.set(key, data, name, _secs(ttl, "ttl"), _unix(as_of), etag)
-
-    def delete(self, key: str) -> bool:
-        """Removes `key` from every tier; True when something was removed."""
-        return self._native.delete(key)
-
-    def invalidate_prefix(self, prefix: str) -> int:
-        """Drops every key under `prefix` (e.g. `"news:espn:"`); returns the count."""
-        return self._native.invalidate_prefix(prefix)
-
-    def invalidate_all(self) -> int:
-        """Drops everything; returns the count."""
-        return self._native.invalidate_all()
-
-    def inspect(self, key: str) -> dict[str, Any]:
-        """Where `key` lives and how it stands, without counting as a read."""
-        return self._native.inspect(key)
+        self._set_raw(key, data, name, _secs(ttl, "ttl"), _unix(as_of), etag)
 
     def stats(self) -> dict[str, Any]:
         """Per tier and per data type: entries, bytes, hits, misses, ratios, …"""
-        return cast(dict[str, Any], json.loads(self._native.stats_json()))
+        return cast(dict[str, Any], json.loads(self._stats_json()))
 
     def fetch(self, url: str, key: str) -> Optional[Hit]:
         """Conditional HTTP fetch of `url` into `key` (ETag / Last-Modified; a 304 re-stores
         the cached body). Returns the stored hit, or `None` when the response may not be
         stored. The outcome (`fetched`, `revalidated`, `not_stored`) is `last_fetch`."""
-        outcome, status, hit = self._native.fetch(url, key)
+        outcome, status, hit = self._fetch_raw(url, key)
         self.last_fetch = (outcome, status)
         return hit
 
@@ -222,7 +210,7 @@ class Cache:
         time across threads (and across instances sharing Redis); the others wait with the
         GIL released and share its result. The loader returns the value or `(value, ttl)`;
         its exception reaches every waiter and nothing is cached."""
-        return self._native.get_or_fetch(key, self._loader(loader, ttl, codec))
+        return self._get_or_fetch_raw(key, self._loader(loader, ttl, codec))
 
     def cached(
         self, key: str, *, ttl: Optional[Seconds] = None, codec: Optional[str] = None
@@ -237,7 +225,7 @@ class Cache:
     def require_fresh(self, run_id: str, keys: list[str]) -> dict[str, Hit]:
         """Every key's fresh hit, or `StaleSignals` naming each stale or missing key with its
         age and TTL. Every check is recorded in the audit under `run_id`."""
-        hits = self._native.require_fresh(run_id, list(keys))
+        hits = self._require_fresh_raw(run_id, list(keys))
         return {h.key: h for h in hits}
 
     def inference_run(self, run_id: str) -> "InferenceRun":
@@ -246,7 +234,7 @@ class Cache:
 
     def audit(self, run_id: str) -> list[dict[str, Any]]:
         """The audit rows of `run_id`: key, verdict, age, TTL, checksum, ETag, when."""
-        return cast(list[dict[str, Any]], json.loads(self._native.audit_json(run_id)))
+        return cast(list[dict[str, Any]], json.loads(self._audit_json(run_id)))
 
 
 class InferenceRun:
