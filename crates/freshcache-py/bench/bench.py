@@ -189,6 +189,7 @@ def main() -> None:
                     rc.delete(ns + "plain:" + k)
 
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     below = [r["row"] for r in results if r["ratio"] < r["goal"]]

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use pyo3::prelude::*;
@@ -30,6 +31,19 @@ pub struct NativeCache {
     /// The process that opened it: SQLite connections, the runtime's threads and Redis
     /// connections do not survive `fork()`, so a child gets [`CacheClosed`] instead.
     pid: u32,
+    /// [`FORKS`] when opened: a cheap check on every call (`getpid` is a system call).
+    forks: u64,
+}
+
+/// Forks seen by this process's copy of the module: the package's `os.register_at_fork`
+/// hook bumps it in every child. Calls compare it first and `getpid` only on a change, so
+/// the hot path pays an atomic load, not a system call.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called in a child after `os.fork()` (registered by the Python package).
+#[pyfunction]
+pub fn _after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::SeqCst);
 }
 
 impl Drop for NativeCache {
@@ -95,18 +109,22 @@ fn value(
 
 impl NativeCache {
     fn state(&self) -> PyResult<Arc<Open>> {
-        let now = std::process::id();
-        if now != self.pid {
-            return Err(CacheClosed::new_err(format!(
-                "this cache was opened in process {} and cannot be used after fork() (this is process {now}): open a new Cache in the child",
-                self.pid
-            )));
+        if FORKS.load(Ordering::Relaxed) != self.forks {
+            return Err(self.forked());
         }
         self.open
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .ok_or_else(|| CacheClosed::new_err("the cache is closed"))
+    }
+
+    fn forked(&self) -> PyErr {
+        let now = std::process::id();
+        CacheClosed::new_err(format!(
+            "this cache was opened in process {} and cannot be used after fork() (this is process {now}): open a new Cache in the child",
+            self.pid
+        ))
     }
 
     /// Runs `f(cache)` to completion on the cache's runtime with the GIL released.
@@ -117,6 +135,11 @@ impl NativeCache {
         Fut: Future<Output = freshcache::Result<T>>,
     {
         let st = self.state()?;
+        // Also for a fork the package's hook did not see (one made from C): every call that
+        // reaches the index or Redis checks the pid itself.
+        if std::process::id() != self.pid {
+            return Err(self.forked());
+        }
         let out = py.detach(move || {
             let handle = st.runtime.handle().clone();
             handle.block_on(f(st))
@@ -185,6 +208,7 @@ impl NativeCache {
         Ok(Self {
             open: RwLock::new(Some(Arc::new(open))),
             pid: std::process::id(),
+            forks: FORKS.load(Ordering::SeqCst),
         })
     }
 
@@ -249,6 +273,16 @@ impl NativeCache {
             Lookup::Stale(h) => Some(Hit::new(h, k.to_owned(), true)),
             _ => None,
         })
+    }
+
+    /// The fresh value under `key` if this process's memory tier holds it; never blocks (the
+    /// asyncio twin answers memory hits on the event loop with it).
+    #[pyo3(name = "_get_memory")]
+    fn get_memory(&self, py: Python<'_>, k: &str) -> PyResult<Option<Hit>> {
+        let kk = key(py, k)?;
+        let st = self.state()?;
+        let found = st.cache.get_from_memory(&kk).map_err(|e| to_py(py, e))?;
+        Ok(found.map(|h| Hit::new(h, k.to_owned(), false)))
     }
 
     /// Stores already-encoded bytes under `key` with their codec.

@@ -24,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hit::Hit>()?;
     m.add_class::<clock::ManualClock>()?;
     m.add_function(wrap_pyfunction!(hit::_register_codecs, m)?)?;
+    m.add_function(wrap_pyfunction!(cache::_after_fork_in_child, m)?)?;
     errors::register(m)?;
     Ok(())
 }

@@ -24,6 +24,14 @@ from ._native import (
     ValueTooLarge,
 )
 from . import _codecs  # registers the codecs with the native module
+from . import _native as _ext
+
+import os as _os
+
+if hasattr(_os, "register_at_fork"):
+    # A forked child must not use its parent's caches (SQLite handles, runtime threads):
+    # the extension counts forks and refuses those caches with `CacheClosed`.
+    _os.register_at_fork(after_in_child=_ext._after_fork_in_child)
 from ._cache import Cache, InferenceRun
 from ._async import AsyncCache, AsyncInferenceRun
 

@@ -72,6 +72,11 @@ class AsyncCache:
         await self.close()
 
     async def get(self, key: str, *, max_stale: Optional[Seconds] = None) -> Optional[Hit]:
+        if max_stale is None:
+            # A memory hit never blocks: answer it on the loop, without a thread hop.
+            hit = self.sync._get_memory(key)
+            if hit is not None:
+                return hit
         return await self._run(self.sync.get, key, max_stale=max_stale)
 
     async def set(
