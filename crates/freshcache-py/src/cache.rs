@@ -81,7 +81,7 @@ fn seconds_of(v: &Bound<'_, PyAny>) -> PyResult<f64> {
     v.extract()
 }
 
-fn key(py: Python<'_>, k: &str) -> PyResult<Key> {
+fn parse_key(py: Python<'_>, k: &str) -> PyResult<Key> {
     Key::parse(k).map_err(|e| to_py(py, e))
 }
 
@@ -248,14 +248,15 @@ impl NativeCache {
     /// The value under `key`: fresh, or stale within `max_stale` (seconds or a `timedelta`)
     /// when given. A memory-tier hit is answered at once; anything that may touch Redis or
     /// the disk runs with the GIL released.
-    #[pyo3(signature = (k, *, max_stale=None))]
+    #[pyo3(signature = (key, *, max_stale=None))]
     fn get(
         &self,
         py: Python<'_>,
-        k: &str,
+        key: &str,
         max_stale: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<Hit>> {
-        let kk = key(py, k)?;
+        let k = key;
+        let kk = parse_key(py, k)?;
         let max_stale = match max_stale {
             None => std::time::Duration::ZERO,
             Some(v) => duration(seconds_of(v)?, "max_stale")?,
@@ -279,7 +280,7 @@ impl NativeCache {
     /// asyncio twin answers memory hits on the event loop with it).
     #[pyo3(name = "_get_memory")]
     fn get_memory(&self, py: Python<'_>, k: &str) -> PyResult<Option<Hit>> {
-        let kk = key(py, k)?;
+        let kk = parse_key(py, k)?;
         let st = self.state()?;
         let found = st.cache.get_from_memory(&kk).map_err(|e| to_py(py, e))?;
         Ok(found.map(|h| Hit::new(h, k.to_owned(), false)))
@@ -298,7 +299,7 @@ impl NativeCache {
         as_of: Option<f64>,
         etag: Option<String>,
     ) -> PyResult<()> {
-        let kk = key(py, k)?;
+        let kk = parse_key(py, k)?;
         let v = value(data, codec_name, ttl, as_of, etag)?;
         self.run(
             py,
@@ -307,8 +308,8 @@ impl NativeCache {
     }
 
     /// Removes `key` from every tier; true when something was removed.
-    fn delete(&self, py: Python<'_>, k: &str) -> PyResult<bool> {
-        let kk = key(py, k)?;
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        let kk = parse_key(py, key)?;
         self.run(py, |st| async move { st.cache.delete(&kk).await })
     }
 
@@ -332,8 +333,9 @@ impl NativeCache {
     }
 
     /// Where `key` lives and how it stands, without counting a read.
-    fn inspect<'py>(&self, py: Python<'py>, k: &str) -> PyResult<Bound<'py, PyDict>> {
-        let kk = key(py, k)?;
+    fn inspect<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyDict>> {
+        let k = key;
+        let kk = parse_key(py, k)?;
         let ins = self.run(py, |st| async move { st.cache.inspect(&kk) })?;
         let d = PyDict::new(py);
         d.set_item("key", k)?;
@@ -364,7 +366,7 @@ impl NativeCache {
     fn require_fresh(&self, py: Python<'_>, run_id: &str, keys: Vec<String>) -> PyResult<Vec<Hit>> {
         let parsed = keys
             .iter()
-            .map(|k| key(py, k))
+            .map(|k| parse_key(py, k))
             .collect::<PyResult<Vec<Key>>>()?;
         let run_id = run_id.to_owned();
         let fresh = self.run(py, |st| async move {
@@ -390,7 +392,7 @@ impl NativeCache {
     /// Conditional HTTP fetch of `url` into `key`: `(outcome, status, hit)`.
     #[pyo3(name = "_fetch_raw")]
     fn fetch(&self, py: Python<'_>, url: &str, k: &str) -> PyResult<(String, u16, Option<Hit>)> {
-        let kk = key(py, k)?;
+        let kk = parse_key(py, k)?;
         let url = url.to_owned();
         let out = self.run(py, |st| async move {
             let fetcher = match st.fetcher.get() {
@@ -414,7 +416,7 @@ impl NativeCache {
     /// `(bytes, codec, ttl_or_None, as_of_or_None)`; its exception reaches every waiter.
     #[pyo3(name = "_get_or_fetch_raw")]
     fn get_or_fetch(&self, py: Python<'_>, k: &str, loader: Py<PyAny>) -> PyResult<Hit> {
-        let kk = key(py, k)?;
+        let kk = parse_key(py, k)?;
         let hit = self.run(py, |st| async move {
             st.cache
                 .get_or_fetch(&kk, move || async move {

@@ -65,3 +65,14 @@ def test_stale_is_returned_only_when_asked_and_marked(
     hit = cache.get("news:espn:2", max_stale=30)
     assert hit is not None and hit.stale and hit.remaining == 0
     assert hit.decode() == "article 2"
+
+
+def test_keyword_arguments_and_timedelta(cache: freshcache.Cache, clock: freshcache.ManualClock) -> None:
+    import datetime as dt
+
+    cache.set(key="odds:g5:1", value="v", ttl=dt.timedelta(seconds=20))
+    assert cache.inspect(key="odds:g5:1")["fresh"]
+    clock.advance(21)
+    hit = cache.get(key="odds:g5:1", max_stale=dt.timedelta(seconds=5))
+    assert hit is not None and hit.stale
+    assert cache.delete(key="odds:g5:1")
