@@ -20,6 +20,9 @@ command -v faketime >/dev/null || need+=(faketime)
 # The service benchmark's smoke run drives `serve` with wrk and Redis with redis-benchmark.
 command -v wrk >/dev/null || need+=(wrk)
 command -v redis-benchmark >/dev/null || need+=(redis-tools)
+# The Python package's tests run in a virtual environment (Debian splits venv out of python3).
+command -v python3 >/dev/null || need+=(python3)
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""
@@ -49,5 +52,19 @@ cargo run -q -p freshcache --example pipeline -- --seconds 3
 echo "==> benchmark smoke run (tiny sizes, no timing assertions)"
 cargo test -p freshcache --bench tiers --quiet -- --smoke
 cargo test -p freshcache-cli --bench service --quiet -- --smoke
+
+echo "==> Python package: build into target/py-venv, mypy --strict, pytest, the example"
+# The same PEP 517 build as the README's `pip install ./crates/freshcache-py`, in the dev
+# profile: it shares the debug build above, where a cold release build costs ~5 minutes.
+venv=target/py-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip "maturin>=1.16,<2" pytest mypy numpy msgpack msgpack-types
+"$venv/bin/python" -m pip install -q --force-reinstall --no-deps \
+  --config-settings=build-args="--profile dev" ./crates/freshcache-py
+cargo build -q -p freshcache-cli   # the interop tests drive target/debug/freshcache
+(cd crates/freshcache-py && "../../$venv/bin/mypy" --strict python tests examples)
+(cd crates/freshcache-py && FRESHCACHE_CLI="$PWD/../../target/debug/freshcache" \
+  "../../$venv/bin/python" -m pytest -q -p no:cacheprovider tests)
+"$venv/bin/python" crates/freshcache-py/examples/pipeline.py --seconds 3
 
 echo "all tests passed"

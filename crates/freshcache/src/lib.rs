@@ -65,6 +65,7 @@ pub mod metrics;
 mod report;
 pub mod stats;
 pub(crate) mod tier;
+mod url;
 pub mod warm;
 
 pub use cache::{

@@ -51,6 +51,11 @@ fn follow_once(cache: &Cache, follower: &mut ChangeFollower, origin: &str) {
             for change in changes.iter().filter(|c| c.origin != origin) {
                 match change.op {
                     ChangeOp::Set | ChangeOp::Delete => cache.forget_now(&change.subject),
+                    ChangeOp::SetMany => {
+                        for key in change.subject.lines() {
+                            cache.forget_now(key);
+                        }
+                    }
                     ChangeOp::Prefix => cache.forget_prefix_now(&change.subject),
                 }
             }

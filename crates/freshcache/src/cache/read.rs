@@ -65,6 +65,17 @@ impl Cache {
         Box::pin(self.lookup(key, now, opts, Purpose::Serve)).await
     }
 
+    /// A fresh copy from this process's memory tier, or `None`, without ever touching Redis or
+    /// the disk: it never blocks, so a caller that must not block (the Python binding, holding
+    /// the interpreter lock) can try it first. `None` says nothing about the lower tiers and
+    /// counts no miss: follow it with [`Cache::get`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownDataType`](crate::Error::UnknownDataType) when no data type matches `key`.
+    pub fn get_from_memory(&self, key: &Key) -> Result<Option<Hit>> {
+        self.memory_hit(key, self.inner.clock.now())
+    }
+
     /// The memory-tier hit path, without the machinery of the full lookup: a fresh copy in
     /// memory, or `None` (the full lookup then handles expiry, lower tiers and counters).
     #[inline]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use super::CacheControl;
 use crate::datatype::{Placement, TtlOverride};
-use crate::fetch::CacheControl;
 
 /// A lifetime as written in the file: a number of hours, or a duration string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,7 +299,7 @@ pub struct RawCache {
     /// Redis tier options.
     pub redis: Option<RawRedis>,
     /// Keys `serve` makes fresh at start (and whose critical ones gate readiness).
-    pub warm: Option<Vec<crate::warm::RawWarmItem>>,
+    pub warm: Option<Vec<super::RawWarmItem>>,
     /// Data type declarations and overrides.
     pub data_types: Option<BTreeMap<String, RawDataType>>,
     /// Type used for keys whose prefix matches no declared type.

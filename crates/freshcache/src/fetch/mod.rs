@@ -51,9 +51,9 @@ mod exchange;
 mod policy;
 mod url;
 
-pub(crate) use url::check_url;
-use url::{authority, redact};
-pub use url::{parse_url, redact_url};
+pub use crate::url::redact_url;
+use crate::url::{authority, check_url, redact};
+pub use url::parse_url;
 
 use body::{BodyError, BodyReader, Encoding};
 #[doc(hidden)]

@@ -27,34 +27,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::datatype::{DataTypeSpec, TtlOverride};
 
-/// Whether a feed's `Cache-Control` may change how long its body is kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum CacheControl {
-    /// The data type's TTL applies; the feed's `Cache-Control` is not read.
-    Ignore,
-    /// `max-age` / `s-maxage` (less `Age`) may shorten the data type's TTL, never lengthen
-    /// it; `no-store` means the body is returned but not stored; `no-cache` or a lifetime of
-    /// zero means it is already stale and is not stored either.
-    #[default]
-    MayShorten,
-}
-
-impl CacheControl {
-    /// Lowercase name as written in the configuration.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            CacheControl::Ignore => "ignore",
-            CacheControl::MayShorten => "may_shorten",
-        }
-    }
-}
+pub use crate::config::CacheControl;
 
 /// Why a fetched body was returned without being stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

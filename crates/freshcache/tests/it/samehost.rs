@@ -121,6 +121,20 @@ fn another_instance_on_the_directory_sees_sets_deletes_and_prefix_invalidations(
         value_in_b(&k1).as_deref() == Some(&b"v2"[..])
     });
 
+    rt.block_on(a.set_many(vec![
+        (k2.clone(), "v3".into()),
+        (other.clone(), "v3".into()),
+    ]))
+    .unwrap();
+    follow().until("B sees a batch", || {
+        value_in_b(&k2).as_deref() == Some(&b"v3"[..])
+            && value_in_b(&other).as_deref() == Some(&b"v3"[..])
+    });
+    follow().until("B holds the batch's values in memory", || {
+        matches!(rt.block_on(b.get(&other)).unwrap(),
+            Lookup::Fresh(h) if h.source == crate::support::MEMORY)
+    });
+
     rt.block_on(a.delete(&k1)).unwrap();
     follow().until("B sees the delete", || value_in_b(&k1).is_none());
 

@@ -30,15 +30,20 @@ impl DiskTier {
         let committed = self.with_writer(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut replaced = Vec::new();
-            for ((key, entry, _), s) in items.iter().zip(&staged) {
-                if let Some(old) = upsert(&tx, key, entry, s, now)?
-                    && Some(old.as_str()) != s.file()
-                {
-                    replaced.push(old);
+            {
+                let mut upsert = Upsert::prepare(&tx)?;
+                for ((key, entry, _), s) in items.iter().zip(&staged) {
+                    if let Some(old) = upsert.row(key, entry, s, now)?
+                        && Some(old.as_str()) != s.file()
+                    {
+                        replaced.push(old);
+                    }
                 }
-                if let Some(origin) = self.change_origin() {
-                    changes::record(&tx, origin, ChangeOp::Set, key)?;
-                }
+            }
+            // One change for the batch: its keys, a line each (keys hold no line breaks).
+            if let Some(origin) = self.change_origin() {
+                let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
+                changes::record(&tx, origin, ChangeOp::SetMany, &keys.join("\n"))?;
             }
             let total = stored_total(&tx)?;
             tx.commit()?;

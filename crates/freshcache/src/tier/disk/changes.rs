@@ -35,6 +35,8 @@ const READ_AT_MOST: i64 = 4_096;
 pub enum ChangeOp {
     /// The key was written.
     Set,
+    /// The keys (the subject's lines) were written in one batch.
+    SetMany,
     /// The key was deleted.
     Delete,
     /// Every key starting with the subject was removed (the empty subject: every key).
@@ -45,6 +47,7 @@ impl ChangeOp {
     fn code(self) -> &'static str {
         match self {
             Self::Set => "s",
+            Self::SetMany => "m",
             Self::Delete => "d",
             Self::Prefix => "p",
         }
@@ -53,6 +56,7 @@ impl ChangeOp {
     fn of_code(code: &str) -> Option<Self> {
         match code {
             "s" => Some(Self::Set),
+            "m" => Some(Self::SetMany),
             "d" => Some(Self::Delete),
             "p" => Some(Self::Prefix),
             _ => None,
@@ -67,7 +71,8 @@ pub struct Change {
     pub seq: u64,
     /// What happened.
     pub op: ChangeOp,
-    /// The key, or the prefix for [`ChangeOp::Prefix`].
+    /// The key; the keys a line each for [`ChangeOp::SetMany`]; the prefix for
+    /// [`ChangeOp::Prefix`].
     pub subject: String,
     /// Which writer made it (the label given to [`DiskTier::record_changes_as`]).
     pub origin: String,

@@ -121,13 +121,56 @@ fn upsert(
     staged: &Staged,
     now: Timestamp,
 ) -> rusqlite::Result<Option<String>> {
-    let old: Option<Option<String>> = tx
-        .prepare_cached("SELECT file FROM entries WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
-        .optional()?;
-    let m = &entry.meta;
-    tx.prepare_cached(
-        "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
+    Upsert::prepare(tx)?.row(key, entry, staged, now)
+}
+
+/// The two statements of a row write, prepared once for a whole batch.
+struct Upsert<'t> {
+    old_file: rusqlite::CachedStatement<'t>,
+    write: rusqlite::CachedStatement<'t>,
+}
+
+impl<'t> Upsert<'t> {
+    fn prepare(tx: &'t rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            old_file: tx.prepare_cached("SELECT file FROM entries WHERE key = ?1")?,
+            write: tx.prepare_cached(UPSERT)?,
+        })
+    }
+
+    /// Writes the row of `key`; returns the blob file of the row it replaced.
+    fn row(
+        &mut self,
+        key: &str,
+        entry: &Entry,
+        staged: &Staged,
+        now: Timestamp,
+    ) -> rusqlite::Result<Option<String>> {
+        let old: Option<Option<String>> =
+            self.old_file.query_row([key], |r| r.get(0)).optional()?;
+        let m = &entry.meta;
+        self.write.execute(params![
+            key,
+            &*m.data_type,
+            i64_of(m.stored_at.as_millis()),
+            i64_of(m.expires_at.as_millis()),
+            m.as_of.map(|t| i64_of(t.as_millis())),
+            i64_of(now.as_millis()),
+            i64_of(entry.size()),
+            i64_of(staged.size),
+            m.codec.name(),
+            m.checksum as i64,
+            m.etag,
+            m.last_modified,
+            staged.file(),
+            staged.inline(),
+        ])?;
+        Ok(old.flatten())
+    }
+}
+
+/// The row write: an upsert (not `INSERT OR REPLACE`) so the totals triggers see an update.
+const UPSERT: &str = "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
              access_at, access_count, size, stored_size, codec, checksum, etag,
              last_modified, file, inline_value)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
@@ -137,26 +180,7 @@ fn upsert(
              size = excluded.size, stored_size = excluded.stored_size,
              codec = excluded.codec, checksum = excluded.checksum, etag = excluded.etag,
              last_modified = excluded.last_modified, file = excluded.file,
-             inline_value = excluded.inline_value",
-    )?
-    .execute(params![
-        key,
-        &*m.data_type,
-        i64_of(m.stored_at.as_millis()),
-        i64_of(m.expires_at.as_millis()),
-        m.as_of.map(|t| i64_of(t.as_millis())),
-        i64_of(now.as_millis()),
-        i64_of(entry.size()),
-        i64_of(staged.size),
-        m.codec.name(),
-        m.checksum as i64,
-        m.etag,
-        m.last_modified,
-        staged.file(),
-        staged.inline(),
-    ])?;
-    Ok(old.flatten())
-}
+             inline_value = excluded.inline_value";
 
 /// Stored bytes of the whole tier, from the per-type totals.
 fn stored_total(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {

@@ -1,0 +1,57 @@
+"""freshcache: a multi-tier cache for time-sensitive signals that never serves a value past
+its TTL — the Rust library, in-process.
+
+    import freshcache
+    with freshcache.Cache(cache_dir="data/cache") as cache:
+        cache.set("odds:g42:1700000000", {"home": 1.91})
+        hit = cache.get("odds:g42:1700000000")
+"""
+
+from ._native import (
+    AlreadyExpired,
+    CacheClosed,
+    CodecError,
+    ConfigError,
+    Error,
+    FetchError,
+    Hit,
+    InvalidKey,
+    ManualClock,
+    RedisUnavailable,
+    StaleSignals,
+    StorageError,
+    TtlNotAllowed,
+    ValueTooLarge,
+)
+from . import _codecs  # registers the codecs with the native module
+from . import _native as _ext
+
+import os as _os
+
+if hasattr(_os, "register_at_fork"):
+    # A forked child must not use its parent's caches (SQLite handles, runtime threads):
+    # the extension counts forks and refuses those caches with `CacheClosed`.
+    _os.register_at_fork(after_in_child=_ext._after_fork_in_child)
+from ._cache import Cache, InferenceRun
+from ._async import AsyncCache, AsyncInferenceRun
+
+__all__ = [
+    "AlreadyExpired",
+    "AsyncCache",
+    "AsyncInferenceRun",
+    "Cache",
+    "CacheClosed",
+    "CodecError",
+    "ConfigError",
+    "Error",
+    "FetchError",
+    "Hit",
+    "InferenceRun",
+    "InvalidKey",
+    "ManualClock",
+    "RedisUnavailable",
+    "StaleSignals",
+    "StorageError",
+    "TtlNotAllowed",
+    "ValueTooLarge",
+]

@@ -1,0 +1,465 @@
+//! `NativeCache`: one library [`Cache`] plus the tokio runtime that drives it. Every call that
+//! may touch disk, Redis or the network runs with the GIL released.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use freshcache::fetch::{FetchOptions, Fetcher};
+use freshcache::{Cache, Codec, Config, Key, KeyPrefix, Lookup, ReadOptions, Value};
+
+use crate::clock::{ManualClock, duration, timestamp};
+use crate::errors::{CacheClosed, LoaderFailed, to_py};
+use crate::hit::Hit;
+
+/// What an open cache holds. Dropped when closed, in the process that opened it only.
+struct Open {
+    cache: Cache,
+    runtime: tokio::runtime::Runtime,
+    fetcher: OnceLock<Fetcher>,
+}
+
+/// The cache as the Python package sees it.
+#[pyclass(frozen, subclass, module = "freshcache._native", name = "NativeCache")]
+pub struct NativeCache {
+    /// `None` once closed.
+    open: RwLock<Option<Arc<Open>>>,
+    /// The process that opened it: SQLite connections, the runtime's threads and Redis
+    /// connections do not survive `fork()`, so a child gets [`CacheClosed`] instead.
+    pid: u32,
+    /// [`FORKS`] when opened: a cheap check on every call (`getpid` is a system call).
+    forks: u64,
+}
+
+/// Forks seen by this process's copy of the module: the package's `os.register_at_fork`
+/// hook bumps it in every child. Calls compare it first and `getpid` only on a change, so
+/// the hot path pays an atomic load, not a system call.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called in a child after `os.fork()` (registered by the Python package).
+#[pyfunction]
+pub fn _after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::SeqCst);
+}
+
+impl Drop for NativeCache {
+    fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // In a forked child: the runtime's threads and the index's locks belong to the
+            // parent. Dropping them here could block or write through the parent's handles.
+            let taken = self
+                .open
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            std::mem::forget(taken);
+        }
+    }
+}
+
+fn codec(name: &str) -> PyResult<Codec> {
+    match name {
+        "bytes" => Ok(Codec::Bytes),
+        "text" => Ok(Codec::Text),
+        "json" => Ok(Codec::Json),
+        "msgpack" => Ok(Codec::MsgPack),
+        other => Err(crate::errors::CodecError::new_err(format!(
+            "unknown codec {other:?}: expected bytes, text, json or msgpack"
+        ))),
+    }
+}
+
+/// Seconds from a number or a `datetime.timedelta`.
+fn seconds_of(v: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if v.hasattr("total_seconds")? {
+        return v.call_method0("total_seconds")?.extract();
+    }
+    v.extract()
+}
+
+fn parse_key(py: Python<'_>, k: &str) -> PyResult<Key> {
+    Key::parse(k).map_err(|e| to_py(py, e))
+}
+
+/// A value handed over from Python: its encoded bytes and what the producer knows.
+fn value(
+    data: &Bound<'_, PyBytes>,
+    codec_name: &str,
+    ttl: Option<f64>,
+    as_of: Option<f64>,
+    etag: Option<String>,
+) -> PyResult<Value> {
+    let mut v =
+        Value::bytes(bytes::Bytes::copy_from_slice(data.as_bytes())).codec(codec(codec_name)?);
+    if let Some(t) = ttl {
+        v = v.ttl(duration(t, "ttl")?);
+    }
+    if let Some(a) = as_of {
+        v = v.as_of(timestamp(a, "as_of")?);
+    }
+    if let Some(e) = etag {
+        v = v.etag(e);
+    }
+    Ok(v)
+}
+
+impl NativeCache {
+    fn state(&self) -> PyResult<Arc<Open>> {
+        if FORKS.load(Ordering::Relaxed) != self.forks {
+            return Err(self.forked());
+        }
+        self.open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| CacheClosed::new_err("the cache is closed"))
+    }
+
+    fn forked(&self) -> PyErr {
+        let now = std::process::id();
+        CacheClosed::new_err(format!(
+            "this cache was opened in process {} and cannot be used after fork() (this is process {now}): open a new Cache in the child",
+            self.pid
+        ))
+    }
+
+    /// Runs `f(cache)` to completion on the cache's runtime with the GIL released.
+    fn run<T, F, Fut>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(Arc<Open>) -> Fut + Send,
+        Fut: Future<Output = freshcache::Result<T>>,
+    {
+        let st = self.state()?;
+        // Also for a fork the package's hook did not see (one made from C): every call that
+        // reaches the index or Redis checks the pid itself.
+        if std::process::id() != self.pid {
+            return Err(self.forked());
+        }
+        let out = py.detach(move || {
+            let handle = st.runtime.handle().clone();
+            handle.block_on(f(st))
+        });
+        out.map_err(|e| to_py(py, e))
+    }
+}
+
+#[pymethods]
+impl NativeCache {
+    /// Opens the cache. `env` holds `FRESHCACHE_…` overrides applied after the file (or the
+    /// built-in defaults); `cache_dir` moves the directory and its index.
+    #[new]
+    #[pyo3(signature = (config_path=None, env=Vec::new(), cache_dir=None, clock=None, process_env=true))]
+    fn new(
+        py: Python<'_>,
+        config_path: Option<PathBuf>,
+        env: Vec<(String, String)>,
+        cache_dir: Option<PathBuf>,
+        clock: Option<PyRef<'_, ManualClock>>,
+        process_env: bool,
+    ) -> PyResult<Self> {
+        let mut vars: Vec<(String, String)> = if process_env {
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("FRESHCACHE_"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        vars.extend(env);
+        let config = match &config_path {
+            Some(p) => Config::load_with_env(p, vars),
+            None => Config::from_yaml_str("", None, vars),
+        }
+        .map_err(|e| to_py(py, freshcache::Error::Config(e)))?;
+        let config = match cache_dir {
+            Some(d) => config.with_cache_dir(d),
+            None => config,
+        };
+        let clock = clock.map(|c| c.inner.clone());
+        let opened = py.detach(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("freshcache-py")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the cache's runtime: {e}"))?;
+            let mut builder = Cache::builder(config);
+            if let Some(c) = clock {
+                builder = builder.clock(c);
+            }
+            let cache = runtime
+                .block_on(builder.connect())
+                .map_err(|e| e.to_string_err())?;
+            Ok::<_, OpenError>(Open {
+                cache,
+                runtime,
+                fetcher: OnceLock::new(),
+            })
+        });
+        let open = match opened {
+            Ok(o) => o,
+            Err(OpenError::Lib(e)) => return Err(to_py(py, e)),
+            Err(OpenError::Other(s)) => return Err(crate::errors::Error::new_err(s)),
+        };
+        Ok(Self {
+            open: RwLock::new(Some(Arc::new(open))),
+            pid: std::process::id(),
+            forks: FORKS.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Flushes and closes; later calls raise `CacheClosed`. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if std::process::id() != self.pid {
+            return Ok(());
+        }
+        let taken = self
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(st) = taken {
+            let flushed = py.detach(move || {
+                let r = st.cache.flush();
+                // The runtime and cache drop here, off the GIL, once no call holds them.
+                drop(st);
+                r
+            });
+            flushed.map_err(|e| to_py(py, e))?;
+        }
+        Ok(())
+    }
+
+    /// True until closed.
+    #[getter]
+    fn is_open(&self) -> bool {
+        std::process::id() == self.pid
+            && self
+                .open
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
+    }
+
+    /// The value under `key`: fresh, or stale within `max_stale` (seconds or a `timedelta`)
+    /// when given. A memory-tier hit is answered at once; anything that may touch Redis or
+    /// the disk runs with the GIL released.
+    #[pyo3(signature = (key, *, max_stale=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        max_stale: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Hit>> {
+        let k = key;
+        let kk = parse_key(py, k)?;
+        let max_stale = match max_stale {
+            None => std::time::Duration::ZERO,
+            Some(v) => duration(seconds_of(v)?, "max_stale")?,
+        };
+        if max_stale.is_zero() {
+            let st = self.state()?;
+            if let Some(h) = st.cache.get_from_memory(&kk).map_err(|e| to_py(py, e))? {
+                return Ok(Some(Hit::new(h, k.to_owned(), false)));
+            }
+        }
+        let opts = ReadOptions { max_stale };
+        let found = self.run(py, |st| async move { st.cache.get_with(&kk, opts).await })?;
+        Ok(match found {
+            Lookup::Fresh(h) => Some(Hit::new(h, k.to_owned(), false)),
+            Lookup::Stale(h) => Some(Hit::new(h, k.to_owned(), true)),
+            _ => None,
+        })
+    }
+
+    /// The fresh value under `key` if this process's memory tier holds it; never blocks (the
+    /// asyncio twin answers memory hits on the event loop with it).
+    #[pyo3(name = "_get_memory")]
+    fn get_memory(&self, py: Python<'_>, k: &str) -> PyResult<Option<Hit>> {
+        let kk = parse_key(py, k)?;
+        let st = self.state()?;
+        let found = st.cache.get_from_memory(&kk).map_err(|e| to_py(py, e))?;
+        Ok(found.map(|h| Hit::new(h, k.to_owned(), false)))
+    }
+
+    /// Stores already-encoded bytes under `key` with their codec.
+    #[pyo3(name = "_set_raw", signature = (k, data, codec_name, ttl=None, as_of=None, etag=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python call's keyword arguments
+    fn set(
+        &self,
+        py: Python<'_>,
+        k: &str,
+        data: &Bound<'_, PyBytes>,
+        codec_name: &str,
+        ttl: Option<f64>,
+        as_of: Option<f64>,
+        etag: Option<String>,
+    ) -> PyResult<()> {
+        let kk = parse_key(py, k)?;
+        let v = value(data, codec_name, ttl, as_of, etag)?;
+        self.run(
+            py,
+            |st| async move { st.cache.set(&kk, v).await.map(|_| ()) },
+        )
+    }
+
+    /// Removes `key` from every tier; true when something was removed.
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        let kk = parse_key(py, key)?;
+        self.run(py, |st| async move { st.cache.delete(&kk).await })
+    }
+
+    /// Drops every key under `prefix`; returns how many were removed.
+    fn invalidate_prefix(&self, py: Python<'_>, prefix: &str) -> PyResult<u64> {
+        let p = KeyPrefix::parse(prefix).map_err(|e| to_py(py, e))?;
+        self.run(py, |st| async move { st.cache.invalidate_prefix(&p).await })
+    }
+
+    /// Drops everything; returns how many entries were removed.
+    fn invalidate_all(&self, py: Python<'_>) -> PyResult<u64> {
+        self.run(py, |st| async move { st.cache.invalidate_all().await })
+    }
+
+    /// The stats report as JSON text.
+    #[pyo3(name = "_stats_json")]
+    fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
+        let report = self.run(py, |st| async move { st.cache.stats() })?;
+        serde_json::to_string(&report)
+            .map_err(|e| crate::errors::Error::new_err(format!("stats: {e}")))
+    }
+
+    /// Where `key` lives and how it stands, without counting a read.
+    fn inspect<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyDict>> {
+        let k = key;
+        let kk = parse_key(py, k)?;
+        let ins = self.run(py, |st| async move { st.cache.inspect(&kk) })?;
+        let d = PyDict::new(py);
+        d.set_item("key", k)?;
+        d.set_item("fresh", ins.fresh)?;
+        d.set_item("in_memory", ins.in_memory)?;
+        d.set_item("on_disk", ins.disk.is_some())?;
+        if let Some(disk) = &ins.disk {
+            d.set_item("stored_size", disk.stored_size)?;
+            d.set_item("inline", disk.file.is_none())?;
+            d.set_item("access_count", disk.access_count)?;
+        }
+        if let Some(e) = &ins.entry {
+            let unix = |t: freshcache::Timestamp| t.as_millis() as f64 / 1000.0;
+            d.set_item("size", e.value.len())?;
+            d.set_item("codec", e.meta.codec.name())?;
+            d.set_item("data_type", &*e.meta.data_type)?;
+            d.set_item("stored_at", unix(e.meta.stored_at))?;
+            d.set_item("expires_at", unix(e.meta.expires_at))?;
+            d.set_item("as_of", e.meta.as_of.map(unix))?;
+            d.set_item("etag", e.meta.etag.as_deref())?;
+            d.set_item("checksum", format!("{:016x}", e.meta.checksum))?;
+        }
+        Ok(d)
+    }
+
+    /// The guard: every key's fresh hit, in order, or `StaleSignals`. Audited under `run_id`.
+    #[pyo3(name = "_require_fresh_raw")]
+    fn require_fresh(&self, py: Python<'_>, run_id: &str, keys: Vec<String>) -> PyResult<Vec<Hit>> {
+        let parsed = keys
+            .iter()
+            .map(|k| parse_key(py, k))
+            .collect::<PyResult<Vec<Key>>>()?;
+        let run_id = run_id.to_owned();
+        let fresh = self.run(py, |st| async move {
+            st.cache.require_fresh(&run_id, &parsed).await
+        })?;
+        Ok(fresh
+            .values
+            .into_iter()
+            .zip(keys)
+            .map(|(h, k)| Hit::new(h, k, false))
+            .collect())
+    }
+
+    /// The audit rows of `run_id` as JSON text.
+    #[pyo3(name = "_audit_json")]
+    fn audit_json(&self, py: Python<'_>, run_id: &str) -> PyResult<String> {
+        let run_id = run_id.to_owned();
+        let rows = self.run(py, |st| async move { st.cache.audit(&run_id) })?;
+        serde_json::to_string(&rows)
+            .map_err(|e| crate::errors::Error::new_err(format!("audit: {e}")))
+    }
+
+    /// Conditional HTTP fetch of `url` into `key`: `(outcome, status, hit)`.
+    #[pyo3(name = "_fetch_raw")]
+    fn fetch(&self, py: Python<'_>, url: &str, k: &str) -> PyResult<(String, u16, Option<Hit>)> {
+        let kk = parse_key(py, k)?;
+        let url = url.to_owned();
+        let out = self.run(py, |st| async move {
+            let fetcher = match st.fetcher.get() {
+                Some(f) => f,
+                None => {
+                    let f = Fetcher::new(FetchOptions::default())?;
+                    st.fetcher.get_or_init(|| f)
+                }
+            };
+            fetcher.fetch(&st.cache, &kk, &url).await
+        })?;
+        Ok((
+            out.name().to_owned(),
+            out.status(),
+            out.hit().map(|h| Hit::new(h.clone(), k.to_owned(), false)),
+        ))
+    }
+
+    /// The fresh value under `key`, or `loader()` called once per key at a time (across
+    /// threads, and across instances sharing Redis). `loader` returns
+    /// `(bytes, codec, ttl_or_None, as_of_or_None)`; its exception reaches every waiter.
+    #[pyo3(name = "_get_or_fetch_raw")]
+    fn get_or_fetch(&self, py: Python<'_>, k: &str, loader: Py<PyAny>) -> PyResult<Hit> {
+        let kk = parse_key(py, k)?;
+        let hit = self.run(py, |st| async move {
+            st.cache
+                .get_or_fetch(&kk, move || async move {
+                    Python::attach(|py| -> Result<Value, LoaderFailed> {
+                        let r = loader.bind(py).call0().map_err(LoaderFailed)?;
+                        let (data, codec_name, ttl, as_of): (
+                            Bound<'_, PyBytes>,
+                            String,
+                            Option<f64>,
+                            Option<f64>,
+                        ) = r.extract().map_err(|e: PyErr| LoaderFailed(e))?;
+                        value(&data, &codec_name, ttl, as_of, None).map_err(LoaderFailed)
+                    })
+                })
+                .await
+        })?;
+        Ok(Hit::new(hit, k.to_owned(), false))
+    }
+
+    /// The redis tier's state name (`closed`, `open`, … or `none` when embedded).
+    fn redis_state(&self) -> PyResult<&'static str> {
+        Ok(self.state()?.cache.redis_state_name())
+    }
+}
+
+/// Why opening failed.
+enum OpenError {
+    Lib(freshcache::Error),
+    Other(String),
+}
+
+impl From<String> for OpenError {
+    fn from(s: String) -> Self {
+        OpenError::Other(s)
+    }
+}
+
+trait ToOpenError {
+    fn to_string_err(self) -> OpenError;
+}
+
+impl ToOpenError for freshcache::Error {
+    fn to_string_err(self) -> OpenError {
+        OpenError::Lib(self)
+    }
+}

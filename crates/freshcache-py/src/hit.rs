@@ -1,0 +1,193 @@
+//! `Hit`: a value found in the cache, its bytes shared with the Rust entry (never copied
+//! until Python asks for a copy).
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use freshcache::{Hit as LibHit, Timestamp};
+
+/// Values at least this long are handed to Python as a zero-copy view; shorter ones are
+/// copied into `bytes`, which is cheaper than building a view.
+const VIEW_MIN: usize = 4096;
+
+/// Python functions the package registers at import: the codec decoder and the zero-copy view.
+static DECODER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static VIEWER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Called once by the Python package to hand over its decoder and viewer.
+#[pyfunction]
+pub fn _register_codecs(py: Python<'_>, decoder: Py<PyAny>, viewer: Py<PyAny>) {
+    let _ = DECODER.set(py, decoder);
+    let _ = VIEWER.set(py, viewer);
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn unix(t: Timestamp) -> f64 {
+    // Milliseconds since the epoch fit an f64 exactly for the next 285 000 years.
+    #[allow(clippy::cast_precision_loss)]
+    let ms = t.as_millis() as f64;
+    ms / 1000.0
+}
+
+/// A value found in the cache, with its freshness facts.
+#[pyclass(frozen, module = "freshcache._native", name = "Hit")]
+pub struct Hit {
+    pub(crate) hit: LibHit,
+    pub(crate) key: String,
+    pub(crate) stale: bool,
+}
+
+impl Hit {
+    pub(crate) fn new(hit: LibHit, key: String, stale: bool) -> Self {
+        Self { hit, key, stale }
+    }
+}
+
+#[pymethods]
+impl Hit {
+    /// The key.
+    #[getter]
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The stored bytes: a read-only `memoryview` over the cached bytes for large values when
+    /// numpy is available, else `bytes`.
+    #[getter]
+    fn value<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let bytes = slf.get().hit.value();
+        if bytes.len() >= VIEW_MIN
+            && let Some(viewer) = VIEWER.get(py)
+        {
+            return viewer.bind(py).call1((slf,));
+        }
+        Ok(PyBytes::new(py, bytes).into_any())
+    }
+
+    /// A copy of the stored bytes as `bytes`.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.hit.value())
+    }
+
+    /// Length of the stored bytes.
+    fn __len__(&self) -> usize {
+        self.hit.value().len()
+    }
+
+    /// The value decoded by its codec (bytes, str, JSON, MessagePack, numpy array).
+    fn decode<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        match DECODER.get(py) {
+            Some(d) => d.bind(py).call1((slf,)),
+            None => Err(crate::errors::CodecError::new_err(
+                "freshcache codecs are not registered: import freshcache, not freshcache._native",
+            )),
+        }
+    }
+
+    /// numpy's array interface over the stored bytes (read-only, shared, never copied).
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let bytes = self.hit.value();
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("shape", PyTuple::new(py, [bytes.len()])?)?;
+        d.set_item("typestr", "|u1")?;
+        // The address of the entry's bytes: they are immutable and live as long as this Hit,
+        // which numpy keeps alive as the array's base.
+        d.set_item("data", (bytes.as_ptr() as usize, true))?;
+        Ok(d)
+    }
+
+    /// The codec name: `bytes`, `text`, `json` or `msgpack`.
+    #[getter]
+    fn codec(&self) -> &'static str {
+        self.hit.meta().codec.name()
+    }
+
+    /// Age of the signal at lookup time, in seconds (from its `as_of` when known).
+    #[getter]
+    fn age(&self) -> f64 {
+        secs(self.hit.age())
+    }
+
+    /// Lifetime left at lookup time, in seconds (0 for a stale hit).
+    #[getter]
+    fn remaining(&self) -> f64 {
+        secs(self.hit.remaining())
+    }
+
+    /// The instant (Unix seconds) from which the value is no longer served.
+    #[getter]
+    fn expires_at(&self) -> f64 {
+        unix(self.hit.deadline)
+    }
+
+    /// When the cache stored it (Unix seconds).
+    #[getter]
+    fn stored_at(&self) -> f64 {
+        unix(self.hit.meta().stored_at)
+    }
+
+    /// When the producer says the signal was true (Unix seconds), if it said.
+    #[getter]
+    fn as_of(&self) -> Option<f64> {
+        self.hit.meta().as_of.map(unix)
+    }
+
+    /// The TTL the entry is held to, in seconds.
+    #[getter]
+    fn ttl(&self) -> f64 {
+        secs(self.hit.meta().ttl())
+    }
+
+    /// Where it came from: `memory`, `redis`, `disk` or `loader`.
+    #[getter]
+    fn tier(&self) -> &'static str {
+        self.hit.source.name()
+    }
+
+    /// True when the value is past its TTL and was returned only because the call allowed it.
+    #[getter]
+    fn stale(&self) -> bool {
+        self.stale
+    }
+
+    /// The origin's ETag, when known.
+    #[getter]
+    fn etag(&self) -> Option<&str> {
+        self.hit.meta().etag.as_deref()
+    }
+
+    /// xxh3-64 of the value, hex (as in the audit).
+    #[getter]
+    fn checksum(&self) -> String {
+        format!("{:016x}", self.hit.meta().checksum)
+    }
+
+    /// The data type name.
+    #[getter]
+    fn data_type(&self) -> &str {
+        &self.hit.meta().data_type
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Hit(key={:?}, tier={}, codec={}, len={}, age={:.3}s, remaining={:.3}s{})",
+            self.key,
+            self.tier(),
+            self.codec(),
+            self.hit.value().len(),
+            self.age(),
+            self.remaining(),
+            if self.stale { ", stale" } else { "" }
+        )
+    }
+}

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real cache directory per test, the manual clock, polling helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+import freshcache
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def clock() -> freshcache.ManualClock:
+    return freshcache.ManualClock(1_800_000_000.0)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, clock: freshcache.ManualClock) -> Iterator[freshcache.Cache]:
+    with freshcache.Cache(cache_dir=tmp_path / "cache", clock=clock) as c:
+        yield c
+
+
+def wait_for(cond: Callable[[], bool], what: str, deadline_s: float = 10.0) -> None:
+    """Polls `cond` until true or the deadline passes (no fixed sleeps)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def type_stat(c: freshcache.Cache, data_type: str, field: str) -> int:
+    for row in c.stats()["data_types"]:
+        if row["data_type"] == data_type:
+            return int(row[field])
+    raise KeyError(data_type)
+
+
+@pytest.fixture(scope="session")
+def cli() -> Path:
+    """The workspace's `freshcache` binary (built here when the test script has not)."""
+    exe = Path(os.environ.get("FRESHCACHE_CLI", REPO / "target" / "debug" / "freshcache"))
+    if not exe.exists():
+        subprocess.run(["cargo", "build", "-q", "-p", "freshcache-cli"], cwd=REPO, check=True)
+    assert exe.exists(), exe
+    return exe
