@@ -90,6 +90,7 @@ fn router(cache: Cache, feeds: FeedBoard) -> Router {
         .route("/ui/console.css", get(ui::style))
         .route("/ui/data", get(ui::data))
         .route("/ui/audit/{run_id}", get(ui::audit))
+        .route("/ui/login", post(ui::login))
         .with_state(state)
 }
 

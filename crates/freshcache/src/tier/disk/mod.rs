@@ -65,6 +65,8 @@ pub struct DiskTypeStats {
     pub expired: u64,
     /// Earliest `stored_at`.
     pub oldest_stored_at: Option<Timestamp>,
+    /// Latest `stored_at`.
+    pub newest_stored_at: Option<Timestamp>,
 }
 
 /// Index facts about one stored entry.
@@ -550,9 +552,10 @@ impl DiskTier {
         self.with_reader(|c| {
             let mut st = c.prepare_cached(
                 "SELECT data_type, COUNT(*), COALESCE(SUM(size),0), COALESCE(SUM(stored_size),0),
-                        SUM(expires_at <= ?1), MIN(stored_at)
+                        SUM(expires_at <= ?1), MIN(stored_at), MAX(stored_at)
                  FROM entries GROUP BY data_type",
             )?;
+            let at = |t: Option<i64>| t.map(|t| Timestamp::from_millis(t.max(0) as u64));
             let rows = st.query_map([i64_of(now.as_millis())], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -561,9 +564,8 @@ impl DiskTier {
                         value_bytes: r.get::<_, i64>(2)?.max(0) as u64,
                         stored_bytes: r.get::<_, i64>(3)?.max(0) as u64,
                         expired: r.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
-                        oldest_stored_at: r
-                            .get::<_, Option<i64>>(5)?
-                            .map(|t| Timestamp::from_millis(t.max(0) as u64)),
+                        oldest_stored_at: at(r.get(5)?),
+                        newest_stored_at: at(r.get(6)?),
                     },
                 ))
             })?;

@@ -249,17 +249,15 @@ fn stats_group_by_type_and_count_expired_rows() {
         Timestamp::from_millis(5),
     )
     .unwrap();
-    t.put(
-        "news:a:2",
-        &entry(b"de", 300),
-        u64::MAX,
-        Timestamp::from_millis(5),
-    )
-    .unwrap();
+    let mut later = entry(b"de", 300);
+    later.meta.stored_at = Timestamp::from_millis(7);
+    t.put("news:a:2", &later, u64::MAX, Timestamp::from_millis(5))
+        .unwrap();
     let s = t.stats(Timestamp::from_millis(200)).unwrap();
     let n = &s["news_articles"];
     assert_eq!((n.entries, n.value_bytes, n.expired), (2, 5, 1));
     assert_eq!(n.oldest_stored_at, Some(Timestamp::from_millis(1)));
+    assert_eq!(n.newest_stored_at, Some(Timestamp::from_millis(7)));
 }
 
 /// (data type, entries, stored bytes) per type, sorted.
