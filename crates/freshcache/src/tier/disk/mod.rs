@@ -6,7 +6,11 @@
 //! metadata.db            the index (WAL mode; several processes may share it)
 //! blobs/ab/ab12…ef.blob  envelopes named by random 128-bit ids, never by key
 //! tmp/                   blobs being written
+//! reserve                headroom for deletes on a full filesystem
 //! ```
+//!
+//! The size limit bounds all of it (see `space::Footprint`): blob files in whole blocks, the index
+//! with its WAL, the reserve and the directories.
 //!
 //! Write order: envelope written to `tmp/` → renamed into `blobs/` → index row committed →
 //! the replaced blob removed. A crash at any point leaves either the old row (and maybe an
@@ -39,10 +43,11 @@ mod schema;
 mod space;
 mod touch;
 pub mod upkeep;
+mod wal;
 
 use blobs::{new_blob_name, valid_blob_name};
 pub(crate) use conn::i64_of;
-use conn::{is_busy, unpoisoned};
+use conn::{WriterTurns, is_busy, unpoisoned};
 use delete::{Deleted, delete_rows};
 use schema::{SCHEMA, SCHEMA_VERSION, migrate};
 pub use space::{FreeSpace, StatvfsFreeSpace};
@@ -90,7 +95,17 @@ pub struct DiskTier {
     tmp: PathBuf,
     inline_max: u64,
     writer: Mutex<Connection>,
+    /// Turns at `writer`, first come first served (a sweep's next batch waits for writers
+    /// that asked during the last one).
+    turns: Arc<WriterTurns>,
     readers: Mutex<Vec<Connection>>,
+    /// Checkpoints and the WAL's size limit, shared with the checkpoint thread.
+    wal: Arc<wal::WalUpkeep>,
+    /// Runs the checkpoints off the writers' path; `None` when no thread could be started
+    /// (the writer then checkpoints as SQLite does by default).
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// The footprint's fixed part as last measured (see [`Footprint::fixed`]).
+    fixed_part: Mutex<space::FixedPart>,
     touches: Arc<TouchQueue>,
     /// Writes batches of access times off the readers' path; `None` when no thread could be
     /// started (readers then write them themselves).
@@ -189,15 +204,27 @@ impl DiskTier {
         }
         let reserve = reserve::Reserve::open(dir, &tmp);
         let blob_dir = nofollow::BlobDir::open(&blobs);
+        let turns = Arc::new(WriterTurns::default());
+        let wal = Arc::new(wal::WalUpkeep::new(db_path, Arc::clone(&turns)));
+        let checkpointer = wal::WalUpkeep::spawn(&wal);
+        if checkpointer.is_none() {
+            writer
+                .pragma_update(None, "wal_autocheckpoint", conn::WAL_AUTOCHECKPOINT)
+                .map_err(db)?;
+        }
         let touches = Arc::new(TouchQueue::default());
-        let flusher = TouchQueue::spawn_flusher(&touches, db_path);
+        let flusher = TouchQueue::spawn_flusher(&touches, db_path, &wal);
         Ok(Self {
             db_path: db_path.to_path_buf(),
             blobs,
             tmp,
             inline_max,
             writer: Mutex::new(writer),
+            turns,
             readers: Mutex::new(Vec::new()),
+            wal,
+            checkpointer,
+            fixed_part: Mutex::new(space::FixedPart::default()),
             touches,
             flusher,
             corrupt: AtomicU64::new(0),
@@ -389,20 +416,30 @@ impl DiskTier {
                 file,
                 inline,
             ])?;
-            let total: i64 = tx
-                .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
-                .query_row([], |r| r.get(0))?;
+            let total = space::stored_total(&tx)?;
+            let cost = space::value_cost(&tx)?;
             tx.commit()?;
-            Ok((old.flatten(), total.max(0) as u64))
+            Ok((old.flatten(), total, cost))
         });
+        if let Location::Inline(b) = &loc {
+            // The value went through the WAL: the checkpoint thread counts pages.
+            self.wal.note_pages(b.len() as u64 / 4096);
+        }
         match committed {
-            Ok((old, total)) => {
+            Ok((old, total, cost)) => {
                 self.reached(fault::WritePoint::Committed);
                 self.remove_blob(old.as_deref().filter(|o| Some(*o) != file));
                 let limit = self.max_bytes.load(Ordering::Relaxed);
+                // The limit bounds the whole footprint: the values, and what removing entries
+                // does not lower (index, WAL, reserve, directories).
+                let fixed = self.fixed_part(stored_size, now);
                 // Evict now rather than at the next scheduled cleanup: a nightly run alone
                 // would let the disk fill. Failure here does not undo the write.
-                let mut target = (total > limit).then_some(limit / 10 * 9);
+                // Down to 90 % of the room the values have, so the next writes do not evict;
+                // eviction counts stored bytes, so the blocks' slack comes off the target.
+                let slack = cost.saturating_sub(total);
+                let mut target = (cost.saturating_add(fixed) > limit)
+                    .then(|| (limit.saturating_sub(fixed) / 10 * 9).saturating_sub(slack));
                 if self.free_check_due(stored_size, now) {
                     let deficit = self.free_space_deficit();
                     if deficit > 0 {
@@ -511,6 +548,10 @@ impl Drop for DiskTier {
             let _ = flusher.join();
         }
         let _ = self.flush_touches();
+        self.wal.stop();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
+        }
     }
 }
 

@@ -14,15 +14,25 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::blobs::valid_blob_name;
-use super::conn::WAL_AUTOCHECKPOINT;
 use super::schema::REBUILD_TOTALS;
 use super::{Deleted, DiskTier, delete_rows, i64_of};
 use crate::clock::Timestamp;
 use crate::codec;
 use crate::error::Result;
 
-/// Rows handled per transaction, so writers are never blocked for long.
-const BATCH: usize = 2_000;
+/// Rows the first batch of a sweep removes; later batches are sized to [`BATCH_TIME`].
+const BATCH_FIRST: usize = 256;
+
+/// Bounds of a sweep batch, in rows.
+const BATCH_MIN: usize = 32;
+const BATCH_MAX: usize = 4_096;
+
+/// How long one batch should hold the write lock: a writer waits at most about this long.
+const BATCH_TIME: Duration = Duration::from_millis(5);
+
+/// How long a sweep waits between batches, when the WAL has outgrown its limit, for a
+/// checkpoint (outside the write lock), so the WAL stays short; writers never wait for it.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(500);
 
 /// Whether upkeep changes anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +119,18 @@ fn older_than(path: &std::path::Path, grace: Duration) -> bool {
         .is_some_and(|age| age >= grace)
 }
 
+/// The next batch size after one of `batch` rows took `took`: aimed at [`BATCH_TIME`].
+fn next_batch(batch: usize, took: Duration) -> usize {
+    let next = if took < BATCH_TIME / 2 {
+        batch * 2
+    } else if took > BATCH_TIME * 2 {
+        batch / 2
+    } else {
+        batch
+    };
+    next.clamp(BATCH_MIN, BATCH_MAX)
+}
+
 impl DiskTier {
     /// Stored bytes of every entry, from the per-type totals kept with every write.
     ///
@@ -157,28 +179,20 @@ impl DiskTier {
                 )
             });
         }
-        // A batch touches pages all over the index (the key index is in key order, not expiry
-        // order), and a checkpoint after every batch copied the same pages back again and again:
-        // the whole sweep is checkpointed once, at the end (SQLite's default, 1000 pages, is put
-        // back whatever happens).
-        let _ = self.with_writer(|c| c.pragma_update(None, "wal_autocheckpoint", 0));
-        let swept = self.sweep_batches(now_ms);
-        let _ = self.with_writer(|c| {
-            // Put back whatever the checkpoint answers.
-            let checkpointed = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
-            checkpointed
-        });
-        swept
+        self.sweep_batches(now_ms)
     }
 
-    /// The batches of [`Self::sweep_expired`].
+    /// The batches of [`Self::sweep_expired`]: each a short transaction (sized to take about
+    /// [`BATCH_TIME`]), the write lock handed back between them (see [`Self::with_batch`]),
+    /// and the WAL checkpointed by the checkpoint thread as the sweep goes.
     fn sweep_batches(&self, now_ms: i64) -> Result<Removed> {
         let mut total = Removed::default();
+        let mut batch = BATCH_FIRST;
         loop {
+            let took = crate::clock::Stopwatch::start();
             // One statement per batch: the rows are judged and deleted in the same step, so a
             // row rewritten with a later expiry by another process is never taken.
-            let Deleted { files, removed, .. } = self.with_writer(|c| {
+            let Deleted { files, removed, .. } = self.with_batch(|c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let d = delete_rows(
                     &tx,
@@ -186,21 +200,25 @@ impl DiskTier {
                          SELECT rowid FROM entries WHERE expires_at <= ?1
                          ORDER BY expires_at LIMIT ?2)
                      RETURNING file, data_type, stored_size",
-                    params![now_ms, BATCH as i64],
+                    params![now_ms, batch as i64],
                 )?;
                 tx.commit()?;
                 Ok(d)
             })?;
+            let took = took.elapsed().saturating_sub(super::conn::BATCH_PAUSE);
             self.remove_blobs(&files);
             total.absorb(removed);
-            if removed.entries < BATCH as u64 {
+            if removed.entries < batch as u64 {
                 return Ok(total);
             }
+            self.wal.after_batch(CHECKPOINT_WAIT);
+            batch = next_batch(batch, took);
         }
     }
 
     /// Evicts entries until stored bytes are at most `target`: expired ones first, then the
-    /// least recently used.
+    /// least recently used. (Callers bounding the footprint take the blocks' slack and the
+    /// fixed part off the limit first: see [`Self::eviction_target`].)
     ///
     /// # Errors
     /// [`crate::Error::Index`] when the index cannot be read or a batch committed.
@@ -230,7 +248,7 @@ impl DiskTier {
             })?;
         } else {
             while total > target {
-                let Deleted { files, removed, .. } = self.with_writer(|c| {
+                let Deleted { files, removed, .. } = self.with_batch(|c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let rows: Vec<(String, i64)> = tx
