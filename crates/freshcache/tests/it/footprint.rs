@@ -101,3 +101,80 @@ fn a_ten_megabyte_budget_keeps_du_of_the_directory_under_eleven_megabytes_throug
     let gauge: f64 = gauge.parse().unwrap();
     assert!(gauge > 8_000_000.0 && gauge <= 11_000_000.0, "{gauge}");
 }
+
+/// `(files, stored bytes, allocated bytes)` of the blob files as kept, and as the rows say.
+fn blob_totals(dir: &Path) -> ((i64, i64, i64), (i64, i64, i64)) {
+    let c = rusqlite::Connection::open(dir.join("metadata.db")).unwrap();
+    let kept = c
+        .query_row(
+            "SELECT files, bytes, allocated FROM blob_totals WHERE id = 0",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let actual = c
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(stored_size), 0),
+                    COALESCE(SUM((stored_size + 4095) / 4096 * 4096), 0)
+             FROM entries WHERE file IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    (kept, actual)
+}
+
+#[test]
+fn blob_totals_follow_every_write_and_delete_and_repair_rebuilds_them() {
+    use freshcache::maintenance::Mode;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache");
+    let clock = ManualClock::new(T0);
+    let cache = budget_cache(&dir, &clock, "10");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let news = |i: u64| Key::news("espn", i).unwrap();
+    let set = |k: &Key, len: usize, seed: u64| {
+        rt.block_on(cache.set(k, Value::bytes(noise(seed, len))))
+            .unwrap();
+    };
+    for i in 0..6 {
+        set(&news(i), 20_000 + i as usize, i);
+    }
+    set(&news(0), 100, 50); // a file row rewritten inline
+    set(&news(1), 30_000, 51); // a file rewritten as another file
+    set(&Key::news("espn", 100).unwrap(), 100, 52);
+    set(&Key::news("espn", 100).unwrap(), 40_000, 53); // inline rewritten as a file
+    rt.block_on(cache.delete(&news(2))).unwrap();
+    let prefix = freshcache::KeyPrefix::parse("news:espn:5").unwrap();
+    rt.block_on(cache.invalidate_prefix(&prefix)).unwrap();
+    let (kept, actual) = blob_totals(&dir);
+    assert_eq!(kept, actual);
+    assert_eq!(kept.0, 4, "{kept:?}");
+    // Past the news TTL the sweep takes them all.
+    clock.advance(std::time::Duration::from_secs(7200));
+    let opts = freshcache::maintenance::CleanupOptions {
+        mode: Mode::Apply,
+        orphan_grace: std::time::Duration::ZERO,
+    };
+    cache.cleanup_at(cache.now(), opts, |_| {}).unwrap();
+    assert_eq!(blob_totals(&dir), ((0, 0, 0), (0, 0, 0)));
+
+    // Drift (rows deleted by something that does not keep the totals) is found and rebuilt.
+    set(&news(7), 20_000, 7);
+    rusqlite::Connection::open(dir.join("metadata.db"))
+        .unwrap()
+        .execute_batch("UPDATE blob_totals SET files = files + 3 WHERE id = 0;")
+        .unwrap();
+    let found = cache
+        .doctor(Mode::DryRun, std::time::Duration::ZERO)
+        .unwrap();
+    assert!(found.repair.totals_rebuilt, "{found:?}");
+    cache
+        .doctor(Mode::Apply, std::time::Duration::ZERO)
+        .unwrap();
+    let (kept, actual) = blob_totals(&dir);
+    assert_eq!(kept, actual);
+    assert_eq!(kept.0, 1);
+}

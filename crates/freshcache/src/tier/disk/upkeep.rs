@@ -131,6 +131,31 @@ fn next_batch(batch: usize, took: Duration) -> usize {
     next.clamp(BATCH_MIN, BATCH_MAX)
 }
 
+/// True when the kept totals (per type, and of the blob files) disagree with the rows.
+fn totals_drift(c: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    // Rows the entries say should be there and are not, and the reverse: a type left with no
+    // entries but bytes (drift, then its last rows deleted) counts too, or its phantom bytes
+    // would drive eviction of live entries for ever.
+    let drift: i64 = c.query_row(
+        "WITH actual AS (SELECT data_type, COUNT(*) AS n, SUM(stored_size) AS b
+                         FROM entries GROUP BY data_type),
+              kept AS (SELECT data_type, entries AS n, bytes AS b FROM type_totals
+                       WHERE entries <> 0 OR bytes <> 0)
+         SELECT (SELECT COUNT(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM kept))
+              + (SELECT COUNT(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM actual))
+              -- The blob files' totals too (a build that predates them deletes rows without
+              -- taking their files off).
+              + (SELECT COUNT(*) FROM (
+                     SELECT COUNT(*), COALESCE(SUM(stored_size), 0),
+                            COALESCE(SUM((stored_size + 4095) / 4096 * 4096), 0)
+                     FROM entries WHERE file IS NOT NULL
+                     EXCEPT SELECT files, bytes, allocated FROM blob_totals WHERE id = 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(drift > 0)
+}
+
 impl DiskTier {
     /// Stored bytes of every entry, from the per-type totals kept with every write.
     ///
@@ -388,28 +413,20 @@ impl DiskTier {
                 }
             }
         }
-        report.totals_rebuilt = self.with_writer(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Rows the entries say should be there and are not, and the reverse: a type left
-            // with no entries but bytes (drift, then its last rows deleted) counts too, or its
-            // phantom bytes would drive eviction of live entries for ever.
-            let drift: i64 = tx.query_row(
-                "WITH actual AS (SELECT data_type, COUNT(*) AS n, SUM(stored_size) AS b
-                                 FROM entries GROUP BY data_type),
-                      kept AS (SELECT data_type, entries AS n, bytes AS b FROM type_totals
-                               WHERE entries <> 0 OR bytes <> 0)
-                 SELECT (SELECT COUNT(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM kept))
-                      + (SELECT COUNT(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM actual))",
-                [],
-                |r| r.get(0),
-            )?;
-            let rebuilt = drift > 0;
-            if rebuilt && mode == Mode::Apply {
-                tx.execute_batch(REBUILD_TOTALS)?;
-            }
-            tx.commit()?;
-            Ok(rebuilt)
-        })?;
+        // Judged on a reader's snapshot (the totals change in the same transactions as the
+        // rows, so any one snapshot agrees with itself when nothing drifted): the scans take no
+        // lock a writer needs. Only a rebuild, when there is drift, takes the write lock, and
+        // judges again under it.
+        report.totals_rebuilt = self.with_reader(totals_drift)?;
+        if report.totals_rebuilt && mode == Mode::Apply {
+            self.with_writer(|c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if totals_drift(&tx)? {
+                    tx.execute_batch(REBUILD_TOTALS)?;
+                }
+                tx.commit()
+            })?;
+        }
         Ok(report)
     }
 
