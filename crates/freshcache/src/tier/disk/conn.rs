@@ -13,8 +13,8 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// free again; maintenance pauses longer than this between its batches (see [`BATCH_PAUSE`]).
 pub(super) const BUSY_SLEEP_MAX: Duration = Duration::from_micros(500);
 
-/// The pause maintenance makes between two batches with the write lock released: longer than
-/// [`BUSY_SLEEP_MAX`], so a writer of another process polling for the lock finds it free.
+/// The pause maintenance makes with the write lock released (after about 5 ms of batches):
+/// longer than [`BUSY_SLEEP_MAX`], so a writer of another process polling for it finds it free.
 pub(super) const BATCH_PAUSE: Duration = Duration::from_millis(1);
 
 /// Pages of WAL after which a commit checkpoints (SQLite's default), used only when the
@@ -52,6 +52,21 @@ pub(super) fn busy_wait(count: i32) -> bool {
     }
     std::thread::sleep(Duration::from_micros(sleep_us));
     true
+}
+
+/// How often maintenance pauses with the write lock free: after `every` of holding it.
+pub(super) struct Pace {
+    pub(super) every: Duration,
+    pub(super) held: Duration,
+}
+
+impl Pace {
+    pub(super) fn new(every: Duration) -> Self {
+        Self {
+            every,
+            held: Duration::ZERO,
+        }
+    }
 }
 
 /// Turns at the writer connection, served in the order they were asked for. A plain mutex
@@ -207,17 +222,32 @@ impl DiskTier {
         out.map_err(|e| self.db_err(e))
     }
 
-    /// One batch of maintenance as [`Self::with_writer`], then the write lock left free for a
-    /// moment: writers of this process that asked meanwhile are served first (their turns
-    /// come before the next batch's), and [`BATCH_PAUSE`] lets a writer of another process,
-    /// polling in [`busy_wait`], take it.
+    /// One batch of maintenance as [`Self::with_writer`]: writers of this process that
+    /// asked meanwhile are served before the next batch (their turns come first). Once the
+    /// batches since the last pause have held the lock for `pace` in all, the lock is left
+    /// free for [`BATCH_PAUSE`], so a writer of another process, polling in [`busy_wait`],
+    /// takes it. Returns the batch's result and how long it held the lock.
     pub(super) fn with_batch<T>(
         &self,
+        pace: &mut Pace,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
-        let out = self.with_writer(f);
-        std::thread::sleep(BATCH_PAUSE);
-        out
+    ) -> Result<(T, Duration)> {
+        let turn = self.turns.take();
+        // The time the lock was held, not the wait for it.
+        let held = crate::clock::Stopwatch::start();
+        let mut conn = unpoisoned(&self.writer);
+        let out = f(&mut conn);
+        drop(conn);
+        let took = held.elapsed();
+        drop(turn);
+        self.wal.note_pages(wal::PAGES_PER_COMMIT);
+        let out = out.map_err(|e| self.db_err(e));
+        pace.held += took;
+        if pace.held >= pace.every {
+            std::thread::sleep(BATCH_PAUSE);
+            pace.held = Duration::ZERO;
+        }
+        out.map(|v| (v, took))
     }
 
     /// [`Self::with_writer`] for deletes: when one fails for lack of space, the reserve is

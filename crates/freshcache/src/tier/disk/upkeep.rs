@@ -14,6 +14,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::blobs::valid_blob_name;
+use super::conn::Pace;
 use super::schema::REBUILD_TOTALS;
 use super::{Deleted, DiskTier, delete_rows, i64_of};
 use crate::clock::Timestamp;
@@ -24,7 +25,7 @@ use crate::error::Result;
 const BATCH_FIRST: usize = 256;
 
 /// Bounds of a sweep batch, in rows.
-const BATCH_MIN: usize = 32;
+const BATCH_MIN: usize = 128;
 const BATCH_MAX: usize = 4_096;
 
 /// How long one batch should hold the write lock: a writer waits at most about this long.
@@ -213,11 +214,11 @@ impl DiskTier {
     fn sweep_batches(&self, now_ms: i64) -> Result<Removed> {
         let mut total = Removed::default();
         let mut batch = BATCH_FIRST;
+        let mut pace = Pace::new(BATCH_TIME);
         loop {
-            let took = crate::clock::Stopwatch::start();
             // One statement per batch: the rows are judged and deleted in the same step, so a
             // row rewritten with a later expiry by another process is never taken.
-            let Deleted { files, removed, .. } = self.with_batch(|c| {
+            let (Deleted { files, removed, .. }, took) = self.with_batch(&mut pace, |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let d = delete_rows(
                     &tx,
@@ -230,7 +231,6 @@ impl DiskTier {
                 tx.commit()?;
                 Ok(d)
             })?;
-            let took = took.elapsed().saturating_sub(super::conn::BATCH_PAUSE);
             self.remove_blobs(&files);
             total.absorb(removed);
             if removed.entries < batch as u64 {
@@ -272,8 +272,9 @@ impl DiskTier {
                 Ok(())
             })?;
         } else {
+            let mut pace = Pace::new(BATCH_TIME);
             while total > target {
-                let Deleted { files, removed, .. } = self.with_batch(|c| {
+                let (Deleted { files, removed, .. }, _) = self.with_batch(&mut pace, |c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let rows: Vec<(String, i64)> = tx
