@@ -19,6 +19,9 @@ pub(super) fn wal_limit_for(limit: u64) -> u64 {
     (limit / 16).clamp(64 << 10, 4 << 20)
 }
 
+/// Frames written during a checkpoint pass few enough to copy with the writer turn held.
+const CATCH_UP_FRAMES: i64 = 64;
+
 /// WAL pages an ordinary commit is counted as (a row, its index entries, the totals).
 pub(super) const PAGES_PER_COMMIT: u64 = 4;
 
@@ -201,20 +204,33 @@ impl WalUpkeep {
     /// during the copy are copied once more with this process's writer turn held: a short copy
     /// of a few frames, after which the next writer starts the WAL over and cuts it back.
     fn checkpoint(&self, c: &Connection) {
-        let passive = || {
-            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-            })
+        let passive = || c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        let mut last = match passive() {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::debug!(error = %e, "disk tier: checkpoint failed");
+                return;
+            }
         };
-        match passive() {
-            Ok(_) if self.wal_len() > self.limit() => {
-                let _turn = self.turns.take();
-                if let Err(e) = passive() {
+        if self.wal_len() <= self.limit() {
+            return;
+        }
+        // Each pass copies what was written during the one before: a few more passes without
+        // the turn leave only a few frames for the pass that holds it (after at most four, it
+        // is taken whatever is left, or the WAL would grow for as long as writers never pause).
+        for _ in 0..3 {
+            match passive() {
+                Ok(log) if log.saturating_sub(last) <= CATCH_UP_FRAMES => break,
+                Ok(log) => last = log,
+                Err(e) => {
                     tracing::debug!(error = %e, "disk tier: checkpoint failed");
+                    return;
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "disk tier: checkpoint failed"),
+        }
+        let _turn = self.turns.take();
+        if let Err(e) = passive() {
+            tracing::debug!(error = %e, "disk tier: checkpoint failed");
         }
     }
 
