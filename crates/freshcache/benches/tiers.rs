@@ -12,6 +12,9 @@
 //!   `Cache.set` / `Cache.get` (`benches/diskcache_get_set.py`), page cache warm.
 //! - W5 expired sweep (`--only sweep`): one cleanup pass over N entries, half expired, beside
 //!   python-diskcache's `expire()` (`benches/diskcache_expire.py`).
+//! - W5b maintenance stall (`--only stall`): 100 B `set` and `get` (disk hits) p50 / p99 / max
+//!   while a cleanup pass sweeps N entries of which half have expired, beside the same load with
+//!   no cleanup running, same run (`--sweep-entries N`).
 //! - W7 bulk fill (`--only bulk`): `--sweep-entries` × 100 B through `set_many` (1 000 a call)
 //!   beside single `set`s.
 //! - W3 Redis tier (`--only redis`): hits through freshcache beside raw redis-crate GETs of the
@@ -42,6 +45,8 @@ mod disk;
 mod memory;
 #[path = "tiers/redis.rs"]
 mod redis_tier;
+#[path = "tiers/stall.rs"]
+mod stall;
 
 /// Drives a future that is normally ready at once (the embedded tiers do not wait on I/O
 /// readiness) without paying for a runtime hand-off per operation; falls back to the runtime.
@@ -530,6 +535,9 @@ fn main() {
     }
     if run("sweep") {
         expired_sweep(&a, &rt, dir.path(), &mut report);
+    }
+    if run("stall") {
+        stall::stall(&a, &rt, dir.path(), &mut report);
     }
     if run("redis") {
         redis_tier::redis_tier(&a, dir.path(), &mut report);

@@ -257,6 +257,13 @@ fn encode_space(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fm
     )?;
     gauge_family(
         enc,
+        "cache_footprint_bytes",
+        "Bytes the tier takes on its filesystem (allocated blocks: values, index, WAL, reserve, directories); the disk limit bounds this.",
+        "cache_type",
+        [("disk", m.disk_footprint as f64)],
+    )?;
+    gauge_family(
+        enc,
         "cache_limit_bytes",
         "Configured byte limit, by tier.",
         "cache_type",
@@ -492,6 +499,7 @@ pub struct MetricsSnapshot {
     pub(crate) memory_limit: u64,
     pub(crate) memory_entries: u64,
     pub(crate) disk_bytes: u64,
+    pub(crate) disk_footprint: u64,
     pub(crate) disk_limit: u64,
     pub(crate) disk_entries: u64,
     pub(crate) memory_latency: (f64, u64, Vec<(f64, u64)>),

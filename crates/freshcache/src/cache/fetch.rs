@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use std::time::Duration;
 
 use super::{Cache, Hit, Lookup, Outcome, Source, Value};
+use crate::clock::Timestamp;
 use crate::datatype::{DataTypeSpec, StalePolicy};
 use crate::error::{Error, LoaderError, Result, clip};
 use crate::freshness::judge::{Allowance, Judgement, deadline, judge};
@@ -79,8 +80,17 @@ impl Cache {
                         let _ = tx.send(Some(Ok(h.entry.clone())));
                         return Ok(h);
                     }
-                    // Across instances: one loader per key, through a short Redis lease.
-                    let lease = match self.acquire_lease(key, &ty).await? {
+                    // A refresh is answered only by a value stored after the one it replaces.
+                    let replacing = match mode {
+                        Mode::IfNotFresh => None,
+                        Mode::Refresh => match self.get(key).await? {
+                            Lookup::Fresh(h) => Some(h.entry.meta.stored_at),
+                            _ => None,
+                        },
+                    };
+                    // Across instances: one loader per key, through a short lease (Redis
+                    // between hosts, the index between processes on one host).
+                    let lease = match self.acquire_lease(key, &ty, replacing).await? {
                         Lease::Arrived(h) => {
                             let _ = tx.send(Some(Ok(h.entry.clone())));
                             return Ok(h);
@@ -302,7 +312,20 @@ const LEASE_POLL: Duration = Duration::from_millis(10);
 impl Cache {
     /// Takes the load lease for `key`, or waits for the process holding it to store the value
     /// (or for its lease to lapse: a holder killed mid-load blocks the others at most that long).
-    async fn acquire_lease(&self, key: &Key, ty: &DataTypeSpec) -> Result<Lease> {
+    /// With `replacing` (a refresh of the value stored then), only a value stored later counts
+    /// as arrived: the value being refreshed is still fresh.
+    async fn acquire_lease(
+        &self,
+        key: &Key,
+        ty: &DataTypeSpec,
+        replacing: Option<Timestamp>,
+    ) -> Result<Lease> {
+        let arrived = async || -> Result<Option<Hit>> {
+            Ok(match self.get(key).await? {
+                Lookup::Fresh(h) if replacing.is_none_or(|r| h.entry.meta.stored_at > r) => Some(h),
+                _ => None,
+            })
+        };
         let lease_for = self.inner.config.redis.lease;
         let token = format!("{}-{:016x}", self.inner.instance_id, fastrand::u64(..));
         let started = self.inner.clock.monotonic();
@@ -311,7 +334,7 @@ impl Cache {
                 Some(true) => {
                     // The previous holder stores before it releases: a value that arrived
                     // between this process's last look and the lease is served, not reloaded.
-                    if let Lookup::Fresh(h) = self.get(key).await? {
+                    if let Some(h) = arrived().await? {
                         self.release_lease(key, ty, &token).await;
                         return Ok(Lease::Arrived(h));
                     }
@@ -319,7 +342,7 @@ impl Cache {
                 }
                 Some(false) => {
                     tokio::time::sleep(LEASE_POLL).await;
-                    if let Lookup::Fresh(h) = self.get(key).await? {
+                    if let Some(h) = arrived().await? {
                         return Ok(Lease::Arrived(h));
                     }
                     if self.inner.clock.monotonic().saturating_sub(started) > lease_for * 2 {

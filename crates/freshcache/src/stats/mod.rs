@@ -240,8 +240,12 @@ pub struct TierReport {
     pub entries: u64,
     /// Bytes held.
     pub bytes: u64,
-    /// Byte budget, when bounded.
+    /// Byte budget, when bounded. For the disk tier it bounds [`Self::footprint_bytes`].
     pub max_bytes: Option<u64>,
+    /// What the tier takes on its filesystem, in allocated bytes as `du` counts them: for
+    /// the disk tier, the blob files, the index with its WAL, the reserve and the
+    /// directories. `None` for tiers that keep nothing on disk (or when it could not be read).
+    pub footprint_bytes: Option<u64>,
     /// Lookups served fresh from this tier.
     pub hits: u64,
     /// Lookups that reached this tier and found nothing fresh.

@@ -159,7 +159,16 @@ fn eviction_prefers_expired_entries_then_least_recently_used() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("cache");
     let clock = ManualClock::new(T0);
-    let cache = limited(&dir, &clock, 400_000);
+    // Room for four 90 kB values beside what the empty cache takes on disk (the limit bounds
+    // the whole footprint: index, WAL, reserve, directories).
+    let base = {
+        let empty = limited(&dir, &clock, 1_000_000);
+        let stats = empty.stats().unwrap();
+        let disk = stats.tiers.iter().find(|t| t.tier == "disk").unwrap();
+        disk.footprint_bytes.unwrap()
+    };
+    let limit = base + 460_000;
+    let cache = limited(&dir, &clock, limit);
     let hot = Key::llm_features("hot", "d").unwrap();
     block(async {
         cache
@@ -176,7 +185,7 @@ fn eviction_prefers_expired_entries_then_least_recently_used() {
                 .await
                 .unwrap();
             // Reading the hot key through a fresh instance touches it on disk.
-            let other = limited(&dir, &clock, 400_000);
+            let other = limited(&dir, &clock, limit);
             assert!(other.get(&hot).await.unwrap().is_fresh());
             other.flush().unwrap();
         }
@@ -189,7 +198,7 @@ fn eviction_prefers_expired_entries_then_least_recently_used() {
             .await
             .unwrap();
     });
-    let fresh_instance = limited(&dir, &clock, 400_000);
+    let fresh_instance = limited(&dir, &clock, limit);
     block(async {
         assert!(
             fresh_instance.get(&hot).await.unwrap().is_fresh(),

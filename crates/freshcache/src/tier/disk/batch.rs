@@ -45,17 +45,18 @@ impl DiskTier {
                 let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
                 changes::record(&tx, origin, ChangeOp::SetMany, &keys.join("\n"))?;
             }
-            let total = stored_total(&tx)?;
+            let stored = Stored::read(&tx)?;
             tx.commit()?;
-            Ok((replaced, total))
+            Ok((replaced, stored))
         });
+        self.note_inline(&staged);
         match committed {
-            Ok((replaced, total)) => {
+            Ok((replaced, stored)) => {
                 self.reached(fault::WritePoint::Committed);
                 // Every blob a row stopped pointing to, a key written twice in the batch
                 // included (its first blob was replaced by its second).
                 self.remove_blobs(&replaced);
-                self.settle(total, staged.iter().map(|s| s.size).sum(), now);
+                self.settle(stored, staged.iter().map(|s| s.size).sum(), now);
                 Ok(())
             }
             Err(e) => {

@@ -1,5 +1,6 @@
-//! Connections to the index: one writer, a pool of readers, WAL mode, busy waits, and the
-//! mapping of SQLite failures to errors callers can branch on (read-only, disk full, damage).
+//! Connections to the index: one writer taken in turn (first come, first served), a pool of
+//! readers, WAL mode, busy waits in short sleeps, and the mapping of SQLite failures to errors
+//! callers can branch on (read-only, disk full, damage).
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -7,7 +8,17 @@ use super::*;
 /// How long a writer waits for another process's transaction before failing.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Pages of WAL after which a commit checkpoints (SQLite's default).
+/// The longest sleep between two tries for a lock another process holds. SQLite's own busy
+/// handler sleeps up to 100 ms at a time, so a writer could wait that long after the lock was
+/// free again; maintenance pauses longer than this between its batches (see [`BATCH_PAUSE`]).
+pub(super) const BUSY_SLEEP_MAX: Duration = Duration::from_micros(500);
+
+/// The pause maintenance makes with the write lock released (after about 5 ms of batches):
+/// longer than [`BUSY_SLEEP_MAX`], so a writer of another process polling for it finds it free.
+pub(super) const BATCH_PAUSE: Duration = Duration::from_millis(1);
+
+/// Pages of WAL after which a commit checkpoints (SQLite's default), used only when the
+/// checkpoint thread could not be started.
 pub(super) const WAL_AUTOCHECKPOINT: i64 = 1000;
 
 /// Idle reader connections kept open.
@@ -24,6 +35,90 @@ pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
 /// connections, pending access times).
 pub(super) fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The busy handler of every connection: sleeps of 50, 100, 200, then [`BUSY_SLEEP_MAX`]
+/// microseconds, giving up after [`BUSY_TIMEOUT`] in all.
+pub(super) fn busy_wait(count: i32) -> bool {
+    let n = u64::try_from(count).unwrap_or(0);
+    let (sleep_us, waited_us) = match n {
+        0 => (50, 0),
+        1 => (100, 50),
+        2 => (200, 150),
+        _ => (BUSY_SLEEP_MAX.as_micros() as u64, 350 + (n - 3) * 500),
+    };
+    if u128::from(waited_us) >= BUSY_TIMEOUT.as_micros() {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(sleep_us));
+    true
+}
+
+/// How often maintenance pauses with the write lock free: after `every` of holding it.
+pub(super) struct Pace {
+    pub(super) every: Duration,
+    pub(super) held: Duration,
+}
+
+impl Pace {
+    pub(super) fn new(every: Duration) -> Self {
+        Self {
+            every,
+            held: Duration::ZERO,
+        }
+    }
+}
+
+/// Turns at the writer connection, served in the order they were asked for. A plain mutex
+/// lets the thread that just released it take it again at once, so a sweep looping over its
+/// batches could keep writers out for the whole sweep; here a writer that asked during a batch
+/// is served before the sweep's next batch.
+#[derive(Default)]
+pub(super) struct WriterTurns {
+    state: Mutex<Turns>,
+    served: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Turns {
+    next: u64,
+    serving: u64,
+    waiting: u64,
+}
+
+/// The writer's turn, held until dropped.
+pub(super) struct Turn<'a>(&'a WriterTurns);
+
+impl WriterTurns {
+    /// Waits for this caller's turn.
+    pub(super) fn take(&self) -> Turn<'_> {
+        let mut t = unpoisoned(&self.state);
+        let mine = t.next;
+        t.next = t.next.wrapping_add(1);
+        if t.serving != mine {
+            t.waiting += 1;
+            while t.serving != mine {
+                t = self
+                    .served
+                    .wait(t)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            t.waiting -= 1;
+        }
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut t = unpoisoned(&self.0.state);
+        t.serving = t.serving.wrapping_add(1);
+        let wake = t.waiting > 0;
+        drop(t);
+        if wake {
+            self.0.served.notify_all();
+        }
+    }
 }
 
 pub(crate) fn i64_of(v: u64) -> i64 {
@@ -43,7 +138,8 @@ impl DiskTier {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(db)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let mut conn = conn;
+        conn.busy_handler(Some(busy_wait)).map_err(db)?;
         // Switching to WAL needs a moment of exclusive access; retry while another opener has it.
         let mut attempts = 0;
         loop {
@@ -56,11 +152,12 @@ impl DiskTier {
                 Err(e) => return Err(db(e)),
             }
         }
-        // The WAL is cut back to this size once checkpointed (a bulk sweep can grow it to the
-        // size of the index).
+        // Checkpoints run on a thread of their own (see `wal.rs`), never inside a writer's
+        // commit; the WAL is cut back once checkpointed, to 4 MiB or the smaller limit
+        // `wal.rs` sets on the connections that write.
         conn.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;
-             PRAGMA journal_size_limit=67108864;",
+             PRAGMA journal_size_limit=4194304; PRAGMA wal_autocheckpoint=0;",
         )
         .map_err(db)?;
         Ok(conn)
@@ -116,8 +213,41 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        let turn = self.turns.take();
         let mut conn = unpoisoned(&self.writer);
-        f(&mut conn).map_err(|e| self.db_err(e))
+        let out = f(&mut conn);
+        drop(conn);
+        drop(turn);
+        self.wal.note_pages(wal::PAGES_PER_COMMIT);
+        out.map_err(|e| self.db_err(e))
+    }
+
+    /// One batch of maintenance as [`Self::with_writer`]: writers of this process that
+    /// asked meanwhile are served before the next batch (their turns come first). Once the
+    /// batches since the last pause have held the lock for `pace` in all, the lock is left
+    /// free for [`BATCH_PAUSE`], so a writer of another process, polling in [`busy_wait`],
+    /// takes it. Returns the batch's result and how long it held the lock.
+    pub(super) fn with_batch<T>(
+        &self,
+        pace: &mut Pace,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<(T, Duration)> {
+        let turn = self.turns.take();
+        // The time the lock was held, not the wait for it.
+        let held = crate::clock::Stopwatch::start();
+        let mut conn = unpoisoned(&self.writer);
+        let out = f(&mut conn);
+        drop(conn);
+        let took = held.elapsed();
+        drop(turn);
+        self.wal.note_pages(wal::PAGES_PER_COMMIT);
+        let out = out.map_err(|e| self.db_err(e));
+        pace.held += took;
+        if pace.held >= pace.every {
+            std::thread::sleep(BATCH_PAUSE);
+            pace.held = Duration::ZERO;
+        }
+        out.map(|v| (v, took))
     }
 
     /// [`Self::with_writer`] for deletes: when one fails for lack of space, the reserve is

@@ -34,6 +34,8 @@ pub(super) fn delete_rows(
 ) -> rusqlite::Result<Deleted> {
     let mut out = Deleted::default();
     let mut by_type: Vec<(String, i64, i64)> = Vec::new();
+    // Files, stored bytes and allocated bytes of the blob files among the removed rows.
+    let mut blobs = (0i64, 0i64, 0i64);
     {
         let mut st = tx.prepare_cached(sql)?;
         let mut rows = st.query(params)?;
@@ -48,8 +50,14 @@ pub(super) fn delete_rows(
                 out.keys
                     .push(String::from_utf8_lossy(row.get_ref(3)?.as_bytes()?).into_owned());
             }
+            let stored = size.max(0) as u64;
+            if file.is_some() {
+                blobs.0 += 1;
+                blobs.1 += size;
+                blobs.2 += i64_of(schema::allocated_for(stored));
+            }
             out.files.extend(file);
-            out.removed.add(size.max(0) as u64);
+            out.removed.add(stored);
             match by_type.iter_mut().find(|t| t.0 == data_type) {
                 Some(t) => {
                     t.1 += 1;
@@ -64,6 +72,13 @@ pub(super) fn delete_rows(
     )?;
     for (data_type, n, bytes) in &by_type {
         debit.execute(params![data_type, n, bytes])?;
+    }
+    if blobs.0 > 0 {
+        tx.prepare_cached(
+            "UPDATE blob_totals SET files = files - ?1, bytes = bytes - ?2,
+                 allocated = allocated - ?3 WHERE id = 0",
+        )?
+        .execute(params![blobs.0, blobs.1, blobs.2])?;
     }
     Ok(out)
 }

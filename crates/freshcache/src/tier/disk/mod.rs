@@ -6,7 +6,11 @@
 //! metadata.db            the index (WAL mode; several processes may share it)
 //! blobs/ab/ab12…ef.blob  envelopes named by random 128-bit ids, never by key
 //! tmp/                   blobs being written
+//! reserve                headroom for deletes on a full filesystem
 //! ```
+//!
+//! The size limit bounds all of it (see `space::Footprint`): blob files in whole blocks, the index
+//! with its WAL, the reserve and the directories.
 //!
 //! Write order: envelope written to `tmp/` → renamed into `blobs/` → index row committed →
 //! the replaced blob removed. A crash at any point leaves either the old row (and maybe an
@@ -42,11 +46,12 @@ mod schema;
 mod space;
 mod touch;
 pub mod upkeep;
+mod wal;
 
 use blobs::{new_blob_name, valid_blob_name};
 pub use changes::{ChangeFollower, ChangeOp, Poll};
 pub(crate) use conn::i64_of;
-use conn::{is_busy, unpoisoned};
+use conn::{WriterTurns, is_busy, unpoisoned};
 use delete::{Deleted, delete_rows};
 use schema::{SCHEMA, SCHEMA_VERSION, migrate};
 pub use space::{FreeSpace, StatvfsFreeSpace};
@@ -184,12 +189,22 @@ const UPSERT: &str = "INSERT INTO entries (key, data_type, stored_at, expires_at
              last_modified = excluded.last_modified, file = excluded.file,
              inline_value = excluded.inline_value";
 
-/// Stored bytes of the whole tier, from the per-type totals.
-fn stored_total(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
-    let total: i64 = tx
-        .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
-        .query_row([], |r| r.get(0))?;
-    Ok(total.max(0) as u64)
+/// What a write transaction left stored, read inside it (the totals it has written).
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    /// Stored bytes of every entry.
+    total: u64,
+    /// What the values cost on disk (blob files at their allocated size).
+    cost: u64,
+}
+
+impl Stored {
+    fn read(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            total: space::stored_total(tx)?,
+            cost: space::value_cost(tx)?,
+        })
+    }
 }
 
 /// The L3 tier.
@@ -199,7 +214,17 @@ pub struct DiskTier {
     tmp: PathBuf,
     inline_max: u64,
     writer: Mutex<Connection>,
+    /// Turns at `writer`, first come first served (a sweep's next batch waits for writers
+    /// that asked during the last one).
+    turns: Arc<WriterTurns>,
     readers: Mutex<Vec<Connection>>,
+    /// Checkpoints and the WAL's size limit, shared with the checkpoint thread.
+    wal: Arc<wal::WalUpkeep>,
+    /// Runs the checkpoints off the writers' path; `None` when no thread could be started
+    /// (the writer then checkpoints as SQLite does by default).
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// The footprint's fixed part as last measured (see [`Footprint::fixed`]).
+    fixed_part: Mutex<space::FixedPart>,
     touches: Arc<TouchQueue>,
     /// Writes batches of access times off the readers' path; `None` when no thread could be
     /// started (readers then write them themselves).
@@ -306,15 +331,27 @@ impl DiskTier {
         }
         let reserve = reserve::Reserve::open(dir, &tmp);
         let blob_dir = nofollow::BlobDir::open(&blobs);
+        let turns = Arc::new(WriterTurns::default());
+        let wal = Arc::new(wal::WalUpkeep::new(db_path, Arc::clone(&turns)));
+        let checkpointer = wal::WalUpkeep::spawn(&wal);
+        if checkpointer.is_none() {
+            writer
+                .pragma_update(None, "wal_autocheckpoint", conn::WAL_AUTOCHECKPOINT)
+                .map_err(db)?;
+        }
         let touches = Arc::new(TouchQueue::default());
-        let flusher = TouchQueue::spawn_flusher(&touches, db_path);
+        let flusher = TouchQueue::spawn_flusher(&touches, db_path, &wal);
         Ok(Self {
             db_path: db_path.to_path_buf(),
             blobs,
             tmp,
             inline_max,
             writer: Mutex::new(writer),
+            turns,
             readers: Mutex::new(Vec::new()),
+            wal,
+            checkpointer,
+            fixed_part: Mutex::new(space::FixedPart::default()),
             touches,
             flusher,
             corrupt: AtomicU64::new(0),
@@ -466,15 +503,16 @@ impl DiskTier {
             if let Some(origin) = self.change_origin() {
                 changes::record(&tx, origin, ChangeOp::Set, key)?;
             }
-            let total = stored_total(&tx)?;
+            let stored = Stored::read(&tx)?;
             tx.commit()?;
-            Ok((old, total))
+            Ok((old, stored))
         });
+        self.note_inline(std::slice::from_ref(&staged));
         match committed {
-            Ok((old, total)) => {
+            Ok((old, stored)) => {
                 self.reached(fault::WritePoint::Committed);
                 self.remove_blob(old.as_deref().filter(|o| Some(*o) != staged.file()));
-                self.settle(total, staged.size, now);
+                self.settle(stored, staged.size, now);
                 Ok(())
             }
             Err(e) => {
@@ -498,12 +536,33 @@ impl DiskTier {
         Ok(Staged { location, size })
     }
 
-    /// After a committed write of `written` bytes that left `total` stored: evicts now rather
-    /// than at the next scheduled cleanup when a limit is passed (a nightly run alone would let
-    /// the disk fill). A failure here does not undo the write.
-    fn settle(&self, total: u64, written: u64, now: Timestamp) {
+    /// Counts the pages inline values put through the WAL (the checkpoint thread's measure).
+    fn note_inline(&self, staged: &[Staged]) {
+        let inline: u64 = staged
+            .iter()
+            .filter(|s| s.file().is_none())
+            .map(|s| s.size)
+            .sum();
+        if inline > 0 {
+            self.wal.note_pages(inline / 4096);
+        }
+    }
+
+    /// After a committed write of `written` bytes that left `stored`: evicts now rather than
+    /// at the next scheduled cleanup when a limit is passed (a nightly run alone would let the
+    /// disk fill). A failure here does not undo the write.
+    ///
+    /// The limit bounds the whole footprint: the values, and what removing entries does not
+    /// lower (index, WAL, reserve, directories). Eviction goes down to 90 % of the room the
+    /// values have, so the next writes do not evict; it counts stored bytes, so the blocks'
+    /// slack comes off the target.
+    fn settle(&self, stored: Stored, written: u64, now: Timestamp) {
+        let Stored { total, cost } = stored;
         let limit = self.max_bytes.load(Ordering::Relaxed);
-        let mut target = (total > limit).then_some(limit / 10 * 9);
+        let fixed = self.fixed_part(written, now);
+        let slack = cost.saturating_sub(total);
+        let mut target = (cost.saturating_add(fixed) > limit)
+            .then(|| (limit.saturating_sub(fixed) / 10 * 9).saturating_sub(slack));
         if self.free_check_due(written, now) {
             let deficit = self.free_space_deficit();
             if deficit > 0 {
@@ -605,6 +664,10 @@ impl Drop for DiskTier {
             let _ = flusher.join();
         }
         let _ = self.flush_touches();
+        self.wal.stop();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
+        }
     }
 }
 

@@ -9,10 +9,16 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Size of the reserve: room for the WAL frames of many deletes and a checkpoint.
+/// Size of the reserve at most: room for the WAL frames of many deletes and a checkpoint.
 pub const RESERVE_BYTES: u64 = 1 << 20;
+
+/// The reserve for a tier limited to `limit` bytes (it counts in that limit): a sixty-fourth
+/// of it, between 64 KiB (the WAL frames of a few deletes) and [`RESERVE_BYTES`].
+pub(super) fn reserve_for(limit: u64) -> u64 {
+    (limit / 64).clamp(64 << 10, RESERVE_BYTES)
+}
 
 /// The reserve file of one cache directory.
 #[derive(Debug)]
@@ -21,6 +27,8 @@ pub(super) struct Reserve {
     tmp: PathBuf,
     /// False once released (or never made): the next successful delete tries to put it back.
     present: AtomicBool,
+    /// Its size in bytes.
+    size: AtomicU64,
 }
 
 impl Reserve {
@@ -30,9 +38,39 @@ impl Reserve {
             path: dir.join("reserve"),
             tmp: tmp.to_path_buf(),
             present: AtomicBool::new(false),
+            size: AtomicU64::new(RESERVE_BYTES),
         };
         r.restore();
         r
+    }
+
+    /// The reserve file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sizes the reserve to `bytes`: a larger one left by another process is cut down to it,
+    /// a smaller one is made again.
+    pub(super) fn resize(&self, bytes: u64) {
+        let bytes = bytes.min(RESERVE_BYTES);
+        self.size.store(bytes, Ordering::Relaxed);
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if m.is_file() && m.len() > bytes => {
+                let cut = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .and_then(|f| f.set_len(bytes));
+                if cut.is_err() {
+                    self.present.store(false, Ordering::Relaxed);
+                }
+            }
+            Ok(m) if m.is_file() && m.len() == bytes => {}
+            _ => {
+                self.present.store(false, Ordering::Relaxed);
+                let _ = fs::remove_file(&self.path);
+                self.restore();
+            }
+        }
     }
 
     /// Removes the reserve to free its space; true when that freed anything.
@@ -54,7 +92,8 @@ impl Reserve {
         if self.present.load(Ordering::Relaxed) {
             return;
         }
-        if fs::metadata(&self.path).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
+        let size = self.size.load(Ordering::Relaxed);
+        if fs::metadata(&self.path).is_ok_and(|m| m.len() >= size) {
             self.present.store(true, Ordering::Relaxed);
             return;
         }
@@ -65,7 +104,7 @@ impl Reserve {
         let room = rustix::fs::statvfs(&self.tmp)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
             .unwrap_or(0);
-        if room < 2 * RESERVE_BYTES {
+        if room < 2 * size {
             return;
         }
         // Written in full (not sparse) under a unique temp name, then renamed, so concurrent
@@ -76,8 +115,11 @@ impl Reserve {
         let made = (|| {
             let mut f = fs::File::create_new(&tmp)?;
             let zeros = vec![0u8; 64 << 10];
-            for _ in 0..RESERVE_BYTES / zeros.len() as u64 {
-                f.write_all(&zeros)?;
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64);
+                f.write_all(&zeros[..n as usize])?;
+                left -= n;
             }
             fs::rename(&tmp, &self.path)
         })();

@@ -45,6 +45,35 @@ CREATE TRIGGER IF NOT EXISTS entries_totals_update AFTER UPDATE OF stored_size, 
     INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
     ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
 END;
+-- Blob files: how many, their stored bytes, and the bytes they take on disk (whole blocks of
+-- BLOCK bytes), kept like `type_totals` (triggers for inserts and rewrites of rows with a file,
+-- the deleting statement for deletes), so the tier's footprint is known without a walk of the
+-- blob directory. One row, made here so the triggers only ever update it.
+CREATE TABLE IF NOT EXISTS blob_totals (
+    id        INTEGER PRIMARY KEY CHECK (id = 0),
+    files     INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    allocated INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO blob_totals (id, files, bytes, allocated)
+    SELECT 0, COUNT(*), COALESCE(SUM(stored_size), 0),
+           COALESCE(SUM((stored_size + 4095) / 4096 * 4096), 0)
+    FROM entries WHERE file IS NOT NULL AND NOT EXISTS (SELECT 1 FROM blob_totals);
+CREATE TRIGGER IF NOT EXISTS entries_blobs_insert AFTER INSERT ON entries
+WHEN NEW.file IS NOT NULL BEGIN
+    UPDATE blob_totals SET files = files + 1, bytes = bytes + NEW.stored_size,
+        allocated = allocated + (NEW.stored_size + 4095) / 4096 * 4096 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_blobs_update AFTER UPDATE OF file, stored_size ON entries
+WHEN OLD.file IS NOT NULL OR NEW.file IS NOT NULL BEGIN
+    UPDATE blob_totals SET
+        files = files - (OLD.file IS NOT NULL) + (NEW.file IS NOT NULL),
+        bytes = bytes - iif(OLD.file IS NULL, 0, OLD.stored_size)
+                      + iif(NEW.file IS NULL, 0, NEW.stored_size),
+        allocated = allocated - iif(OLD.file IS NULL, 0, (OLD.stored_size + 4095) / 4096 * 4096)
+                              + iif(NEW.file IS NULL, 0, (NEW.stored_size + 4095) / 4096 * 4096)
+    WHERE id = 0;
+END;
 CREATE TABLE IF NOT EXISTS schema_info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO schema_info VALUES ('version', '2');
 ";
@@ -52,7 +81,20 @@ INSERT OR IGNORE INTO schema_info VALUES ('version', '2');
 /// Recomputes the per-type totals from the rows (schema upgrade, repair of drift).
 pub(super) const REBUILD_TOTALS: &str = "DELETE FROM type_totals;
      INSERT INTO type_totals (data_type, entries, bytes)
-         SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;";
+         SELECT data_type, COUNT(*), SUM(stored_size) FROM entries GROUP BY data_type;
+     DELETE FROM blob_totals;
+     INSERT INTO blob_totals (id, files, bytes, allocated)
+         SELECT 0, COUNT(*), COALESCE(SUM(stored_size), 0),
+                COALESCE(SUM((stored_size + 4095) / 4096 * 4096), 0)
+         FROM entries WHERE file IS NOT NULL;";
+
+/// The block size blob files are counted in (the common filesystems' 4 KiB).
+pub(super) const BLOCK: u64 = 4096;
+
+/// Bytes a blob of `size` bytes takes on disk: whole blocks of [`BLOCK`].
+pub(super) fn allocated_for(size: u64) -> u64 {
+    size.div_ceil(BLOCK).saturating_mul(BLOCK)
+}
 
 /// The schema this build writes. Version 1 kept the per-type totals of deletes with a per-row
 /// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]).

@@ -38,13 +38,16 @@ impl TouchQueue {
     pub(super) fn spawn_flusher(
         queue: &Arc<Self>,
         db_path: &Path,
+        wal: &Arc<wal::WalUpkeep>,
     ) -> Option<std::thread::JoinHandle<()>> {
         let queue = Arc::clone(queue);
+        let wal = Arc::clone(wal);
         let db_path = db_path.to_path_buf();
         std::thread::Builder::new()
             .name("freshcache-touch".into())
             .spawn(move || {
                 let mut conn = None;
+                let mut wal_limit = 0;
                 loop {
                     {
                         let mut t = queue.lock();
@@ -61,8 +64,11 @@ impl TouchQueue {
                         if conn.is_none() {
                             conn = DiskTier::connect(&db_path).ok();
                         }
+                        if let Some(c) = &conn {
+                            wal_limit = wal.apply_limit(c, wal_limit);
+                        }
                         match conn.as_mut().map(|c| write_touches(c, pending)) {
-                            Some(Ok(())) => {}
+                            Some(Ok(())) => wal.note_pages(wal::PAGES_PER_COMMIT),
                             Some(Err(e)) => {
                                 tracing::debug!(error = %e, "disk tier: access times not written");
                             }

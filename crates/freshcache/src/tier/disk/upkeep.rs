@@ -14,15 +14,26 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::blobs::valid_blob_name;
-use super::conn::WAL_AUTOCHECKPOINT;
+use super::conn::Pace;
 use super::schema::REBUILD_TOTALS;
 use super::{Deleted, DiskTier, delete_rows, i64_of};
 use crate::clock::Timestamp;
 use crate::codec;
 use crate::error::Result;
 
-/// Rows handled per transaction, so writers are never blocked for long.
-const BATCH: usize = 2_000;
+/// Rows the first batch of a sweep removes; later batches are sized to [`BATCH_TIME`].
+const BATCH_FIRST: usize = 256;
+
+/// Bounds of a sweep batch, in rows.
+const BATCH_MIN: usize = 128;
+const BATCH_MAX: usize = 4_096;
+
+/// How long one batch should hold the write lock: a writer waits at most about this long.
+const BATCH_TIME: Duration = Duration::from_millis(5);
+
+/// How long a sweep waits between batches, when the WAL has outgrown its limit, for a
+/// checkpoint (outside the write lock), so the WAL stays short; writers never wait for it.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(500);
 
 /// Whether upkeep changes anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +120,43 @@ fn older_than(path: &std::path::Path, grace: Duration) -> bool {
         .is_some_and(|age| age >= grace)
 }
 
+/// The next batch size after one of `batch` rows took `took`: aimed at [`BATCH_TIME`].
+fn next_batch(batch: usize, took: Duration) -> usize {
+    let next = if took < BATCH_TIME / 2 {
+        batch * 2
+    } else if took > BATCH_TIME * 2 {
+        batch / 2
+    } else {
+        batch
+    };
+    next.clamp(BATCH_MIN, BATCH_MAX)
+}
+
+/// True when the kept totals (per type, and of the blob files) disagree with the rows.
+fn totals_drift(c: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    // Rows the entries say should be there and are not, and the reverse: a type left with no
+    // entries but bytes (drift, then its last rows deleted) counts too, or its phantom bytes
+    // would drive eviction of live entries for ever.
+    let drift: i64 = c.query_row(
+        "WITH actual AS (SELECT data_type, COUNT(*) AS n, SUM(stored_size) AS b
+                         FROM entries GROUP BY data_type),
+              kept AS (SELECT data_type, entries AS n, bytes AS b FROM type_totals
+                       WHERE entries <> 0 OR bytes <> 0)
+         SELECT (SELECT COUNT(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM kept))
+              + (SELECT COUNT(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM actual))
+              -- The blob files' totals too (a build that predates them deletes rows without
+              -- taking their files off).
+              + (SELECT COUNT(*) FROM (
+                     SELECT COUNT(*), COALESCE(SUM(stored_size), 0),
+                            COALESCE(SUM((stored_size + 4095) / 4096 * 4096), 0)
+                     FROM entries WHERE file IS NOT NULL
+                     EXCEPT SELECT files, bytes, allocated FROM blob_totals WHERE id = 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(drift > 0)
+}
+
 impl DiskTier {
     /// Stored bytes of every entry, from the per-type totals kept with every write.
     ///
@@ -157,28 +205,20 @@ impl DiskTier {
                 )
             });
         }
-        // A batch touches pages all over the index (the key index is in key order, not expiry
-        // order), and a checkpoint after every batch copied the same pages back again and again:
-        // the whole sweep is checkpointed once, at the end (SQLite's default, 1000 pages, is put
-        // back whatever happens).
-        let _ = self.with_writer(|c| c.pragma_update(None, "wal_autocheckpoint", 0));
-        let swept = self.sweep_batches(now_ms);
-        let _ = self.with_writer(|c| {
-            // Put back whatever the checkpoint answers.
-            let checkpointed = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
-            checkpointed
-        });
-        swept
+        self.sweep_batches(now_ms)
     }
 
-    /// The batches of [`Self::sweep_expired`].
+    /// The batches of [`Self::sweep_expired`]: each a short transaction (sized to take about
+    /// [`BATCH_TIME`]), the write lock handed back between them (see [`Self::with_batch`]),
+    /// and the WAL checkpointed by the checkpoint thread as the sweep goes.
     fn sweep_batches(&self, now_ms: i64) -> Result<Removed> {
         let mut total = Removed::default();
+        let mut batch = BATCH_FIRST;
+        let mut pace = Pace::new(BATCH_TIME);
         loop {
             // One statement per batch: the rows are judged and deleted in the same step, so a
             // row rewritten with a later expiry by another process is never taken.
-            let Deleted { files, removed, .. } = self.with_writer(|c| {
+            let (Deleted { files, removed, .. }, took) = self.with_batch(&mut pace, |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let d = delete_rows(
                     &tx,
@@ -186,21 +226,24 @@ impl DiskTier {
                          SELECT rowid FROM entries WHERE expires_at <= ?1
                          ORDER BY expires_at LIMIT ?2)
                      RETURNING file, data_type, stored_size",
-                    params![now_ms, BATCH as i64],
+                    params![now_ms, batch as i64],
                 )?;
                 tx.commit()?;
                 Ok(d)
             })?;
             self.remove_blobs(&files);
             total.absorb(removed);
-            if removed.entries < BATCH as u64 {
+            if removed.entries < batch as u64 {
                 return Ok(total);
             }
+            self.wal.after_batch(CHECKPOINT_WAIT);
+            batch = next_batch(batch, took);
         }
     }
 
     /// Evicts entries until stored bytes are at most `target`: expired ones first, then the
-    /// least recently used.
+    /// least recently used. (Callers bounding the footprint take the blocks' slack and the
+    /// fixed part off the limit first: see [`Self::eviction_target`].)
     ///
     /// # Errors
     /// [`crate::Error::Index`] when the index cannot be read or a batch committed.
@@ -229,8 +272,9 @@ impl DiskTier {
                 Ok(())
             })?;
         } else {
+            let mut pace = Pace::new(BATCH_TIME);
             while total > target {
-                let Deleted { files, removed, .. } = self.with_writer(|c| {
+                let (Deleted { files, removed, .. }, _) = self.with_batch(&mut pace, |c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let rows: Vec<(String, i64)> = tx
@@ -370,28 +414,20 @@ impl DiskTier {
                 }
             }
         }
-        report.totals_rebuilt = self.with_writer(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Rows the entries say should be there and are not, and the reverse: a type left
-            // with no entries but bytes (drift, then its last rows deleted) counts too, or its
-            // phantom bytes would drive eviction of live entries for ever.
-            let drift: i64 = tx.query_row(
-                "WITH actual AS (SELECT data_type, COUNT(*) AS n, SUM(stored_size) AS b
-                                 FROM entries GROUP BY data_type),
-                      kept AS (SELECT data_type, entries AS n, bytes AS b FROM type_totals
-                               WHERE entries <> 0 OR bytes <> 0)
-                 SELECT (SELECT COUNT(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM kept))
-                      + (SELECT COUNT(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM actual))",
-                [],
-                |r| r.get(0),
-            )?;
-            let rebuilt = drift > 0;
-            if rebuilt && mode == Mode::Apply {
-                tx.execute_batch(REBUILD_TOTALS)?;
-            }
-            tx.commit()?;
-            Ok(rebuilt)
-        })?;
+        // Judged on a reader's snapshot (the totals change in the same transactions as the
+        // rows, so any one snapshot agrees with itself when nothing drifted): the scans take no
+        // lock a writer needs. Only a rebuild, when there is drift, takes the write lock, and
+        // judges again under it.
+        report.totals_rebuilt = self.with_reader(totals_drift)?;
+        if report.totals_rebuilt && mode == Mode::Apply {
+            self.with_writer(|c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if totals_drift(&tx)? {
+                    tx.execute_batch(REBUILD_TOTALS)?;
+                }
+                tx.commit()
+            })?;
+        }
         Ok(report)
     }
 

@@ -374,14 +374,16 @@ fn a_refused_delete_fails_the_pass_but_keeps_earlier_batches_and_exact_totals() 
     refuse("refuse_poison", "poison");
     let err = t.disk.sweep_expired(t.now(), Mode::Apply).unwrap_err();
     assert!(matches!(err, Error::Index { .. }), "{err}");
-    // The first batch stays done; the refused one left every row it held.
-    assert_eq!(t.disk.len().unwrap(), 10 + 2);
+    // The earlier batches stay done; the refused one left every row it held (batches are
+    // sized by time, so how many that is varies).
+    let left = t.disk.len().unwrap();
+    assert!((3..2_012).contains(&left), "{left} rows left");
     assert!(t.disk.row_info("poison").unwrap().is_some());
     t.assert_totals_exact();
     allow("refuse_poison");
     assert_eq!(
         t.disk.sweep_expired(t.now(), Mode::Apply).unwrap().entries,
-        11
+        left - 1
     );
 
     refuse("refuse_lost", "lost");
@@ -422,7 +424,7 @@ fn after_a_failed_sweep_the_index_log_is_still_checkpointed_by_later_writes() {
     )
     .unwrap();
     drop(c);
-    // The sweep turns automatic checkpoints off while it runs, and must turn them back on.
+    // A failed sweep must leave checkpoints running.
     assert!(disk.sweep_expired(clock.now(), Mode::Apply).is_err());
 
     // 16 MB through the log: with checkpoints it is reused from the start every ~4 MB.
