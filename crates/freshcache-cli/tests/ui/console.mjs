@@ -91,6 +91,11 @@ try {
   assert.match(await page.textContent('#status'), /updated/);
   step('refreshed in place');
 
+  // On a wide screen every panel's table fits its panel (no scrolling inside a panel).
+  const clipped = await page.$$eval('.scroll', (els) => els
+    .filter((e) => e.offsetParent !== null && e.scrollWidth > e.clientWidth)
+    .map((e) => e.querySelector('table').id));
+  assert.deepEqual(clipped, [], 'tables wider than their panels at 1400 px');
   await page.screenshot({ path: path.join(shots, 'console.png'), fullPage: true });
 
   // A phone's width: nothing wider than the screen.

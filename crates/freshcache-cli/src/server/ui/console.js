@@ -31,10 +31,12 @@ const badge = (word, kind) => el('span', { class: `badge ${kind}` }, word);
 function age(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '—';
   const s = Math.max(0, seconds);
+  const one = (v, unit) => `${v.toFixed(1).replace(/\.0$/, '')} ${unit}`;
+  if (s < 10) return one(s, 's');
   if (s < 90) return `${Math.round(s)} s`;
-  if (s < 90 * 60) return `${(s / 60).toFixed(1)} min`;
-  if (s < 48 * 3600) return `${(s / 3600).toFixed(1)} h`;
-  return `${(s / 86400).toFixed(1)} d`;
+  if (s < 90 * 60) return one(s / 60, 'min');
+  if (s < 48 * 3600) return one(s / 3600, 'h');
+  return one(s / 86400, 'd');
 }
 
 const ratio = (r) => (r === null || r === undefined ? '—' : `${(r * 100).toFixed(1)} %`);
@@ -52,14 +54,32 @@ function size(n) {
 
 /** A bar from `from` to `to` (fractions of the whole); past 1 it is marked over. */
 function bar(from, to, label) {
-  // Past the end the fill still shows (its last sliver at least), in the over colour.
-  const lo = Math.min(Math.max(from, 0), 0.97);
-  const hi = Math.min(Math.max(to, lo), 1);
-  const kind = to > 1 ? 'over' : to > 0.8 ? 'near' : '';
-  const fill = el('span', {});
-  fill.style.left = `${lo * 100}%`;
-  fill.style.width = `${Math.max(hi - lo, 0.02) * 100}%`;
-  return el('span', { class: `bar ${kind}`, role: 'img', 'aria-label': label }, fill);
+  return span(from, to, 1, label);
+}
+
+/**
+ * Ages from `lo` to `hi` seconds against `ttl`: the scale runs to the TTL, or to `hi` when that
+ * is past it; then a tick marks the TTL and the fill turns red.
+ */
+function ageBar(lo, hi, ttl, label) {
+  return span(lo, hi, ttl, label);
+}
+
+function span(lo, hi, limit, label) {
+  const scale = Math.max(limit, hi) || 1;
+  const kind = hi > limit ? 'over' : hi > 0.8 * limit ? 'near' : '';
+  const b = el('span', { class: `bar ${kind}`, role: 'img', 'aria-label': label });
+  const fill = el('span', { class: 'fill' });
+  const left = Math.min(Math.max(lo / scale, 0), 0.97);
+  fill.style.left = `${left * 100}%`;
+  fill.style.width = `${Math.max(Math.min(hi / scale, 1) - left, 0.03) * 100}%`;
+  b.append(fill);
+  if (hi > limit) {
+    const tick = el('span', { class: 'tick' });
+    tick.style.left = `${(limit / scale) * 100}%`;
+    b.append(tick);
+  }
+  return b;
 }
 
 /** A row whose cells are labelled with their column's heading (for the narrow layout). */
@@ -101,7 +121,7 @@ function typeRows(types) {
     const ages = oldest === null
       ? [el('span', { class: 'muted' }, `no entries on disk · TTL ${age(ttl)}`)]
       : [
-          bar(newest / ttl, oldest / ttl,
+          ageBar(newest, oldest, ttl,
             `freshest ${age(newest)}, oldest ${age(oldest)}, against a TTL of ${age(ttl)}`),
           `${age(newest)} – ${age(oldest)} / ${age(ttl)}`,
         ];
@@ -144,7 +164,7 @@ function feedRows(feeds, now) {
     const late = f.next_refresh_ms !== null && now - f.next_refresh_ms > f.refresh_seconds * 1000;
     const next = late ? [badge('overdue', 'bad'), ` ${since(f.next_refresh_ms, now)}`]
       : since(f.next_refresh_ms, now);
-    return row('feeds', [f.key, el('span', { class: 'url' }, f.url), since(f.last_fetch_ms, now),
+    return row('feeds', [[f.key, el('div', { class: 'url' }, f.url)], since(f.last_fetch_ms, now),
       outcome, next], f.outcome === 'error' || late ? 'bad-row' : undefined);
   });
 }
@@ -175,7 +195,7 @@ function auditRows(signals) {
   return signals.map((s) => {
     const ttl = s.ttl_ms / 1000;
     const ages = s.age_ms === null ? `— / ${age(ttl)}`
-      : [bar(0, s.age_ms / s.ttl_ms, `age ${age(s.age_ms / 1000)} against a TTL of ${age(ttl)}`),
+      : [ageBar(0, s.age_ms / 1000, ttl, `age ${age(s.age_ms / 1000)} against a TTL of ${age(ttl)}`),
           `${age(s.age_ms / 1000)} / ${age(ttl)}`];
     return row('audit-table', [s.key, s.data_type, badge(s.verdict, kinds[s.verdict] || 'warn'), ages,
       el('code', {}, s.checksum || '—'), el('code', {}, s.etag || '—')],

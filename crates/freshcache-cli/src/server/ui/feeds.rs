@@ -82,3 +82,52 @@ impl FeedBoard {
         map.values().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use freshcache::Key;
+    use freshcache::config::CacheControl;
+    use std::time::Duration;
+
+    #[test]
+    fn a_source_is_pending_until_fetched_and_keeps_only_its_latest_outcome() {
+        let source = SourceConfig {
+            url: "http://user:pw@feeds.local/a.json?sig=x".into(),
+            key: Key::parse("news:feed:a").unwrap(),
+            refresh: Duration::from_secs(60),
+            cache_control: CacheControl::default(),
+        };
+        let board = FeedBoard::new(std::slice::from_ref(&source));
+        let s = &board.snapshot()[0];
+        assert_eq!((s.outcome, s.last_fetch_ms), ("pending", None));
+        assert!(!s.url.contains("pw") && !s.url.contains("sig"), "{}", s.url);
+
+        board.record(
+            &source,
+            Timestamp::from_millis(1_000),
+            Err("refused".into()),
+        );
+        let s = &board.snapshot()[0];
+        assert_eq!(
+            (s.outcome, s.status, s.error.as_deref()),
+            ("error", None, Some("refused"))
+        );
+        assert_eq!(
+            (s.last_fetch_ms, s.next_refresh_ms),
+            (Some(1_000), Some(61_000))
+        );
+
+        board.record(
+            &source,
+            Timestamp::from_millis(61_000),
+            Ok(("revalidated", 304)),
+        );
+        let s = &board.snapshot()[0];
+        assert_eq!(
+            (s.outcome, s.status, s.error.as_deref()),
+            ("revalidated", Some(304), None)
+        );
+        assert_eq!(s.next_refresh_ms, Some(121_000));
+    }
+}
