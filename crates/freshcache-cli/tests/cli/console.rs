@@ -216,3 +216,40 @@ async fn the_console_needs_the_token_and_shows_stale_signals_in_a_real_browser()
     .unwrap();
     drop(server);
 }
+
+#[tokio::test]
+async fn without_a_token_the_console_is_open_and_its_pages_stay_on_their_origin() {
+    let env = Env::new();
+    let server = env.serve();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = c.get(server.url("/ui")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    for rule in [
+        "default-src 'none'",
+        "connect-src 'self'",
+        "script-src 'self'",
+    ] {
+        assert!(csp.contains(rule), "{csp}");
+    }
+    let data = c.get(server.url("/ui/data")).send().await.unwrap();
+    assert_eq!(data.status(), 200);
+    let v: serde_json::Value = data.json().await.unwrap();
+    let types: Vec<_> = v["stats"]["data_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["data_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, ["llm_features", "news_articles", "odds_data"]);
+    assert_eq!(v["runs"], serde_json::json!([]));
+    let audit = c.get(server.url("/ui/audit/nope")).send().await.unwrap();
+    assert_eq!(audit.status(), 200);
+    let login = c.post(server.url("/ui/login")).body("token=x").send();
+    assert_eq!(login.await.unwrap().status(), StatusCode::SEE_OTHER);
+}
