@@ -52,20 +52,11 @@ function size(n) {
   return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
-/** A bar from `from` to `to` (fractions of the whole); past 1 it is marked over. */
-function bar(from, to, label) {
-  return span(from, to, 1, label);
-}
-
 /**
- * Ages from `lo` to `hi` seconds against `ttl`: the scale runs to the TTL, or to `hi` when that
- * is past it; then a tick marks the TTL and the fill turns red.
+ * A bar of the range `lo`..`hi` against `limit` (a TTL, a byte budget). The scale runs to the
+ * limit, or to `hi` when that is past it; then a tick marks the limit and the fill turns red.
  */
-function ageBar(lo, hi, ttl, label) {
-  return span(lo, hi, ttl, label);
-}
-
-function span(lo, hi, limit, label) {
+function rangeBar(lo, hi, limit, label) {
   const scale = Math.max(limit, hi) || 1;
   const kind = hi > limit ? 'over' : hi > 0.8 * limit ? 'near' : '';
   const b = el('span', { class: `bar ${kind}`, role: 'img', 'aria-label': label });
@@ -121,7 +112,7 @@ function typeRows(types) {
     const ages = oldest === null
       ? [el('span', { class: 'muted' }, `no entries on disk · TTL ${age(ttl)}`)]
       : [
-          ageBar(newest, oldest, ttl,
+          rangeBar(newest, oldest, ttl,
             `freshest ${age(newest)}, oldest ${age(oldest)}, against a TTL of ${age(ttl)}`),
           `${age(newest)} – ${age(oldest)} / ${age(ttl)}`,
         ];
@@ -138,7 +129,7 @@ function tierRows(tiers) {
   return tiers.map((t) => {
     const [word, kind] = words[t.state] || [t.state, 'warn'];
     const used = t.state === 'disabled' ? '—' : t.max_bytes
-      ? [bar(0, t.bytes / t.max_bytes, `${size(t.bytes)} of ${size(t.max_bytes)}`),
+      ? [rangeBar(0, t.bytes, t.max_bytes, `${size(t.bytes)} of ${size(t.max_bytes)}`),
           `${size(t.bytes)} / ${size(t.max_bytes)}`]
       : [`${size(t.bytes)} / no limit`];
     return row('tiers', [t.tier, badge(word, kind), t.entries, used, ratio(t.hit_ratio), t.evictions],
@@ -195,7 +186,7 @@ function auditRows(signals) {
   return signals.map((s) => {
     const ttl = s.ttl_ms / 1000;
     const ages = s.age_ms === null ? `— / ${age(ttl)}`
-      : [ageBar(0, s.age_ms / 1000, ttl, `age ${age(s.age_ms / 1000)} against a TTL of ${age(ttl)}`),
+      : [rangeBar(0, s.age_ms / 1000, ttl, `age ${age(s.age_ms / 1000)} against a TTL of ${age(ttl)}`),
           `${age(s.age_ms / 1000)} / ${age(ttl)}`];
     return row('audit-table', [s.key, s.data_type, badge(s.verdict, kinds[s.verdict] || 'warn'), ages,
       el('code', {}, s.checksum || '—'), el('code', {}, s.etag || '—')],
