@@ -375,33 +375,13 @@ fn python_diskcache(what: &str) -> bool {
 }
 
 /// Copies the files under `from` into `to` (a closed cache directory).
-///
-/// A cache's background threads may close the index a moment after the last handle is
-/// dropped (the last connection then checkpoints and removes the WAL): the copy waits, up to
-/// ten seconds, for the WAL to be gone.
 fn copy_dir(from: &Path, to: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let has_wal = || {
-        std::fs::read_dir(from)
-            .map(|rd| {
-                rd.flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with("-wal"))
-            })
-            .unwrap_or(false)
-    };
-    while has_wal() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    copy_tree(from, to);
-}
-
-fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let target = to.join(e.file_name());
         if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
+            copy_dir(&e.path(), &target);
         } else {
             std::fs::copy(e.path(), target).unwrap();
         }
