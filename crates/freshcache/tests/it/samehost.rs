@@ -121,7 +121,7 @@ fn dropping_the_last_handle_closes_the_index_before_the_drop_returns() {
         let other = cache.clone();
         rt.block_on(cache.set(&key(round, 1), "v")).unwrap();
         // Let the follower read the feed (and be mid-sleep or mid-read at the drop).
-        std::thread::sleep(Duration::from_millis(u64::from(round % 4)));
+        std::thread::sleep(Duration::from_millis(round % 4));
         drop(other);
         drop(cache);
         let left = wal_files(&dir);
