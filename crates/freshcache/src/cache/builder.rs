@@ -189,11 +189,11 @@ impl CacheBuilder {
         let cache = Cache {
             inner: Arc::new(Inner {
                 config,
-                memory,
+                memory: Arc::new(memory),
                 disk,
                 redis,
                 instance_id: instance_id.clone(),
-                l1_trusted: AtomicBool::new(true),
+                l1_trusted: Arc::new(AtomicBool::new(true)),
                 redis_dirty: Mutex::new(Default::default()),
                 redis_dirty_any: AtomicBool::new(false),
                 unsent: Mutex::new(Vec::new()),
@@ -211,10 +211,16 @@ impl CacheBuilder {
                 upkeep: UpkeepCounters::default(),
                 opened_at: clock.now(),
                 clock,
+                follower: Mutex::new(None),
             }),
         };
         if let Some(follower) = follower {
-            follow::spawn(Arc::downgrade(&cache.inner), follower, instance_id);
+            let running = follow::spawn(&cache, follower, instance_id);
+            *cache
+                .inner
+                .follower
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = running;
         }
         Ok(cache)
     }

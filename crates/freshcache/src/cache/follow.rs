@@ -7,93 +7,136 @@
 //! be read — does not guess: the memory tier is bypassed until the follower reads the feed
 //! again, then cleared.
 
-use std::sync::Weak;
-use std::sync::atomic::Ordering;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{Cache, Inner};
+use super::{Cache, STRIPES, Stripe};
 use crate::tier::disk::{ChangeFollower, ChangeOp, Poll};
+use crate::tier::memory::MemoryTier;
 
 /// How often the feed is read: the bound on how long another process's change can be missed
 /// (plus the read itself). Reading an unchanged feed is one `PRAGMA data_version`.
 pub(crate) const FOLLOW_EVERY: Duration = Duration::from_millis(2);
 
-/// Starts the follower thread of the cache behind `weak`; it ends when the cache is dropped.
-pub(super) fn spawn(weak: Weak<Inner>, mut follower: ChangeFollower, origin: String) {
+/// What the follower changes: this process's memory side of the cache. It holds no handle on
+/// the cache itself, so dropping the last handle drops the cache on the caller's thread, which
+/// stops and joins the follower.
+struct Local {
+    memory: Arc<MemoryTier>,
+    stripes: Arc<[Stripe]>,
+    hasher: RandomState,
+    l1_trusted: Arc<AtomicBool>,
+}
+
+/// A running follower thread.
+pub(super) struct Running {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the thread and waits for it (its connection to the index is closed on return).
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        if self.handle.thread().id() != std::thread::current().id() {
+            let _ = self.handle.join();
+        }
+    }
+}
+
+/// Starts the follower thread of `cache`; `None` (with a warning) when no thread could start.
+pub(super) fn spawn(
+    cache: &Cache,
+    mut follower: ChangeFollower,
+    origin: String,
+) -> Option<Running> {
+    let inner = &cache.inner;
+    let local = Local {
+        memory: Arc::clone(&inner.memory),
+        stripes: Arc::clone(&inner.stripes),
+        hasher: inner.hasher.clone(),
+        l1_trusted: Arc::clone(&inner.l1_trusted),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
     let started = std::thread::Builder::new()
         .name("freshcache-follow".into())
         .spawn(move || {
-            loop {
-                // A poll interval, not a wait for an event: the feed has no way to wake us.
+            // A poll interval, not a wait for an event: the feed has no way to wake us.
+            while !stopped.load(Ordering::Acquire) {
                 std::thread::sleep(FOLLOW_EVERY);
-                let Some(inner) = weak.upgrade() else {
-                    return;
-                };
-                follow_once(&Cache { inner }, &mut follower, &origin);
+                follow_once(&local, &mut follower, &origin);
             }
         });
-    if let Err(e) = started {
-        tracing::warn!(error = %e, "no follower thread: memory copies are not shared with other processes");
+    match started {
+        Ok(handle) => Some(Running { stop, handle }),
+        Err(e) => {
+            tracing::warn!(error = %e, "no follower thread: memory copies are not shared with other processes");
+            None
+        }
     }
 }
 
 /// Reads the feed once and applies what other processes changed.
-fn follow_once(cache: &Cache, follower: &mut ChangeFollower, origin: &str) {
-    let inner = &*cache.inner;
+fn follow_once(local: &Local, follower: &mut ChangeFollower, origin: &str) {
     match follower.poll() {
         Ok(Poll::Changes(changes)) => {
-            if !inner.l1_trusted.load(Ordering::Acquire) {
+            if !local.l1_trusted.load(Ordering::Acquire) {
                 // Back after a failure: whatever changed meanwhile is unknown.
-                cache.forget_prefix_now("");
-                inner.l1_trusted.store(true, Ordering::Release);
+                local.forget_prefix("");
+                local.l1_trusted.store(true, Ordering::Release);
                 tracing::info!("change feed readable again; memory tier cleared and back in use");
             }
             for change in changes.iter().filter(|c| c.origin != origin) {
                 match change.op {
-                    ChangeOp::Set | ChangeOp::Delete => cache.forget_now(&change.subject),
+                    ChangeOp::Set | ChangeOp::Delete => local.forget(&change.subject),
                     ChangeOp::SetMany => {
                         for key in change.subject.lines() {
-                            cache.forget_now(key);
+                            local.forget(key);
                         }
                     }
-                    ChangeOp::Prefix => cache.forget_prefix_now(&change.subject),
+                    ChangeOp::Prefix => local.forget_prefix(&change.subject),
                 }
             }
         }
         Ok(Poll::Gap) => {
             tracing::warn!("fell behind the change feed; memory tier cleared");
-            cache.forget_prefix_now("");
+            local.forget_prefix("");
         }
         Err(e) => {
-            if inner.l1_trusted.swap(false, Ordering::AcqRel) {
+            if local.l1_trusted.swap(false, Ordering::AcqRel) {
                 tracing::warn!(error = %e, "change feed unreadable; memory tier bypassed until it is back");
             }
         }
     }
 }
 
-impl Cache {
+impl Local {
     /// [`Cache::forget`] for a thread outside the async runtime.
-    fn forget_now(&self, key: &str) {
-        let stripe = self.stripe(key);
+    fn forget(&self, key: &str) {
+        let stripe = &self.stripes[(self.hasher.hash_one(key) as usize) % STRIPES];
         let _g = stripe.lock.blocking_lock();
-        self.inner.memory.remove(key);
+        self.memory.remove(key);
         stripe.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// [`Cache::forget_prefix`] for a thread outside the async runtime.
-    fn forget_prefix_now(&self, prefix: &str) {
+    fn forget_prefix(&self, prefix: &str) {
         let bump = || {
-            for s in self.inner.stripes.iter() {
+            for s in self.stripes.iter() {
                 let _g = s.lock.blocking_lock();
                 s.epoch.fetch_add(1, Ordering::AcqRel);
             }
         };
         bump();
         if prefix.is_empty() {
-            self.inner.memory.clear();
+            self.memory.clear();
         } else {
-            self.inner.memory.remove_prefix(prefix);
+            self.memory.remove_prefix(prefix);
         }
         bump();
     }

@@ -58,7 +58,8 @@ struct Stripe {
 struct Inner {
     config: Config,
     clock: CacheClock,
-    memory: MemoryTier,
+    /// Shared with the change follower thread (which holds no handle on the cache).
+    memory: Arc<MemoryTier>,
     disk: DiskTier,
     /// L2, when `redis_url` is set.
     redis: Option<RedisTier>,
@@ -66,7 +67,7 @@ struct Inner {
     instance_id: String,
     /// False while the invalidation subscription is down: memory copies may be outdated, so
     /// the memory tier is bypassed until the subscription is back.
-    l1_trusted: std::sync::atomic::AtomicBool,
+    l1_trusted: Arc<std::sync::atomic::AtomicBool>,
     /// Keys whose Redis copy may be outdated because a write or delete did not reach Redis;
     /// removed from Redis once it answers again, and never read from Redis meanwhile.
     redis_dirty: Mutex<std::collections::HashSet<String>>,
@@ -82,7 +83,7 @@ struct Inner {
     _closing: watch::Sender<()>,
     closed: watch::Receiver<()>,
     stats: Stats,
-    stripes: Box<[Stripe]>,
+    stripes: Arc<[Stripe]>,
     hasher: std::collections::hash_map::RandomState,
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<Outcome>>>,
     memory_latency: LatencyHistogram,
@@ -90,6 +91,9 @@ struct Inner {
     disk_latency: LatencyHistogram,
     upkeep: UpkeepCounters,
     opened_at: Timestamp,
+    /// The change follower thread, stopped and joined when the cache is dropped (so the index
+    /// is closed when the last handle's drop returns).
+    follower: Mutex<Option<follow::Running>>,
 }
 
 /// Outcomes of cleanup passes run through this instance.
@@ -200,6 +204,14 @@ impl Cache {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some(follower) = self
+            .follower
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            follower.stop();
+        }
         let _ = crate::stats::persisted::save(&self.disk, &self.stats);
     }
 }

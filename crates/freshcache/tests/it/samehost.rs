@@ -91,6 +91,47 @@ fn wait_until(at: u128) {
     }
 }
 
+/// Files named `*-wal` anywhere under `dir`.
+fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with("-wal") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn dropping_the_last_handle_closes_the_index_before_the_drop_returns() {
+    // The change follower thread has a connection of its own; it is stopped and joined with
+    // the cache, so once the drop returns every connection is closed (the last one removes
+    // the WAL) and the directory can be copied or removed.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache");
+    let rt = rt();
+    for round in 0..20 {
+        let cache = Cache::open(config(&dir)).unwrap();
+        let other = cache.clone();
+        rt.block_on(cache.set(&key(round, 1), "v")).unwrap();
+        // Let the follower read the feed (and be mid-sleep or mid-read at the drop).
+        std::thread::sleep(Duration::from_millis(round % 4));
+        drop(other);
+        drop(cache);
+        let left = wal_files(&dir);
+        assert!(
+            left.is_empty(),
+            "round {round}: {left:?} still there after the drop"
+        );
+    }
+}
+
 #[test]
 fn another_instance_on_the_directory_sees_sets_deletes_and_prefix_invalidations() {
     let root = tempfile::tempdir().unwrap();
