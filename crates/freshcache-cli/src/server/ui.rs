@@ -198,11 +198,24 @@ pub(super) async fn data(State(state): State<AppState>, headers: HeaderMap) -> A
     if !signed_in(&state, &headers) {
         return Err(unauthorized());
     }
+    // The report and the runs are index queries: off the async workers, as the page polls.
+    let cache = state.cache.clone();
+    let (stats, runs) = tokio::task::spawn_blocking(move || {
+        Ok::<_, Error>((cache.stats()?, cache.recent_runs(RECENT_RUNS)?))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the console's data could not be read: {e}"),
+        )
+    })??;
     let body = ConsoleData {
         now_ms: state.cache.now().as_millis(),
-        stats: state.cache.stats()?,
+        stats,
         feeds: state.feeds.snapshot(),
-        runs: state.cache.recent_runs(RECENT_RUNS)?,
+        runs,
     };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
