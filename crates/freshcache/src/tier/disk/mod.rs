@@ -161,56 +161,13 @@ impl DiskTier {
         inline_max: u64,
         tables: &[&str],
     ) -> Result<Self> {
-        let blobs = dir.join("blobs");
-        let tmp = dir.join("tmp");
-        for d in [&blobs, &tmp] {
-            // The tier's own directories are never links: one planted there is removed (the
-            // link, not its target) and the directory made.
-            if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
-                tracing::warn!(path = %d.display(), "disk tier: symbolic link in place of a directory removed");
-                fs::remove_file(d).map_err(|e| Error::io(d, e))?;
-            }
-        }
-        for d in [dir, &blobs, &tmp] {
-            fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-        }
-        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
+        let (blobs, tmp) = prepare_dirs(dir, db_path)?;
         let writer = Self::connect(db_path)?;
+        create_schema(&writer, db_path, tables)?;
         let db = |source| Error::Index {
             path: db_path.to_path_buf(),
             source,
         };
-        // Several processes may race to create the schema; IMMEDIATE serialises them and
-        // the busy timeout makes the losers wait instead of failing.
-        let mut attempts = 0;
-        let version = loop {
-            let r = writer
-                .execute_batch(&format!(
-                    "BEGIN IMMEDIATE;{SCHEMA}{}{}{}",
-                    changes::SCHEMA,
-                    lease::SCHEMA,
-                    tables.concat()
-                ))
-                .and_then(|()| migrate(&writer))
-                .and_then(|v| writer.execute_batch("COMMIT").map(|()| v));
-            match r {
-                Ok(v) => break v,
-                Err(e) if is_busy(&e) && attempts < 50 => {
-                    let _ = writer.execute_batch("ROLLBACK");
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    let _ = writer.execute_batch("ROLLBACK");
-                    return Err(db(e));
-                }
-            }
-        };
-        if version.as_deref() != Some(SCHEMA_VERSION) {
-            return Err(db(rusqlite::Error::InvalidQuery));
-        }
         let reserve = reserve::Reserve::open(dir, &tmp);
         let blob_dir = nofollow::BlobDir::open(&blobs);
         let turns = Arc::new(WriterTurns::default());
@@ -437,6 +394,66 @@ impl DiskTier {
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+}
+
+/// Makes the tier's directories (`blobs`, `tmp`, the index's parent); returns `blobs` and
+/// `tmp`. The tier's own directories are never links: one planted there is removed (the link,
+/// not its target) and the directory made.
+fn prepare_dirs(dir: &Path, db_path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let blobs = dir.join("blobs");
+    let tmp = dir.join("tmp");
+    for d in [&blobs, &tmp] {
+        if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
+            tracing::warn!(path = %d.display(), "disk tier: symbolic link in place of a directory removed");
+            fs::remove_file(d).map_err(|e| Error::io(d, e))?;
+        }
+    }
+    for d in [dir, &blobs, &tmp] {
+        fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    Ok((blobs, tmp))
+}
+
+/// Creates the schema (the tier's, the change feed's, the leases', and `tables`) and migrates
+/// an earlier version, in one transaction; refuses an index of another build's newer version.
+fn create_schema(writer: &Connection, db_path: &Path, tables: &[&str]) -> Result<()> {
+    let db = |source| Error::Index {
+        path: db_path.to_path_buf(),
+        source,
+    };
+    // Several processes may race to create the schema; IMMEDIATE serialises them and the busy
+    // timeout makes the losers wait instead of failing.
+    let mut attempts = 0;
+    let version = loop {
+        let r = writer
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE;{SCHEMA}{}{}{}",
+                changes::SCHEMA,
+                lease::SCHEMA,
+                tables.concat()
+            ))
+            .and_then(|()| migrate(writer))
+            .and_then(|v| writer.execute_batch("COMMIT").map(|()| v));
+        match r {
+            Ok(v) => break v,
+            Err(e) if is_busy(&e) && attempts < 50 => {
+                let _ = writer.execute_batch("ROLLBACK");
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                let _ = writer.execute_batch("ROLLBACK");
+                return Err(db(e));
+            }
+        }
+    };
+    if version.as_deref() != Some(SCHEMA_VERSION) {
+        return Err(db(rusqlite::Error::InvalidQuery));
+    }
+    Ok(())
 }
 
 impl Drop for DiskTier {
