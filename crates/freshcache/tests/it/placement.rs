@@ -84,3 +84,38 @@ async fn memory_redis_entries_are_shared_through_redis_and_never_reach_disk() {
     assert_eq!(disk_entries(&a, "odds_data"), 0);
     assert_eq!(disk_entries(&b, "odds_data"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falling_behind_the_change_feed_drops_shared_copies_but_keeps_memory_only_values() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("c");
+    let a = Cache::open(config(&dir, "memory_only", None)).unwrap();
+    let b = Cache::open(config(&dir, "memory_only", None)).unwrap();
+    let news = |n: u32| Key::parse(&format!("news:wire:a{n}")).unwrap();
+    a.set(&odds(1), "1.91").await.unwrap();
+    a.set(&news(1), "headline").await.unwrap();
+    assert_eq!(fresh(a.get(&news(1)).await.unwrap()).source, MEMORY);
+    // A hole in the feed, as pruning leaves one for a follower that fell behind: a committed
+    // row removed before anyone read it. The next change shows A the gap.
+    let db = rusqlite::Connection::open(dir.join("metadata.db")).unwrap();
+    db.execute_batch(
+        "BEGIN IMMEDIATE;
+         INSERT INTO changes (op, subject, origin) VALUES ('set', 'news:wire:zz', 'test');
+         DELETE FROM changes WHERE origin = 'test';
+         COMMIT;",
+    )
+    .unwrap();
+    b.set(&news(2), "other").await.unwrap();
+    // A drops its memory copies of values other processes may have changed (read again from
+    // disk) ...
+    Poll::within(secs(5))
+        .every(std::time::Duration::from_millis(1))
+        .until("A never dropped its memory copy of news:wire:a1", || {
+            !a.inspect(&news(1)).unwrap().in_memory
+        });
+    let h = fresh(a.get(&news(1)).await.unwrap());
+    assert_eq!(&h.value()[..], b"headline");
+    // ... and keeps what lives in its memory only (there is no other copy to read again).
+    let h = fresh(a.get(&odds(1)).await.unwrap());
+    assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
+}
