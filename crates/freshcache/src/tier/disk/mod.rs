@@ -57,7 +57,7 @@ use delete::{Deleted, delete_rows};
 use schema::{SCHEMA, SCHEMA_VERSION, migrate};
 pub use space::{FreeSpace, StatvfsFreeSpace};
 use touch::{TOUCH_GRANULARITY, TouchQueue};
-use write::{Staged, Stored, Upsert};
+use write::{Staged, Stored, Totals, Upsert};
 
 /// Per-data-type totals held on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -37,8 +37,7 @@ impl Staged {
     }
 }
 
-/// Writes the row of `key` (an upsert, not `INSERT OR REPLACE`, so the totals triggers see an
-/// update); returns the blob file of the row it replaced.
+/// Writes the row of `key` and its totals; returns the blob file of the row it replaced.
 pub(super) fn upsert(
     tx: &rusqlite::Transaction<'_>,
     key: &str,
@@ -46,33 +45,42 @@ pub(super) fn upsert(
     staged: &Staged,
     now: Timestamp,
 ) -> rusqlite::Result<Option<String>> {
-    Upsert::prepare(tx)?.row(key, entry, staged, now)
+    let mut totals = Totals::default();
+    let old = Upsert::prepare(tx)?.row(key, entry, staged, now, &mut totals)?;
+    totals.apply(tx)?;
+    Ok(old)
 }
 
 /// The two statements of a row write, prepared once for a whole batch.
 pub(super) struct Upsert<'t> {
-    old_file: rusqlite::CachedStatement<'t>,
+    old_row: rusqlite::CachedStatement<'t>,
     write: rusqlite::CachedStatement<'t>,
 }
 
 impl<'t> Upsert<'t> {
     pub(super) fn prepare(tx: &'t rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
-            old_file: tx.prepare_cached("SELECT file FROM entries WHERE key = ?1")?,
+            old_row: tx.prepare_cached(
+                "SELECT file, data_type, stored_size FROM entries WHERE key = ?1",
+            )?,
             write: tx.prepare_cached(UPSERT)?,
         })
     }
 
-    /// Writes the row of `key`; returns the blob file of the row it replaced.
+    /// Writes the row of `key`, counting the change in `totals`; returns the blob file of the
+    /// row it replaced.
     pub(super) fn row(
         &mut self,
         key: &str,
         entry: &Entry,
         staged: &Staged,
         now: Timestamp,
+        totals: &mut Totals,
     ) -> rusqlite::Result<Option<String>> {
-        let old: Option<Option<String>> =
-            self.old_file.query_row([key], |r| r.get(0)).optional()?;
+        let old: Option<(Option<String>, String, i64)> = self
+            .old_row
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
         let m = &entry.meta;
         self.write.execute(params![
             key,
@@ -90,11 +98,67 @@ impl<'t> Upsert<'t> {
             staged.file(),
             staged.inline(),
         ])?;
+        let old = old.map(|(file, data_type, size)| {
+            let size = size.max(0) as u64;
+            totals.count(&data_type, file.is_some(), size, -1);
+            file
+        });
+        totals.count(&m.data_type, staged.file().is_some(), staged.size, 1);
         Ok(old.flatten())
     }
 }
 
-/// The row write: an upsert (not `INSERT OR REPLACE`) so the totals triggers see an update.
+/// Changes to `type_totals` and `blob_totals` made by a transaction's writes, applied once at
+/// its end (one statement per data type, one for the blobs).
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    types: HashMap<String, (i64, i64)>,
+    /// Files, stored bytes, allocated bytes.
+    blobs: (i64, i64, i64),
+}
+
+impl Totals {
+    /// Counts a row of `data_type` and `size` stored bytes added (`sign` 1) or removed (-1).
+    fn count(&mut self, data_type: &str, has_file: bool, size: u64, sign: i64) {
+        let bytes = i64_of(size) * sign;
+        let t = match self.types.get_mut(data_type) {
+            Some(t) => t,
+            None => self.types.entry(data_type.to_owned()).or_default(),
+        };
+        t.0 += sign;
+        t.1 += bytes;
+        if has_file {
+            self.blobs.0 += sign;
+            self.blobs.1 += bytes;
+            self.blobs.2 += i64_of(schema::allocated_for(size)) * sign;
+        }
+    }
+
+    /// Writes the changes counted, inside the writes' transaction.
+    pub(super) fn apply(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        let mut types = tx.prepare_cached(
+            "INSERT INTO type_totals (data_type, entries, bytes) VALUES (?1, ?2, ?3)
+             ON CONFLICT (data_type) DO UPDATE SET entries = entries + excluded.entries,
+                 bytes = bytes + excluded.bytes",
+        )?;
+        for (data_type, (entries, bytes)) in &self.types {
+            if *entries != 0 || *bytes != 0 {
+                types.execute(params![data_type, entries, bytes])?;
+            }
+        }
+        let (files, bytes, allocated) = self.blobs;
+        if (files, bytes, allocated) != (0, 0, 0) {
+            tx.prepare_cached(
+                "UPDATE blob_totals SET files = files + ?1, bytes = bytes + ?2,
+                     allocated = allocated + ?3 WHERE id = 0",
+            )?
+            .execute(params![files, bytes, allocated])?;
+        }
+        Ok(())
+    }
+}
+
+/// The row write: an upsert (one statement whether the key is new or not).
 pub(super) const UPSERT: &str = "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
              access_at, access_count, size, stored_size, codec, checksum, etag,
              last_modified, file, inline_value)
