@@ -119,3 +119,34 @@ async fn falling_behind_the_change_feed_drops_shared_copies_but_keeps_memory_onl
     let h = fresh(a.get(&odds(1)).await.unwrap());
     assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_redis_subscription_drops_shared_copies_but_keeps_memory_only_values() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder(config(dir.path(), "memory_only", Some(&redis.url())))
+        .clock(SystemClock)
+        .connect()
+        .await
+        .unwrap();
+    let news = Key::parse("news:wire:a1").unwrap();
+    cache.set(&news, "headline").await.unwrap();
+    // Subscribed once a news read is answered from memory.
+    Poll::within(secs(10))
+        .until_async("coherence subscription never came up", async || {
+            matches!(cache.get(&news).await.unwrap(), Lookup::Fresh(h) if h.source == MEMORY)
+        })
+        .await;
+    cache.set(&odds(1), "1.91").await.unwrap();
+    redis.kill9();
+    // Announcements may now be missed: the news copy (kept in Redis and on disk too) is
+    // dropped ...
+    Poll::within(secs(10))
+        .every(std::time::Duration::from_millis(5))
+        .until("the news copy outlived the subscription", || {
+            !cache.inspect(&news).unwrap().in_memory
+        });
+    // ... and memory-only odds, which live nowhere else, stay and are served from memory.
+    let h = fresh(cache.get(&odds(1)).await.unwrap());
+    assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
+}
