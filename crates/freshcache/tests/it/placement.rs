@@ -150,3 +150,47 @@ async fn a_lost_redis_subscription_drops_shared_copies_but_keeps_memory_only_val
     let h = fresh(cache.get(&odds(1)).await.unwrap());
     assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
 }
+
+/// A clock that answers from a script, then stays at its last answer: a lookup can read it
+/// "before" a write that finished first, as a lookup racing a set on another thread does.
+#[derive(Clone, Debug)]
+struct Scripted(
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<freshcache::Timestamp>>>,
+);
+
+impl freshcache::Clock for Scripted {
+    fn now(&self) -> freshcache::Timestamp {
+        let mut q = self.0.lock().unwrap();
+        if q.len() > 1 {
+            q.pop_front().unwrap()
+        } else {
+            q[0]
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_value_written_after_a_lookup_read_its_clock_is_served_not_dropped() {
+    let root = tempfile::tempdir().unwrap();
+    let later = T0.saturating_add(secs(1));
+    let clock = Scripted(std::sync::Arc::new(std::sync::Mutex::new([T0].into())));
+    let cache = Cache::builder(config(&root.path().join("c"), "memory_only", None))
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    // The set stamps `later`; the lookup's first reading is `T0` (taken before the set
+    // finished); every reading after that is `later`.
+    *clock.0.lock().unwrap() = [later, T0, later].into();
+    cache.set(&odds(1), "1.91").await.unwrap();
+    assert_eq!(
+        clock.0.lock().unwrap().len(),
+        2,
+        "the set read the clock once"
+    );
+    // The copy looks stamped after the lookup's clock reading: judged on a new reading, it is
+    // served (a memory-only value dropped here would be lost: there is no other copy).
+    let h = fresh(cache.get(&odds(1)).await.unwrap());
+    assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
+    let h = fresh(cache.get(&odds(1)).await.unwrap());
+    assert_eq!(&h.value()[..], b"1.91");
+}
