@@ -169,6 +169,8 @@ pub(crate) fn inspect(key: &Key, ins: &Inspection, json: bool) {
     let mut v = meta_json(key, entry);
     v["found"] = json!(true);
     v["fresh"] = json!(ins.fresh);
+    v["verdict"] = json!(if ins.fresh { "fresh" } else { "stale" });
+    v["stale_since"] = json!(ins.stale_since.map(|t| t.to_string()));
     v["in_memory"] = json!(ins.in_memory);
     v["on_disk"] = json!(ins.disk.is_some());
     v["age_seconds"] = json!(m.age(ins.now).as_secs_f64());
@@ -187,10 +189,11 @@ pub(crate) fn inspect(key: &Key, ins: &Inspection, json: bool) {
     }
     println!("key:        {key}");
     println!("data type:  {}", m.data_type);
-    println!(
-        "status:     {}",
-        if ins.fresh { "fresh" } else { "EXPIRED" }
-    );
+    match ins.stale_since {
+        _ if ins.fresh => println!("status:     fresh"),
+        Some(t) => println!("status:     STALE since {t}"),
+        None => println!("status:     STALE"),
+    }
     let tiers: Vec<&str> = [
         (ins.in_memory, "memory (this process)"),
         (ins.disk.is_some(), "disk"),

@@ -331,12 +331,10 @@ impl Cache {
                 .of_type(ty.id)
                 .stale_served
                 .fetch_add(1, Ordering::Relaxed);
-        } else if entry.meta.expires_at.saturating_add(ty.stale.window()) <= now {
-            // Lazy removal once past any stale window; a failure here only delays cleanup.
-            if let Err(e) = inner.disk.remove_expired(k, entry.meta.expires_at, now) {
-                tracing::debug!(error = %e, "lazy removal of an expired entry failed");
-            }
         }
+        // An expired row is left for the sweep, not removed by the read: until then the guard
+        // and `inspect` report it as stale, with its age, instead of missing — a stalled
+        // producer shows as such on every later check.
         if serve_stale || purpose == Purpose::Audit {
             return Ok(Lookup::Stale(Hit {
                 entry,
@@ -424,15 +422,22 @@ impl Cache {
             None if disk.is_some() => inner.disk.get(key.as_str(), now)?.map(Arc::new),
             None => None,
         };
-        let fresh = entry
+        let judged = entry
             .as_ref()
-            .is_some_and(|e| judge(&e.meta, ty, now, Allowance::NONE).is_fresh());
+            .map(|e| judge(&e.meta, ty, now, Allowance::NONE));
+        let fresh = judged.is_some_and(Judgement::is_fresh);
+        // An expired entry is reported stale, with its deadline, until the sweep removes it.
+        let stale_since = match judged {
+            Some(Judgement::Stale { until } | Judgement::Expired { until }) => Some(until),
+            _ => None,
+        };
         Ok(Inspection {
             now,
             in_memory: mem.is_some(),
             entry,
             disk,
             fresh,
+            stale_since,
         })
     }
 }

@@ -224,6 +224,9 @@ pub struct Inspection {
     pub disk: Option<crate::tier::disk::RowInfo>,
     /// Whether a plain `get` would return it now.
     pub fresh: bool,
+    /// When the entry found stopped being fresh, if it did (it stays reported stale, not
+    /// missing, until the sweep removes it).
+    pub stale_since: Option<Timestamp>,
 }
 
 /// Per-call read options.
