@@ -53,6 +53,7 @@ fn entry(value: &Bytes) -> Arc<Entry> {
             etag: None,
             last_modified: None,
             checksum: freshcache::entry::checksum(value),
+            lineage: None,
         },
         value: value.clone(),
     })

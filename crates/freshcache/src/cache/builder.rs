@@ -203,6 +203,8 @@ impl CacheBuilder {
                 closed,
                 stats,
                 stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+                changes: Arc::new(AtomicU64::new(0)),
+                tags: super::lineage::TagTimes::default(),
                 hasher: Default::default(),
                 inflight: Mutex::new(HashMap::new()),
                 memory_latency: LatencyHistogram::default(),

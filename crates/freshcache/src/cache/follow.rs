@@ -10,7 +10,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ struct Local {
     stripes: Arc<[Stripe]>,
     hasher: RandomState,
     l1_trusted: Arc<AtomicBool>,
+    changes: Arc<AtomicU64>,
 }
 
 /// A running follower thread.
@@ -60,6 +61,7 @@ pub(super) fn spawn(
         stripes: Arc::clone(&inner.stripes),
         hasher: inner.hasher.clone(),
         l1_trusted: Arc::clone(&inner.l1_trusted),
+        changes: Arc::clone(&inner.changes),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
@@ -122,6 +124,7 @@ impl Local {
         let _g = stripe.lock.blocking_lock();
         self.memory.remove(key);
         stripe.epoch.fetch_add(1, Ordering::AcqRel);
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// [`Cache::forget_prefix`] for a thread outside the async runtime.
@@ -131,6 +134,7 @@ impl Local {
                 let _g = s.lock.blocking_lock();
                 s.epoch.fetch_add(1, Ordering::AcqRel);
             }
+            self.changes.fetch_add(1, Ordering::AcqRel);
         };
         bump();
         if prefix.is_empty() {

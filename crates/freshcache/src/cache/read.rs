@@ -79,7 +79,7 @@ impl Cache {
     /// The memory-tier hit path, without the machinery of the full lookup: a fresh copy in
     /// memory, or `None` (the full lookup then handles expiry, lower tiers and counters).
     #[inline]
-    fn memory_hit(&self, key: &Key, now: Timestamp) -> Result<Option<Hit>> {
+    pub(super) fn memory_hit(&self, key: &Key, now: Timestamp) -> Result<Option<Hit>> {
         // Timing costs two clock reads and two shared atomic adds, as much as the hit itself:
         // only sampled lookups are timed (hits are still counted exactly, below).
         let started = sample_memory_latency().then(Stopwatch::start);
@@ -91,9 +91,17 @@ impl Cache {
         let Some(entry) = inner.memory.get(key.as_str()) else {
             return Ok(None);
         };
-        let Judgement::Fresh { until } = judge(&entry.meta, ty, now, Allowance::NONE) else {
+        let Judgement::Fresh { mut until } = judge(&entry.meta, ty, now, Allowance::NONE) else {
             return Ok(None);
         };
+        if let Some(lineage) = entry.meta.lineage.as_deref() {
+            // A derived value: served from here only on a lineage check that still stands;
+            // otherwise the full lookup checks its inputs.
+            match self.remembered_lineage(lineage, now) {
+                Some(inputs_until) => until = until.min(inputs_until),
+                None => return Ok(None),
+            }
+        }
         inner
             .stats
             .tier(TierKind::Memory, ty.id)
@@ -117,8 +125,27 @@ impl Cache {
         opts: ReadOptions,
         purpose: Purpose,
     ) -> Result<Lookup> {
+        self.lookup_at(key, now, opts, purpose, 0).await
+    }
+
+    /// [`Cache::lookup`] for a key `depth` steps up a chain of inputs (0: asked by a caller).
+    /// A fresh derived value is then judged by its lineage (see `lineage`).
+    pub(crate) async fn lookup_at(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        opts: ReadOptions,
+        purpose: Purpose,
+        depth: u8,
+    ) -> Result<Lookup> {
         let started = Stopwatch::start();
         let (found, answered_by) = self.lookup_tiers(key, now, opts, purpose).await?;
+        let found = match found {
+            Lookup::Fresh(hit) if hit.meta().lineage.is_some() => {
+                self.judge_lineage(hit, purpose, depth).await
+            }
+            other => other,
+        };
         let histogram = match answered_by {
             TierKind::Memory => &self.inner.memory_latency,
             TierKind::Redis => &self.inner.redis_latency,

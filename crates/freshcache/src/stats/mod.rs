@@ -82,6 +82,8 @@ pub(crate) struct TypeCounters {
     pub checks: AtomicU64,
     /// Signals the freshness guard refused as stale or missing.
     pub violations: AtomicU64,
+    /// Derived values found not fresh because an input (or tag) no longer vouched for them.
+    pub cascades: AtomicU64,
 }
 
 /// All counters of one cache instance.

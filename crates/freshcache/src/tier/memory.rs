@@ -180,6 +180,7 @@ mod tests {
                 etag: None,
                 last_modified: None,
                 checksum: checksum(&value),
+                lineage: None,
             },
             value,
         })

@@ -18,6 +18,7 @@ mod freshness;
 mod history;
 mod integrity;
 mod invalidation;
+mod lineage;
 mod maintenance;
 mod metrics;
 mod multiprocess;

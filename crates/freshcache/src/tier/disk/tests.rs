@@ -16,6 +16,7 @@ fn entry(value: &[u8], expires_ms: u64) -> Entry {
             etag: Some("\"e1\"".into()),
             last_modified: None,
             checksum: checksum(value),
+            lineage: None,
         },
         value: Bytes::copy_from_slice(value),
     }

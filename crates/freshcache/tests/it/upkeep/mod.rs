@@ -137,6 +137,7 @@ fn entry(data_type: &str, value: Vec<u8>, now: Timestamp, ttl: Duration) -> Entr
             etag: None,
             last_modified: None,
             checksum: freshcache::entry::checksum(&value),
+            lineage: None,
         },
         value: Bytes::from(value),
     }
