@@ -161,6 +161,7 @@ impl CacheBuilder {
                 crate::freshness::audit::SCHEMA,
                 crate::stats::persisted::SCHEMA,
                 crate::maintenance::history::SCHEMA,
+                super::tags::SCHEMA,
             ],
         )?;
         disk.set_size_limit(config.cleanup.max_size_bytes);
@@ -204,7 +205,8 @@ impl CacheBuilder {
                 stats,
                 stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
                 changes: Arc::new(AtomicU64::new(0)),
-                tags: super::lineage::TagTimes::default(),
+                tags: Arc::new(super::lineage::TagTimes::default()),
+                tag_invalidations: AtomicU64::new(0),
                 hasher: Default::default(),
                 inflight: Mutex::new(HashMap::new()),
                 memory_latency: LatencyHistogram::default(),
@@ -216,6 +218,7 @@ impl CacheBuilder {
                 follower: Mutex::new(None),
             }),
         };
+        super::tags::load(&cache.inner.disk, &cache.inner.tags)?;
         if let Some(follower) = follower {
             let running = follow::spawn(&cache, follower, instance_id);
             *cache

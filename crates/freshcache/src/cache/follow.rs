@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::lineage::TagTimes;
 use super::{Cache, STRIPES, Stripe};
 use crate::tier::disk::{ChangeFollower, ChangeOp, Poll};
 use crate::tier::memory::MemoryTier;
@@ -31,6 +32,7 @@ struct Local {
     hasher: RandomState,
     l1_trusted: Arc<AtomicBool>,
     changes: Arc<AtomicU64>,
+    tags: Arc<TagTimes>,
 }
 
 /// A running follower thread.
@@ -62,6 +64,7 @@ pub(super) fn spawn(
         hasher: inner.hasher.clone(),
         l1_trusted: Arc::clone(&inner.l1_trusted),
         changes: Arc::clone(&inner.changes),
+        tags: cache.tag_times(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
@@ -102,6 +105,13 @@ fn follow_once(local: &Local, follower: &mut ChangeFollower, origin: &str) {
                         }
                     }
                     ChangeOp::Prefix => local.forget_prefix(&change.subject),
+                    ChangeOp::Tag => {
+                        if let Some((tag, at)) = super::tags::parse_feed_subject(&change.subject)
+                            && local.tags.raise(tag, at)
+                        {
+                            local.changes.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
                 }
             }
         }

@@ -62,6 +62,25 @@ impl TagTimes {
             .get(tag)
             .copied()
     }
+
+    /// Records an invalidation of `tag` at `at` (a later one is kept); true when it moved.
+    pub(crate) fn raise(&self, tag: &str, at: Timestamp) -> bool {
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get_mut(tag) {
+            Some(t) if *t >= at => false,
+            Some(t) => {
+                *t = at;
+                true
+            }
+            None => {
+                map.insert(tag.to_owned(), at);
+                true
+            }
+        }
+    }
 }
 
 /// Checks a tag against the tag rules.

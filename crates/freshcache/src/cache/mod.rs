@@ -35,6 +35,7 @@ mod lineage;
 mod pending;
 mod read;
 mod report;
+mod tags;
 mod types;
 mod write;
 
@@ -90,7 +91,9 @@ struct Inner {
     /// while the count is unchanged. Shared with the change follower thread.
     changes: Arc<AtomicU64>,
     /// The latest invalidation time of each tag invalidated.
-    tags: lineage::TagTimes,
+    tags: Arc<lineage::TagTimes>,
+    /// Tag invalidations made through this instance.
+    tag_invalidations: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<Outcome>>>,
     memory_latency: LatencyHistogram,

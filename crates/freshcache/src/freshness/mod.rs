@@ -102,6 +102,11 @@ impl Cache {
         let mut signals = Vec::with_capacity(keys.len());
         let mut hits = Vec::with_capacity(keys.len());
         for ((key, ty), lookup) in keys.iter().zip(&types).zip(found) {
+            // A stale lookup of a derived or tagged entry still within its own deadline was
+            // refused by its lineage (an input or tag no longer vouches for it).
+            let refused_by_lineage = matches!(&lookup, Lookup::Stale(h)
+                if h.meta().lineage.is_some()
+                    && judge(h.meta(), ty, h.now, Allowance::NONE).is_fresh());
             let hit = match lookup {
                 Lookup::Fresh(h) | Lookup::Stale(h) => Some(Hit { now, ..h }),
                 Lookup::Miss => None,
@@ -114,6 +119,7 @@ impl Cache {
                 ..Allowance::NONE
             };
             let verdict = match hit.as_ref().map(|h| judge(h.meta(), ty, now, allow)) {
+                Some(Judgement::Fresh { .. }) if refused_by_lineage => Verdict::Stale,
                 Some(Judgement::Fresh { .. }) => Verdict::Fresh,
                 Some(Judgement::Stale { .. } | Judgement::Expired { .. }) => Verdict::Stale,
                 Some(Judgement::FutureStamped) => {

@@ -36,6 +36,7 @@ mod skew;
 mod stale;
 mod stall;
 mod symlinks;
+mod tags;
 mod torn;
 mod ttl;
 mod typed;

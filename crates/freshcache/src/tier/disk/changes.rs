@@ -41,6 +41,8 @@ pub enum ChangeOp {
     Delete,
     /// Every key starting with the subject was removed (the empty subject: every key).
     Prefix,
+    /// A tag was invalidated (the subject is the cache's own encoding of the tag and time).
+    Tag,
 }
 
 impl ChangeOp {
@@ -50,6 +52,7 @@ impl ChangeOp {
             Self::SetMany => "m",
             Self::Delete => "d",
             Self::Prefix => "p",
+            Self::Tag => "t",
         }
     }
 
@@ -59,6 +62,7 @@ impl ChangeOp {
             "m" => Some(Self::SetMany),
             "d" => Some(Self::Delete),
             "p" => Some(Self::Prefix),
+            "t" => Some(Self::Tag),
             _ => None,
         }
     }
@@ -100,6 +104,29 @@ impl DiskTier {
     /// the change feed under `origin`. Can be set once; false when already set.
     pub fn record_changes_as(&self, origin: &str) -> bool {
         self.origin.set(origin.to_owned()).is_ok()
+    }
+
+    /// Runs `f` in one write transaction that also records `op` on `subject` in the change
+    /// feed (when the feed is on): for other features' tables whose changes other processes
+    /// must hear of.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the transaction fails (nothing of it is kept).
+    pub(crate) fn write_with_change<T>(
+        &self,
+        op: ChangeOp,
+        subject: &str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            if let Some(origin) = self.change_origin() {
+                record(&tx, origin, op, subject)?;
+            }
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
     /// The origin changes are recorded under, when the feed is on.

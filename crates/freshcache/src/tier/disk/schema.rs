@@ -75,7 +75,7 @@ WHEN OLD.file IS NOT NULL OR NEW.file IS NOT NULL BEGIN
     WHERE id = 0;
 END;
 CREATE TABLE IF NOT EXISTS schema_info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO schema_info VALUES ('version', '2');
+INSERT OR IGNORE INTO schema_info VALUES ('version', '3');
 ";
 
 /// Recomputes the per-type totals from the rows (schema upgrade, repair of drift).
@@ -97,8 +97,11 @@ pub(super) fn allocated_for(size: u64) -> u64 {
 }
 
 /// The schema this build writes. Version 1 kept the per-type totals of deletes with a per-row
-/// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]).
-pub(super) const SCHEMA_VERSION: &str = "2";
+/// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]); version 3
+/// adds the tables of other features that older builds do not honour (tag invalidation times)
+/// and marks an index whose entries may carry a lineage (envelope version 2), which an older
+/// build would take for damage and delete: it refuses the index instead.
+pub(super) const SCHEMA_VERSION: &str = "3";
 
 /// Brings an index of an earlier version up to [`SCHEMA_VERSION`], inside the caller's
 /// transaction; returns the version found afterwards (another build's newer version is left
@@ -113,7 +116,7 @@ pub(super) fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
         .optional()
     };
     let found = version()?;
-    if !matches!(found.as_deref(), Some("1" | "2")) {
+    if !matches!(found.as_deref(), Some("1" | "2" | "3")) {
         return Ok(found);
     }
     // Version 1 counted deletes with a trigger on `entries` named `entries_totals_delete`.
@@ -136,5 +139,7 @@ pub(super) fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
         "CREATE TRIGGER IF NOT EXISTS entries_totals_delete AFTER DELETE ON schema_info
          BEGIN SELECT 1; END;",
     )?;
+    // Version 2 to 3: the new tables were made by the schema's `CREATE ... IF NOT EXISTS`.
+    c.execute_batch("UPDATE schema_info SET value = '3' WHERE name = 'version' AND value = '2';")?;
     version()
 }
