@@ -162,6 +162,7 @@ impl CacheBuilder {
                 crate::stats::persisted::SCHEMA,
                 crate::maintenance::history::SCHEMA,
                 super::tags::SCHEMA,
+                super::lineage::EDGES_SCHEMA,
             ],
         )?;
         disk.set_size_limit(config.cleanup.max_size_bytes);

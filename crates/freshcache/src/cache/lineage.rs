@@ -24,6 +24,7 @@ use crate::entry::{Input, Lineage, Meta};
 use crate::error::{Error, InputProblem, Result, clip};
 use crate::freshness::judge::{Found, judge_input, tag_invalidates};
 use crate::key::Key;
+use crate::report::{InputCheck, Verdict};
 
 /// How deep a chain of inputs is followed on a read. Writes refuse cycles, so only a chain built
 /// by concurrent writes (or a longer one than any pipeline needs) reaches it: its entries are
@@ -39,6 +40,48 @@ pub const MAX_TAG_LEN: usize = 128;
 
 /// No deadline.
 const NEVER: Timestamp = Timestamp::from_millis(u64::MAX);
+
+/// The reverse index of lineage: which entries were derived from which input, for
+/// `inspect`'s dependents. Rows are added with a derived entry's write; ones whose entry no
+/// longer names the input are filtered out on reading and pruned by cleanup.
+pub(crate) const EDGES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lineage_edges (
+    input   TEXT NOT NULL,
+    derived TEXT NOT NULL,
+    PRIMARY KEY (input, derived)
+) WITHOUT ROWID;
+";
+
+/// Records, inside a derived entry's write transaction, an edge from each of its inputs.
+pub(super) fn record_edges(
+    tx: &rusqlite::Transaction<'_>,
+    derived: &str,
+    meta: &Meta,
+) -> rusqlite::Result<()> {
+    if meta.inputs().is_empty() {
+        return Ok(());
+    }
+    let mut st =
+        tx.prepare_cached("INSERT OR IGNORE INTO lineage_edges (input, derived) VALUES (?1, ?2)")?;
+    for input in meta.inputs() {
+        st.execute([input.key.as_str(), derived])?;
+    }
+    Ok(())
+}
+
+/// Removes the edges whose derived entry is gone; returns how many.
+///
+/// # Errors
+/// [`Error::Index`] when the delete fails.
+pub(crate) fn prune_edges(disk: &crate::tier::disk::DiskTier) -> Result<u64> {
+    disk.with_writer(|c| {
+        c.execute(
+            "DELETE FROM lineage_edges WHERE derived NOT IN (SELECT key FROM entries)",
+            [],
+        )
+        .map(|n| n as u64)
+    })
+}
 
 /// An input (or tag) that does not vouch for a derived entry, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +223,48 @@ impl Cache {
         }
         lineage.remember(epoch, until);
         Ok(until)
+    }
+
+    /// Each input of the entry `meta` describes, and each of its tags that was invalidated
+    /// after it was stored, as found at `now`: for the guard's report. Reads like a lineage
+    /// check, but does not stop at the first problem.
+    pub(crate) async fn explain_lineage(&self, meta: &Meta, now: Timestamp) -> Vec<InputCheck> {
+        let Some(lineage) = meta.lineage.as_deref() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(lineage.inputs.len());
+        for tag in &lineage.tags {
+            let at = self.tag_invalidated_at(tag);
+            if let (true, Some(at)) = (tag_invalidates(meta, at), at) {
+                out.push(InputCheck {
+                    key: format!("#{tag}"),
+                    verdict: Verdict::Stale,
+                    age: None,
+                    checksum: None,
+                    problem: Some(format!("invalidated at {at}")),
+                });
+            }
+        }
+        for input in &lineage.inputs {
+            let found = self.read_input(&input.key, now, 1).await;
+            let judged = judge_input(input, found_of(&found));
+            let hit = match &found {
+                Lookup::Fresh(h) | Lookup::Stale(h) => Some(h),
+                Lookup::Miss => None,
+            };
+            out.push(InputCheck {
+                key: input.key.clone(),
+                verdict: match (&judged, hit) {
+                    (Ok(_), _) => Verdict::Fresh,
+                    (Err(_), Some(_)) => Verdict::Stale,
+                    (Err(_), None) => Verdict::Missing,
+                },
+                age: hit.map(|h| h.meta().age(now)),
+                checksum: hit.map(|h| format!("{:016x}", h.meta().checksum)),
+                problem: judged.err().map(|p| p.to_string()),
+            });
+        }
+        out
     }
 
     /// Reads an input for a lineage check: fresh from memory when it can be, else through every

@@ -32,6 +32,7 @@ mod coherence;
 mod fetch;
 mod follow;
 mod lineage;
+mod peek;
 mod pending;
 mod read;
 mod report;
@@ -41,6 +42,7 @@ mod write;
 
 use builder::CacheClock;
 pub use builder::{CacheBuilder, Sharing};
+pub(crate) use lineage::prune_edges as prune_lineage_edges;
 pub(crate) use types::Purpose;
 pub use types::{Hit, InputChecks, Inspection, Lookup, ReadOptions, Source, Value};
 

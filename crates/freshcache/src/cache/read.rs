@@ -452,10 +452,15 @@ impl Cache {
         let judged = entry
             .as_ref()
             .map(|e| judge(&e.meta, ty, now, Allowance::NONE));
-        let fresh = judged.is_some_and(Judgement::is_fresh);
+        let (inputs, sound) = match &entry {
+            Some(e) => self.inspect_lineage(&e.meta, now),
+            None => (Vec::new(), true),
+        };
+        let fresh = judged.is_some_and(Judgement::is_fresh) && sound;
         // An expired entry is reported stale, with its deadline, until the sweep removes it.
         let stale_since = match judged {
             Some(Judgement::Stale { until } | Judgement::Expired { until }) => Some(until),
+            Some(Judgement::Fresh { .. }) if !sound => Some(now),
             _ => None,
         };
         Ok(Inspection {
@@ -465,6 +470,8 @@ impl Cache {
             disk,
             fresh,
             stale_since,
+            inputs,
+            dependents: self.dependents(key.as_str())?,
         })
     }
 }

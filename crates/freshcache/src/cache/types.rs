@@ -270,6 +270,11 @@ pub struct Inspection {
     /// When the entry found stopped being fresh, if it did (it stays reported stale, not
     /// missing, until the sweep removes it).
     pub stale_since: Option<Timestamp>,
+    /// For a derived or tagged entry: its inputs (and invalidated tags) as found in this
+    /// process's memory or on disk.
+    pub inputs: Vec<crate::report::InputCheck>,
+    /// Keys whose current entry was derived from this one.
+    pub dependents: Vec<String>,
 }
 
 /// Per-call read options.

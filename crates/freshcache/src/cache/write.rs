@@ -44,9 +44,13 @@ impl Cache {
         let redis_fixed = {
             let _g = Self::lock(stripe).await;
             if ty.placement.in_disk() {
+                // A derived entry's edges to its inputs (for `inspect`'s dependents) are
+                // committed with it.
                 self.inner
                     .disk
-                    .put(key.as_str(), &entry, ty.compress_above, now)?;
+                    .put_with(key.as_str(), &entry, ty.compress_above, now, |tx| {
+                        super::lineage::record_edges(tx, key.as_str(), &entry.meta)
+                    })?;
             }
             self.hold_in_memory(key, ty, &entry);
             stripe.epoch.fetch_add(1, Ordering::AcqRel);

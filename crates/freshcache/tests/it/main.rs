@@ -19,6 +19,7 @@ mod history;
 mod integrity;
 mod invalidation;
 mod lineage;
+mod lineage_guard;
 mod maintenance;
 mod metrics;
 mod multiprocess;
