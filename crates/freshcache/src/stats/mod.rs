@@ -155,6 +155,7 @@ impl Stats {
                 ("stale_served", &c.stale_served),
                 ("expired_reads", &c.expired_reads),
                 ("future_stamped", &c.future_stamped),
+                ("cascades", &c.cascades),
                 ("checks", &c.checks),
                 ("violations", &c.violations),
             ] {

@@ -118,3 +118,37 @@ async fn threshold_watch_reports_a_low_hit_ratio_and_then_recovery() {
     let _ = t.cache.get(&odds(50)).await.unwrap();
     assert!(watch.check(&t.cache, 100).is_empty());
 }
+
+#[tokio::test]
+async fn cascades_and_tag_invalidations_are_counted() {
+    let t = TestCache::new();
+    let mut registry = Registry::default();
+    register(&mut registry, &t.cache);
+    let news = Key::news("espn", "a1").unwrap();
+    let features = Key::llm_features("c7", "2026-12-04").unwrap();
+    t.cache
+        .set(&news, freshcache::Value::from("a").tags(["espn"]))
+        .await
+        .unwrap();
+    t.cache
+        .set(
+            &features,
+            freshcache::Value::from("f").derived_from([news.clone()]),
+        )
+        .await
+        .unwrap();
+    let cascades = r#"cache_cascade_invalidations_total{data_type="llm_features"}"#;
+    assert_eq!(scrape(&registry)[cascades], 0.0);
+    t.cache.set(&news, "corrected").await.unwrap();
+    assert!(t.cache.get(&features).await.unwrap().is_miss());
+    assert!(t.cache.get(&features).await.unwrap().is_miss());
+    let m = scrape(&registry);
+    assert_eq!(m[cascades], 2.0);
+    assert_eq!(
+        m[r#"cache_cascade_invalidations_total{data_type="news_articles"}"#],
+        0.0
+    );
+    assert_eq!(m["cache_tag_invalidations_total"], 0.0);
+    t.cache.invalidate_tag("espn").await.unwrap();
+    assert_eq!(scrape(&registry)["cache_tag_invalidations_total"], 1.0);
+}
