@@ -182,6 +182,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The envelope version of `buf`, once its length, magic and version are checked.
+fn check_header(buf: &[u8]) -> Result<u8> {
+    if buf.len() < MAGIC.len() + 1 + 8 {
+        return Err(Error::corrupt("envelope too short"));
+    }
+    if &buf[..3] != MAGIC {
+        return Err(Error::corrupt("bad magic"));
+    }
+    match buf[3] {
+        v @ (VERSION | VERSION_LINEAGE) => Ok(v),
+        v => Err(Error::corrupt(format!("unknown envelope version {v}"))),
+    }
+}
+
 /// Decodes and verifies an envelope stored under `expected_key`.
 ///
 /// # Errors
@@ -197,19 +211,7 @@ pub fn decode(expected_key: &str, buf: &[u8]) -> Result<Entry> {
 /// As [`decode`].
 pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
     let buf: &[u8] = &owned;
-    if buf.len() < MAGIC.len() + 1 + 8 {
-        return Err(Error::corrupt("envelope too short"));
-    }
-    if &buf[..3] != MAGIC {
-        return Err(Error::corrupt("bad magic"));
-    }
-    let version = buf[3];
-    if version != VERSION && version != VERSION_LINEAGE {
-        return Err(Error::corrupt(format!(
-            "unknown envelope version {}",
-            buf[3]
-        )));
-    }
+    let version = check_header(buf)?;
     let (body, trailer) = buf.split_at(buf.len() - 8);
     let mut t = [0u8; 8];
     t.copy_from_slice(trailer);

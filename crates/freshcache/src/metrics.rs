@@ -131,6 +131,7 @@ impl<S: MetricsSource> Collector for CacheCollector<S> {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let m = self.source.metrics_snapshot();
         encode_reads(&mut enc, &m)?;
+        encode_lineage(&mut enc, &m)?;
         encode_space(&mut enc, &m)?;
         encode_latency(&mut enc, &m)?;
         encode_upkeep(&mut enc, &m)
@@ -182,23 +183,6 @@ fn encode_reads(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fm
     )?;
     counter_family(
         enc,
-        "cache_cascade_invalidations",
-        "Reads of derived or tagged values found not fresh because an input changed, went \
-         stale or away, or a tag was invalidated, by data type of the derived value.",
-        "data_type",
-        m.types.iter().map(|t| (t.name.as_str(), t.cascades)),
-    )?;
-    {
-        let family = enc.encode_descriptor(
-            "cache_tag_invalidations",
-            "Tag invalidations made through this instance.",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(m.tag_invalidations).encode(family)?;
-    }
-    counter_family(
-        enc,
         "ttl_violation",
         "Signals refused on the inference path for being older than their TTL, by data type.",
         "data_type",
@@ -237,6 +221,28 @@ fn encode_reads(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fm
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Lineage: derived values refused by their inputs, tag invalidations.
+fn encode_lineage(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fmt::Result {
+    counter_family(
+        enc,
+        "cache_cascade_invalidations",
+        "Reads of derived or tagged values found not fresh because an input changed, went \
+         stale or away, or a tag was invalidated, by data type of the derived value.",
+        "data_type",
+        m.types.iter().map(|t| (t.name.as_str(), t.cascades)),
+    )?;
+    {
+        let family = enc.encode_descriptor(
+            "cache_tag_invalidations",
+            "Tag invalidations made through this instance.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(m.tag_invalidations).encode(family)?;
     }
     Ok(())
 }

@@ -106,6 +106,16 @@ impl TagTimes {
             .copied()
     }
 
+    /// Every tag with its latest invalidation time.
+    pub(crate) fn all(&self) -> Vec<(String, Timestamp)> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(t, at)| (t.clone(), *at))
+            .collect()
+    }
+
     /// Records an invalidation of `tag` at `at` (a later one is kept); true when it moved.
     pub(crate) fn raise(&self, tag: &str, at: Timestamp) -> bool {
         let mut map = self

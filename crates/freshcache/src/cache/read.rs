@@ -167,7 +167,8 @@ impl Cache {
     ) -> Result<(Lookup, TierKind)> {
         let ty = self.inner.config.data_types.resolve(key)?;
         let mut seen_expired = false;
-        if let Some(hit) = self.read_memory(key, ty, now, &mut seen_expired) {
+        let mut expired_kept = None;
+        if let Some(hit) = self.read_memory(key, ty, now, &mut seen_expired, &mut expired_kept) {
             return Ok((Lookup::Fresh(hit), TierKind::Memory));
         }
         let stripe = self.stripe(key.as_str());
@@ -183,6 +184,11 @@ impl Cache {
         let found = self
             .read_disk(&read, now, opts, purpose, seen_expired)
             .await?;
+        // A type kept off disk has no sweep to wait for: its expired memory copy is what the
+        // guard reports as stale (until it is evicted, deleted or rewritten).
+        if let (Lookup::Miss, Purpose::Audit, Some(hit)) = (&found, purpose, expired_kept) {
+            return Ok((Lookup::Stale(hit), TierKind::Memory));
+        }
         Ok((found, TierKind::Disk))
     }
 
@@ -202,13 +208,16 @@ impl Cache {
         }
     }
 
-    /// L1: a fresh copy, or `None` (an unusable copy is dropped: that copy, not a newer one).
+    /// L1: a fresh copy, or `None` (an unusable copy is dropped: that copy, not a newer one —
+    /// except an expired copy of a type kept off disk, which stays, as an expired disk row stays
+    /// for the sweep, and is handed back in `expired_kept`).
     fn read_memory(
         &self,
         key: &Key,
         ty: &DataTypeSpec,
         now: Timestamp,
         seen_expired: &mut bool,
+        expired_kept: &mut Option<Hit>,
     ) -> Option<Hit> {
         let inner = &*self.inner;
         let k = key.as_str();
@@ -237,9 +246,18 @@ impl Cache {
                     self.note_future_stamped(ty, TierKind::Memory, k);
                 }
                 // Past its stamped expiry, or past the type's current TTL within it.
-                Judgement::Stale { .. } | Judgement::Expired { .. } => {
-                    inner.memory.remove_entry(k, &entry);
+                Judgement::Stale { until } | Judgement::Expired { until } => {
                     self.note_expired(ty, TierKind::Memory, seen_expired);
+                    if ty.placement.in_disk() {
+                        inner.memory.remove_entry(k, &entry);
+                    } else {
+                        *expired_kept = Some(Hit {
+                            entry,
+                            source: Source::Tier(TierKind::Memory),
+                            now,
+                            deadline: until,
+                        });
+                    }
                 }
             }
         }

@@ -97,21 +97,31 @@ impl Cache {
             })
     }
 
-    /// Loads the tag invalidation times kept in Redis (after a (re)subscription: announcements
-    /// made meanwhile were missed).
+    /// Brings the tag invalidation times here and in Redis together (after a (re)subscription:
+    /// announcements made meanwhile were missed, and an invalidation made while Redis was
+    /// down did not reach its hash): Redis's later times are recorded here, this instance's
+    /// later ones are written to Redis.
     pub(super) async fn load_redis_tags(&self) {
         let Some(redis) = &self.inner.redis else {
             return;
         };
-        match redis.hash_all(REDIS_HASH).await {
-            Ok(fields) => {
-                for (tag, at) in fields {
-                    if let Err(e) = self.record_tag(&tag, Timestamp::from_millis(at)) {
-                        tracing::warn!(error = %e, "could not record a tag invalidation");
-                    }
-                }
+        let fields = match redis.hash_all(REDIS_HASH).await {
+            Ok(fields) => fields,
+            Err(e) => {
+                tracing::debug!(?e, "tag invalidation times not read from redis");
+                return;
             }
-            Err(e) => tracing::debug!(?e, "tag invalidation times not read from redis"),
+        };
+        for (tag, at) in &fields {
+            if let Err(e) = self.record_tag(tag, Timestamp::from_millis(*at)) {
+                tracing::warn!(error = %e, "could not record a tag invalidation");
+            }
+        }
+        for (tag, at) in self.inner.tags.all() {
+            let known = fields.iter().find(|(t, _)| *t == tag).map(|(_, a)| *a);
+            if known.is_none_or(|k| k < at.as_millis()) {
+                let _ = redis.hash_set(REDIS_HASH, &tag, at.as_millis()).await;
+            }
         }
     }
 

@@ -84,3 +84,32 @@ async fn memory_redis_entries_are_shared_through_redis_and_never_reach_disk() {
     assert_eq!(disk_entries(&a, "odds_data"), 0);
     assert_eq!(disk_entries(&b, "odds_data"), 0);
 }
+
+#[tokio::test]
+async fn an_expired_memory_only_signal_stays_stale_not_missing_on_every_check() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let cache = Cache::builder(config(&root.path().join("c"), "memory_only", None))
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    cache.set(&odds(1), "1.91").await.unwrap();
+    clock.advance(secs(61));
+    for run in ["r1", "r2", "r3"] {
+        assert!(matches!(cache.get(&odds(1)).await.unwrap(), Lookup::Miss));
+        let (report, _) = cache.check_freshness(run, &[odds(1)]).await.unwrap();
+        assert_eq!(
+            report.signals[0].verdict,
+            freshcache::freshness::Verdict::Stale,
+            "{run}"
+        );
+        assert_eq!(report.signals[0].age, Some(secs(61)));
+        assert_eq!(
+            cache.inspect(&odds(1)).unwrap().stale_since,
+            Some(T0.saturating_add(secs(60)))
+        );
+    }
+    // Rewritten: fresh again.
+    cache.set(&odds(1), "1.95").await.unwrap();
+    assert!(cache.get(&odds(1)).await.unwrap().is_fresh());
+}
