@@ -278,6 +278,7 @@ pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
             last_modified: (flags & FLAG_LAST_MODIFIED != 0).then(|| last_modified.to_owned()),
             checksum: value_sum,
             lineage,
+            lineage_check: Default::default(),
         },
         value,
     })
@@ -300,6 +301,7 @@ mod tests {
                 last_modified: Some("Tue, 14 Nov 2023 22:13:20 GMT".into()),
                 checksum: checksum(value),
                 lineage: None,
+                lineage_check: Default::default(),
             },
             value: Bytes::copy_from_slice(value),
         }

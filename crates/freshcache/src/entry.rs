@@ -113,6 +113,9 @@ pub struct Meta {
     pub checksum: u64,
     /// What the value was computed from and the tags it carries, if anything.
     pub lineage: Option<Box<Lineage>>,
+    /// The last check of the lineage made in this process (not stored; `Default::default()`
+    /// when building a `Meta`).
+    pub lineage_check: LineageCheck,
 }
 
 /// One declared input of a derived entry, as it stood when the entry was written.
@@ -128,36 +131,19 @@ pub struct Input {
 
 /// An entry's lineage: the inputs it was derived from and its tags. Stored in the envelope, so
 /// it travels with the entry across tiers, processes, instances and restarts.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lineage {
     /// Declared inputs, in the order given.
     pub inputs: Vec<Input>,
     /// Tags, for one-step invalidation of every entry carrying one.
     pub tags: Vec<String>,
-    /// The last successful check of the inputs and tags (see [`Lineage::checked_until`]).
-    memo: Memo,
-}
-
-/// The last check that found an entry's inputs and tags sound: at which cache change count
-/// (plus one; zero is "never") and until when. Two atomics, not a lock, so that a memory hit on
-/// a derived value costs two loads more than a plain one. A torn pair is harmless: a reader
-/// only uses it when its epoch equals the current change count, and every check stores a
-/// deadline computed at that count or later.
-#[derive(Debug, Default)]
-struct Memo {
-    epoch: AtomicU64,
-    until: AtomicU64,
 }
 
 impl Lineage {
     /// A lineage of `inputs` and `tags`.
     #[must_use]
     pub fn new(inputs: Vec<Input>, tags: Vec<String>) -> Self {
-        Self {
-            inputs,
-            tags,
-            memo: Memo::default(),
-        }
+        Self { inputs, tags }
     }
 
     /// True when there is nothing to record.
@@ -165,38 +151,51 @@ impl Lineage {
     pub fn is_empty(&self) -> bool {
         self.inputs.is_empty() && self.tags.is_empty()
     }
+}
 
+/// The last check that found a derived entry's inputs and tags sound, kept on the entry in
+/// memory (never stored): at which cache change count (plus one; zero is "never") and until
+/// when. Beside the other metadata rather than behind the lineage's pointer, and two atomics
+/// rather than a lock, so that a memory hit on a derived value costs two loads more than a
+/// plain one and no extra cache miss. A torn pair is harmless: a reader only uses it when its
+/// count equals the current one, and every check stores a deadline computed at that count or
+/// later. Copies and comparisons ignore it.
+#[derive(Debug, Default)]
+pub struct LineageCheck {
+    epoch: AtomicU64,
+    until: AtomicU64,
+}
+
+impl LineageCheck {
     /// The deadline found by the last check, if it was made at change count `epoch`.
     #[inline]
     pub(crate) fn checked_until(&self, epoch: u64) -> Option<Timestamp> {
-        (self.memo.epoch.load(Ordering::Acquire) == epoch.wrapping_add(1))
-            .then(|| Timestamp::from_millis(self.memo.until.load(Ordering::Acquire)))
+        (self.epoch.load(Ordering::Acquire) == epoch.wrapping_add(1))
+            .then(|| Timestamp::from_millis(self.until.load(Ordering::Acquire)))
     }
 
     /// Remembers a check made at change count `epoch` that found the lineage sound until
     /// `until`.
     pub(crate) fn remember(&self, epoch: u64, until: Timestamp) {
-        self.memo.until.store(until.as_millis(), Ordering::Release);
-        self.memo
-            .epoch
-            .store(epoch.wrapping_add(1), Ordering::Release);
+        self.until.store(until.as_millis(), Ordering::Release);
+        self.epoch.store(epoch.wrapping_add(1), Ordering::Release);
     }
 }
 
-impl Clone for Lineage {
-    /// A copy without the remembered check (it belongs to the copy it was made on).
+impl Clone for LineageCheck {
+    /// No remembered check: it belongs to the copy it was made on.
     fn clone(&self) -> Self {
-        Self::new(self.inputs.clone(), self.tags.clone())
+        Self::default()
     }
 }
 
-impl PartialEq for Lineage {
-    fn eq(&self, other: &Self) -> bool {
-        self.inputs == other.inputs && self.tags == other.tags
+impl PartialEq for LineageCheck {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 
-impl Eq for Lineage {}
+impl Eq for LineageCheck {}
 
 impl Meta {
     /// True when the entry may be served as fresh at `now`: strictly before `expires_at`, and
@@ -329,6 +328,7 @@ mod tests {
             last_modified: None,
             checksum: 0,
             lineage: None,
+            lineage_check: LineageCheck::default(),
         }
     }
 

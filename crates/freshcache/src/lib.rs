@@ -74,7 +74,7 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, StalePolicy, TtlOverride};
-pub use entry::{Codec, Entry, Input, Lineage, Meta};
+pub use entry::{Codec, Entry, Input, Lineage, LineageCheck, Meta};
 pub use error::{
     ConfigError, Error, ErrorClass, FetchErrorKind, InputProblem, RedisErrorKind, RefusedItem,
     Result, StorageFault,

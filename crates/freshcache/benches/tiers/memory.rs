@@ -54,6 +54,7 @@ fn entry(value: &Bytes) -> Arc<Entry> {
             last_modified: None,
             checksum: freshcache::entry::checksum(value),
             lineage: None,
+            lineage_check: Default::default(),
         },
         value: value.clone(),
     })

@@ -175,12 +175,8 @@ impl Cache {
     /// The deadline a remembered lineage check still vouches for at `now`, if any: the memory
     /// hit path's way to serve a derived value without reading its inputs again.
     #[inline]
-    pub(super) fn remembered_lineage(
-        &self,
-        lineage: &Lineage,
-        now: Timestamp,
-    ) -> Option<Timestamp> {
-        lineage
+    pub(super) fn remembered_lineage(&self, meta: &Meta, now: Timestamp) -> Option<Timestamp> {
+        meta.lineage_check
             .checked_until(self.change_count())
             .filter(|until| now < *until)
     }
@@ -205,7 +201,7 @@ impl Cache {
         // Read before the inputs: a change made during the check moves the count past it, so
         // the check is not reused after that change.
         let epoch = self.change_count();
-        if let Some(until) = lineage.checked_until(epoch).filter(|u| now < *u) {
+        if let Some(until) = meta.lineage_check.checked_until(epoch).filter(|u| now < *u) {
             return Ok(until);
         }
         for tag in &lineage.tags {
@@ -231,7 +227,7 @@ impl Cache {
             let found = self.read_input(&input.key, now, depth + 1).await;
             until = until.min(judge_input(input, found_of(&found)).map_err(broken)?);
         }
-        lineage.remember(epoch, until);
+        meta.lineage_check.remember(epoch, until);
         Ok(until)
     }
 

@@ -94,10 +94,10 @@ impl Cache {
         let Judgement::Fresh { mut until } = judge(&entry.meta, ty, now, Allowance::NONE) else {
             return Ok(None);
         };
-        if let Some(lineage) = entry.meta.lineage.as_deref() {
+        if entry.meta.lineage.is_some() {
             // A derived value: served from here only on a lineage check that still stands;
             // otherwise the full lookup checks its inputs.
-            match self.remembered_lineage(lineage, now) {
+            match self.remembered_lineage(&entry.meta, now) {
                 Some(inputs_until) => until = until.min(inputs_until),
                 None => return Ok(None),
             }

@@ -112,6 +112,7 @@ impl Cache {
                 last_modified: value.last_modified,
                 checksum: checksum(&value.bytes),
                 lineage,
+                lineage_check: Default::default(),
             },
             value: value.bytes,
         });

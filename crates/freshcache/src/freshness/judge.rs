@@ -187,6 +187,7 @@ mod tests {
             last_modified: None,
             checksum: 0,
             lineage: None,
+            lineage_check: Default::default(),
         }
     }
 

@@ -181,6 +181,7 @@ mod tests {
                 last_modified: None,
                 checksum: checksum(&value),
                 lineage: None,
+                lineage_check: Default::default(),
             },
             value,
         })

@@ -17,6 +17,7 @@ fn entry(value: &[u8], expires_ms: u64) -> Entry {
             last_modified: None,
             checksum: checksum(value),
             lineage: None,
+            lineage_check: Default::default(),
         },
         value: Bytes::copy_from_slice(value),
     }

@@ -138,6 +138,7 @@ fn entry(data_type: &str, value: Vec<u8>, now: Timestamp, ttl: Duration) -> Entr
             last_modified: None,
             checksum: freshcache::entry::checksum(&value),
             lineage: None,
+            lineage_check: Default::default(),
         },
         value: Bytes::from(value),
     }
