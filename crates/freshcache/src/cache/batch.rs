@@ -64,7 +64,13 @@ impl Cache {
             .map(|(k, e, ty)| (k.as_str(), &**e, ty.compress_above))
             .collect();
         if !rows.is_empty() {
-            self.inner.disk.put_many(&rows, now)?;
+            // Derived entries' edges to their inputs (for `inspect`'s dependents) go with them.
+            self.inner.disk.put_many_with(&rows, now, |tx| {
+                for (key, entry, _) in &rows {
+                    super::lineage::record_edges(tx, key, &entry.meta)?;
+                }
+                Ok(())
+            })?;
         }
         let mut redis_fixed = Vec::with_capacity(prepared.len());
         for (key, entry, ty) in &prepared {

@@ -157,3 +157,26 @@ async fn inspect_shows_inputs_and_dependents() {
         [features().as_str()]
     );
 }
+
+#[tokio::test]
+async fn a_batch_checks_inputs_and_records_dependents() {
+    let t = TestCache::new();
+    t.cache.set(&article(), "a").await.unwrap();
+    t.cache
+        .set_many([(features(), Value::from("f").derived_from([article()]))])
+        .await
+        .unwrap();
+    assert_eq!(
+        t.cache.inspect(&article()).unwrap().dependents,
+        [features().as_str()]
+    );
+    // An input missing at the time of the batch refuses it, naming the item.
+    let err = t
+        .cache
+        .set_many([(features(), Value::from("f").derived_from([odds()]))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch { .. }), "{err:?}");
+    t.cache.set(&article(), "corrected").await.unwrap();
+    assert!(t.cache.get(&features()).await.unwrap().is_miss());
+}
