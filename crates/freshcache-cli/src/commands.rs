@@ -63,6 +63,9 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
             ttl,
             codec,
             as_of,
+            derived_from,
+            unchecked_inputs,
+            tags,
             json,
             ..
         } => {
@@ -80,6 +83,7 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
             if let Some(t) = as_of {
                 value = value.as_of(t);
             }
+            let value = with_lineage(value, &derived_from, unchecked_inputs, tags)?;
             let entry = cache.set(&key, value).await?;
             output::stored(&key, &entry, json.json);
             Ok(())
@@ -91,10 +95,20 @@ async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
             Ok(())
         }
         Command::Invalidate {
+            tag: Some(tag),
+            json,
+            ..
+        } => {
+            let at = cache.invalidate_tag(&tag).await?;
+            output::tag_invalidated(&tag, at, json.json);
+            Ok(())
+        }
+        Command::Invalidate {
             prefix,
             all,
             yes,
             json,
+            ..
         } => {
             let removed = if all {
                 confirm_flush(yes)?;
@@ -274,4 +288,27 @@ fn confirm_flush(yes: bool) -> Result<(), Failure> {
     } else {
         Err(Failure::Invalid(anyhow!("not confirmed; nothing removed")))
     }
+}
+
+/// Adds `set`'s lineage options to `value`.
+fn with_lineage(
+    mut value: Value,
+    derived_from: &[String],
+    unchecked_inputs: bool,
+    tags: Vec<String>,
+) -> Result<Value, Failure> {
+    if !derived_from.is_empty() {
+        let inputs = derived_from
+            .iter()
+            .map(|k| Key::parse(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        value = value.derived_from(inputs);
+    }
+    if unchecked_inputs {
+        value = value.unchecked_inputs();
+    }
+    if !tags.is_empty() {
+        value = value.tags(tags);
+    }
+    Ok(value)
 }

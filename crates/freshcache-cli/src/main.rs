@@ -84,6 +84,17 @@ enum Command {
         /// When the signal was true (Unix seconds or RFC 3339); age counts from here.
         #[arg(long, value_parser = parse_timestamp)]
         as_of: Option<freshcache::Timestamp>,
+        /// Keys the value was computed from (comma-separated): each must be fresh now, and the
+        /// value stays fresh only while they are fresh and unchanged.
+        #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+        derived_from: Vec<String>,
+        /// Store even if an input is missing or stale (the value is then not fresh until they
+        /// are).
+        #[arg(long, requires = "derived_from")]
+        unchecked_inputs: bool,
+        /// Tags (comma-separated), for `invalidate --tag`.
+        #[arg(long, value_name = "TAGS", value_delimiter = ',')]
+        tags: Vec<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -94,11 +105,15 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Drop every key under PREFIX (or everything with --all) and print the count.
+    /// Drop every key under PREFIX (or everything with --all) and print the count; or, with
+    /// --tag, make every entry carrying TAG (and what was derived from it) not fresh.
     Invalidate {
         /// The prefix, e.g. `news:espn:`.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = ["all", "tag"], conflicts_with_all = ["all", "tag"])]
         prefix: Option<String>,
+        /// A tag to invalidate.
+        #[arg(long, conflicts_with = "all")]
+        tag: Option<String>,
         /// Emergency flush of every entry.
         #[arg(long)]
         all: bool,

@@ -17,6 +17,8 @@
 //!   no cleanup running, same run (`--sweep-entries N`).
 //! - W7 bulk fill (`--only bulk`): `--sweep-entries` × 100 B through `set_many` (1 000 a call)
 //!   beside single `set`s.
+//! - W8 lineage (`--only lineage`): a memory hit on a value derived from 3 inputs beside a
+//!   plain one, and a `set` declaring 3 inputs beside a plain `set`, same run.
 //! - W3 Redis tier (`--only redis`): hits through freshcache beside raw redis-crate GETs of the
 //!   same keys on a `redis-server` of the bench's own, 1 and 64 concurrent callers, 256 B and
 //!   64 KiB.
@@ -41,6 +43,8 @@ use serde_json::json;
 mod bulk;
 #[path = "tiers/disk.rs"]
 mod disk;
+#[path = "tiers/lineage.rs"]
+mod lineage;
 #[path = "tiers/memory.rs"]
 mod memory;
 #[path = "tiers/redis.rs"]
@@ -544,6 +548,9 @@ fn main() {
     }
     if run("bulk") {
         bulk::bulk_fill(&a, &rt, dir.path(), &mut report);
+    }
+    if run("lineage") {
+        lineage::lineage(&a, &rt, dir.path(), &mut report);
     }
     let summary = json!({
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },

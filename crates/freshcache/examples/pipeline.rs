@@ -1,12 +1,17 @@
 //! A prediction pipeline on freshcache, end to end, in about fifteen seconds:
 //!
-//! - odds for game g42 update every second (60 s TTL in production; 3 s here so the demo moves);
+//! - live odds for game g42 update every second (60 s TTL in production; 3 s per write here so
+//!   the demo moves);
 //! - a local news feed is fetched every 2 s with ETags: unchanged articles cost a 304 and no
 //!   body; the article changes every 5 s;
-//! - LLM features per cluster are computed once by a loader and then served from the cache;
+//! - LLM features for a cluster are derived from the article and the game's opening line
+//!   (`Value::derived_from`); the opening line is re-published every second with the same
+//!   price, which changes nothing, but a corrected article cascades: the features stop being
+//!   fresh at once;
 //! - every second an inference run asks the freshness guard for its signals — and is refused
-//!   while the odds producer is stalled (seconds 6–9), naming the stale key;
-//! - at the end, one run's audit trail proves what it used.
+//!   while the odds producer is stalled (seconds 6–9), naming the stale key, and after a
+//!   corrected article until the features are recomputed, naming the changed input;
+//! - at the end, the audit trails prove what one run used and why another was refused.
 //!
 //! Run: `cargo run -p freshcache --example pipeline` (`-- --seconds N` to shorten it).
 
@@ -24,7 +29,7 @@ use tokio::net::TcpListener;
 const CONFIG: &str = r#"
 cache:
   ttl:
-    odds_data: 3s
+    odds_data: 30s
     news_articles: 10s
     llm_features: 30s
 "#;
@@ -94,7 +99,8 @@ async fn main() {
             loop {
                 if !stalled.load(Ordering::Relaxed) {
                     price += 0.01;
-                    cache.set_json(&odds, &price).await.unwrap();
+                    let value = Value::json(&price).unwrap().ttl(Duration::from_secs(3));
+                    cache.set(&odds, value).await.unwrap();
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -125,12 +131,36 @@ async fn main() {
         });
     }
 
-    // LLM features per cluster: computed once by the loader, then cached.
+    // The opening line: re-published every second with the same price (a re-validation: same
+    // content, so nothing derived from it is touched).
+    let opening = Key::odds("g42", "open").unwrap();
+    {
+        let (cache, opening) = (cache.clone(), opening.clone());
+        tokio::spawn(async move {
+            loop {
+                cache.set_json(&opening, &1.85f64).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    // LLM features for cluster c7, derived from the article and the opening line.
     let features = Key::llm_features("c7", "2026-11-24").unwrap();
     let computed = Arc::new(AtomicU64::new(0));
+    let compute = async || {
+        computed.fetch_add(1, Ordering::Relaxed);
+        let value = Value::msgpack(&vec![0.12f32, -0.4, 0.93])
+            .unwrap()
+            .derived_from([news.clone(), opening.clone()]);
+        cache.set(&features, value).await
+    };
 
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Err(e) = compute().await {
+        println!("  features not computed yet: {e}");
+    }
     let mut last_run = String::new();
+    let mut refused_by_lineage = String::new();
     for second in 0..seconds {
         if second == 6 {
             println!("  odds producer stalls (simulated outage)");
@@ -140,17 +170,6 @@ async fn main() {
             println!("  odds producer is back");
             stalled.store(false, Ordering::Relaxed);
         }
-        let c = computed.clone();
-        cache
-            .get_or_fetch(&features, || async move {
-                c.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                Value::msgpack(&vec![0.12f32, -0.4, 0.93])
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            })
-            .await
-            .unwrap();
-
         let run = format!("run-{second:02}");
         let keys = [odds.clone(), news.clone(), features.clone()];
         match cache.require_fresh(&run, &keys).await {
@@ -176,9 +195,22 @@ async fn main() {
             Err(Error::StaleSignals { report }) => {
                 let bad: Vec<String> = report
                     .violations()
-                    .map(|s| format!("{} {:?}", s.key, s.verdict))
+                    .map(|s| match &s.reason {
+                        Some(reason) => format!("{} {}: {reason}", s.key, s.verdict),
+                        None => format!("{} {}", s.key, s.verdict),
+                    })
                     .collect();
                 println!("t={second:>2}s {run}: REFUSED        ({})", bad.join("; "));
+                // Features whose input changed are recomputed from the corrected article.
+                if report.violations().any(|s| s.key == features.as_str()) {
+                    if report.violations().any(|s| s.reason.is_some()) {
+                        refused_by_lineage.clone_from(&run);
+                    }
+                    match compute().await {
+                        Ok(_) => println!("        features recomputed from the current inputs"),
+                        Err(e) => println!("        features not recomputed: {e}"),
+                    }
+                }
             }
             Err(e) => println!("t={second:>2}s {run}: error {e}"),
         }
@@ -187,7 +219,7 @@ async fn main() {
 
     println!();
     println!(
-        "features computed {} time(s); news: {} full downloads ({} bytes), the rest were 304s",
+        "features computed {} time(s) (again only when an input changed); news: {} full downloads ({} bytes), the rest were 304s",
         computed.load(Ordering::Relaxed),
         full.load(Ordering::Relaxed),
         bytes.load(Ordering::Relaxed)
@@ -203,6 +235,26 @@ async fn main() {
                 row.ttl_ms,
                 row.checksum.unwrap_or_default()
             );
+        }
+    }
+    if !refused_by_lineage.is_empty() {
+        println!("audit of {refused_by_lineage} (why it was refused):");
+        for row in cache.audit(&refused_by_lineage).unwrap() {
+            println!(
+                "  {:<30} {:<6} {}",
+                row.key,
+                row.verdict,
+                row.reason.unwrap_or_default()
+            );
+            for input in row.inputs {
+                println!(
+                    "    └ {:<26} {:<6} age {:>6} ms  {}",
+                    input.key,
+                    input.verdict,
+                    input.age.map_or(0, |a| a.as_millis()),
+                    input.problem.unwrap_or_default()
+                );
+            }
         }
     }
     let stats = cache.stats().unwrap();

@@ -3,8 +3,12 @@
 //! ```text
 //! "FCE" version:u8 | flags:u8 codec:u8 | stored_at expires_at as_of:u64
 //! value_len value_xxh3:u64 | key:u16+bytes type:u8+bytes etag:u16+bytes last_mod:u16+bytes
+//! [version 2: inputs:u16 (key:u16+bytes checksum:u64 stored_at:u64)* tags:u16 (tag:u16+bytes)*]
 //! payload_len:u64 payload | envelope_xxh3:u64 (over everything before it)
 //! ```
+//!
+//! Version 2 adds the entry's lineage (declared inputs and tags) and is written only for entries
+//! that have one, so plain entries stay readable by builds that know version 1 only.
 //!
 //! All integers are little-endian. The key is inside the envelope so a blob filed under the
 //! wrong row is detected. Decoding checks the trailer first, then every length against the
@@ -15,11 +19,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::clock::Timestamp;
-use crate::entry::{Codec, Entry, Meta, checksum};
+use crate::entry::{Codec, Entry, Input, Lineage, Meta, checksum};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 3] = b"FCE";
 const VERSION: u8 = 1;
+/// The version of envelopes that carry a lineage.
+const VERSION_LINEAGE: u8 = 2;
 const FLAG_ZSTD: u8 = 1;
 const FLAG_AS_OF: u8 = 2;
 const FLAG_ETAG: u8 = 4;
@@ -65,8 +71,13 @@ pub fn encode(key: &str, entry: &Entry, compress_above: u64) -> Result<Vec<u8>> 
     }
     let payload: &[u8] = compressed.as_deref().unwrap_or(&entry.value);
     let mut out = Vec::with_capacity(payload.len() + key.len() + 128);
+    let lineage = m.lineage.as_deref().filter(|l| !l.is_empty());
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(if lineage.is_some() {
+        VERSION_LINEAGE
+    } else {
+        VERSION
+    });
     out.push(flags);
     out.push(m.codec.to_u8());
     for t in [m.stored_at, m.expires_at, m.as_of.unwrap_or_default()] {
@@ -81,6 +92,9 @@ pub fn encode(key: &str, entry: &Entry, compress_above: u64) -> Result<Vec<u8>> 
     out.extend_from_slice(ty);
     put_u16_str(&mut out, m.etag.as_deref().unwrap_or(""))?;
     put_u16_str(&mut out, m.last_modified.as_deref().unwrap_or(""))?;
+    if let Some(l) = lineage {
+        put_lineage(&mut out, l)?;
+    }
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(payload);
     let sum = twox_hash::XxHash3_64::oneshot(&out);
@@ -93,6 +107,44 @@ fn put_u16_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(s.as_bytes());
     Ok(())
+}
+
+fn put_count(out: &mut Vec<u8>, n: usize) -> Result<()> {
+    let n = u16::try_from(n).map_err(|_| Error::corrupt("more than 65535 inputs or tags"))?;
+    out.extend_from_slice(&n.to_le_bytes());
+    Ok(())
+}
+
+fn put_lineage(out: &mut Vec<u8>, l: &Lineage) -> Result<()> {
+    put_count(out, l.inputs.len())?;
+    for i in &l.inputs {
+        put_u16_str(out, &i.key)?;
+        out.extend_from_slice(&i.checksum.to_le_bytes());
+        out.extend_from_slice(&i.stored_at.as_millis().to_le_bytes());
+    }
+    put_count(out, l.tags.len())?;
+    for t in &l.tags {
+        put_u16_str(out, t)?;
+    }
+    Ok(())
+}
+
+fn get_lineage(r: &mut Reader<'_>) -> Result<Lineage> {
+    let n = usize::from(r.u16()?);
+    let mut inputs = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        inputs.push(Input {
+            key: r.str16()?.to_owned(),
+            checksum: r.u64()?,
+            stored_at: Timestamp::from_millis(r.u64()?),
+        });
+    }
+    let n = usize::from(r.u16()?);
+    let mut tags = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        tags.push(r.str16()?.to_owned());
+    }
+    Ok(Lineage::new(inputs, tags))
 }
 
 struct Reader<'a> {
@@ -130,6 +182,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The envelope version of `buf`, once its length, magic and version are checked.
+fn check_header(buf: &[u8]) -> Result<u8> {
+    if buf.len() < MAGIC.len() + 1 + 8 {
+        return Err(Error::corrupt("envelope too short"));
+    }
+    if &buf[..3] != MAGIC {
+        return Err(Error::corrupt("bad magic"));
+    }
+    match buf[3] {
+        v @ (VERSION | VERSION_LINEAGE) => Ok(v),
+        v => Err(Error::corrupt(format!("unknown envelope version {v}"))),
+    }
+}
+
 /// Decodes and verifies an envelope stored under `expected_key`.
 ///
 /// # Errors
@@ -145,18 +211,7 @@ pub fn decode(expected_key: &str, buf: &[u8]) -> Result<Entry> {
 /// As [`decode`].
 pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
     let buf: &[u8] = &owned;
-    if buf.len() < MAGIC.len() + 1 + 8 {
-        return Err(Error::corrupt("envelope too short"));
-    }
-    if &buf[..3] != MAGIC {
-        return Err(Error::corrupt("bad magic"));
-    }
-    if buf[3] != VERSION {
-        return Err(Error::corrupt(format!(
-            "unknown envelope version {}",
-            buf[3]
-        )));
-    }
+    let version = check_header(buf)?;
     let (body, trailer) = buf.split_at(buf.len() - 8);
     let mut t = [0u8; 8];
     t.copy_from_slice(trailer);
@@ -180,6 +235,11 @@ pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
         .map_err(|_| Error::corrupt("data type is not UTF-8"))?;
     let etag = r.str16()?;
     let last_modified = r.str16()?;
+    let lineage = if version == VERSION_LINEAGE {
+        Some(Box::new(get_lineage(&mut r)?))
+    } else {
+        None
+    };
     let payload_len = usize::try_from(r.u64()?).map_err(|_| Error::corrupt("payload length"))?;
     let payload_start = r.pos;
     let payload = r.take(payload_len)?;
@@ -217,6 +277,8 @@ pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
             etag: (flags & FLAG_ETAG != 0).then(|| etag.to_owned()),
             last_modified: (flags & FLAG_LAST_MODIFIED != 0).then(|| last_modified.to_owned()),
             checksum: value_sum,
+            lineage,
+            lineage_check: Default::default(),
         },
         value,
     })
@@ -238,6 +300,8 @@ mod tests {
                 etag: Some("W/\"abc\"".into()),
                 last_modified: Some("Tue, 14 Nov 2023 22:13:20 GMT".into()),
                 checksum: checksum(value),
+                lineage: None,
+                lineage_check: Default::default(),
             },
             value: Bytes::copy_from_slice(value),
         }
@@ -259,6 +323,27 @@ mod tests {
         assert_eq!(decode("news:espn:1", &buf).unwrap(), e);
         let plain = encode("news:espn:1", &e, u64::MAX).unwrap();
         assert!(plain.len() > text.len());
+    }
+
+    #[test]
+    fn a_lineage_round_trips_in_version_2_and_plain_entries_stay_version_1() {
+        let plain = entry(b"x");
+        assert_eq!(encode("news:espn:1", &plain, 4096).unwrap()[3], 1);
+        let mut e = entry(b"features");
+        e.meta.lineage = Some(Box::new(Lineage::new(
+            vec![Input {
+                key: "news:espn:a1".into(),
+                checksum: 42,
+                stored_at: Timestamp::from_secs(7),
+            }],
+            vec!["cluster-7".into()],
+        )));
+        let buf = encode("llm:features:c7:d", &e, 4096).unwrap();
+        assert_eq!(buf[3], 2);
+        assert_eq!(decode("llm:features:c7:d", &buf).unwrap(), e);
+        for cut in 0..buf.len() {
+            assert!(decode("llm:features:c7:d", &buf[..cut]).is_err());
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! An entry: value bytes plus the metadata that decides its freshness.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,7 +111,91 @@ pub struct Meta {
     pub last_modified: Option<String>,
     /// xxh3-64 of the value bytes.
     pub checksum: u64,
+    /// What the value was computed from and the tags it carries, if anything.
+    pub lineage: Option<Box<Lineage>>,
+    /// The last check of the lineage made in this process (not stored; `Default::default()`
+    /// when building a `Meta`).
+    pub lineage_check: LineageCheck,
 }
+
+/// One declared input of a derived entry, as it stood when the entry was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// The input's key.
+    pub key: String,
+    /// xxh3-64 of the input's value: the entry stays fresh only while the input still has it.
+    pub checksum: u64,
+    /// When the input was stored (for reports: its age when it was used).
+    pub stored_at: Timestamp,
+}
+
+/// An entry's lineage: the inputs it was derived from and its tags. Stored in the envelope, so
+/// it travels with the entry across tiers, processes, instances and restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// Declared inputs, in the order given.
+    pub inputs: Vec<Input>,
+    /// Tags, for one-step invalidation of every entry carrying one.
+    pub tags: Vec<String>,
+}
+
+impl Lineage {
+    /// A lineage of `inputs` and `tags`.
+    #[must_use]
+    pub fn new(inputs: Vec<Input>, tags: Vec<String>) -> Self {
+        Self { inputs, tags }
+    }
+
+    /// True when there is nothing to record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty() && self.tags.is_empty()
+    }
+}
+
+/// The last check that found a derived entry's inputs and tags sound, kept on the entry in
+/// memory (never stored): at which cache change count (plus one; zero is "never") and until
+/// when. Beside the other metadata rather than behind the lineage's pointer, and two atomics
+/// rather than a lock, so that a memory hit on a derived value costs two loads more than a
+/// plain one and no extra cache miss. A torn pair is harmless: a reader only uses it when its
+/// count equals the current one, and every check stores a deadline computed at that count or
+/// later. Copies and comparisons ignore it.
+#[derive(Debug, Default)]
+pub struct LineageCheck {
+    epoch: AtomicU64,
+    until: AtomicU64,
+}
+
+impl LineageCheck {
+    /// The deadline found by the last check, if it was made at change count `epoch`.
+    #[inline]
+    pub(crate) fn checked_until(&self, epoch: u64) -> Option<Timestamp> {
+        (self.epoch.load(Ordering::Acquire) == epoch.wrapping_add(1))
+            .then(|| Timestamp::from_millis(self.until.load(Ordering::Acquire)))
+    }
+
+    /// Remembers a check made at change count `epoch` that found the lineage sound until
+    /// `until`.
+    pub(crate) fn remember(&self, epoch: u64, until: Timestamp) {
+        self.until.store(until.as_millis(), Ordering::Release);
+        self.epoch.store(epoch.wrapping_add(1), Ordering::Release);
+    }
+}
+
+impl Clone for LineageCheck {
+    /// No remembered check: it belongs to the copy it was made on.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for LineageCheck {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LineageCheck {}
 
 impl Meta {
     /// True when the entry may be served as fresh at `now`: strictly before `expires_at`, and
@@ -139,6 +224,18 @@ impl Meta {
     #[must_use]
     pub fn age(&self, now: Timestamp) -> Duration {
         now.duration_since(self.as_of.unwrap_or(self.stored_at))
+    }
+
+    /// The inputs the value was derived from (empty for a plain value).
+    #[must_use]
+    pub fn inputs(&self) -> &[Input] {
+        self.lineage.as_deref().map_or(&[], |l| &l.inputs)
+    }
+
+    /// The entry's tags.
+    #[must_use]
+    pub fn tags(&self) -> &[String] {
+        self.lineage.as_deref().map_or(&[], |l| &l.tags)
     }
 
     /// The lifetime the entry was given.
@@ -230,6 +327,8 @@ mod tests {
             etag: None,
             last_modified: None,
             checksum: 0,
+            lineage: None,
+            lineage_check: LineageCheck::default(),
         }
     }
 

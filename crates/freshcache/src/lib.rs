@@ -69,15 +69,15 @@ mod url;
 pub mod warm;
 
 pub use cache::{
-    Cache, CacheBuilder, Hit, Inspection, Lookup, ReadOptions, Sharing, Source, Value,
+    Cache, CacheBuilder, Hit, InputChecks, Inspection, Lookup, ReadOptions, Sharing, Source, Value,
 };
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;
 pub use datatype::{DataTypeSpec, Placement, StalePolicy, TtlOverride};
-pub use entry::{Codec, Entry, Meta};
+pub use entry::{Codec, Entry, Input, Lineage, LineageCheck, Meta};
 pub use error::{
-    ConfigError, Error, ErrorClass, FetchErrorKind, RedisErrorKind, RefusedItem, Result,
-    StorageFault,
+    ConfigError, Error, ErrorClass, FetchErrorKind, InputProblem, RedisErrorKind, RefusedItem,
+    Result, StorageFault,
 };
 pub use key::{Key, KeyPrefix};
 pub use stats::StatsReport;

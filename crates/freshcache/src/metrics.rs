@@ -131,6 +131,7 @@ impl<S: MetricsSource> Collector for CacheCollector<S> {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let m = self.source.metrics_snapshot();
         encode_reads(&mut enc, &m)?;
+        encode_lineage(&mut enc, &m)?;
         encode_space(&mut enc, &m)?;
         encode_latency(&mut enc, &m)?;
         encode_upkeep(&mut enc, &m)
@@ -220,6 +221,28 @@ fn encode_reads(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fm
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Lineage: derived values refused by their inputs, tag invalidations.
+fn encode_lineage(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fmt::Result {
+    counter_family(
+        enc,
+        "cache_cascade_invalidations",
+        "Reads of derived or tagged values found not fresh because an input changed, went \
+         stale or away, or a tag was invalidated, by data type of the derived value.",
+        "data_type",
+        m.types.iter().map(|t| (t.name.as_str(), t.cascades)),
+    )?;
+    {
+        let family = enc.encode_descriptor(
+            "cache_tag_invalidations",
+            "Tag invalidations made through this instance.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(m.tag_invalidations).encode(family)?;
     }
     Ok(())
 }
@@ -478,6 +501,7 @@ pub struct TypeSnapshot {
     pub(crate) name: String,
     pub(crate) expirations: u64,
     pub(crate) future_stamped: u64,
+    pub(crate) cascades: u64,
     pub(crate) violations: u64,
     pub(crate) checks: u64,
     pub(crate) stale_served: u64,
@@ -513,6 +537,7 @@ pub struct MetricsSnapshot {
     pub(crate) opened_at: crate::clock::Timestamp,
     pub(crate) redis_circuit_open: bool,
     pub(crate) redis_latency: (f64, u64, Vec<(f64, u64)>),
+    pub(crate) tag_invalidations: u64,
 }
 
 #[cfg(test)]

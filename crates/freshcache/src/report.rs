@@ -79,6 +79,27 @@ pub struct SignalCheck {
     pub checksum: Option<String>,
     /// Origin ETag, if known.
     pub etag: Option<String>,
+    /// For a derived or tagged signal: each declared input (and each invalidated tag, as
+    /// `#tag`) with its verdict and age at the check.
+    pub inputs: Vec<InputCheck>,
+    /// Why a signal found within its own TTL was refused (`input news:espn:a1 changed at T`).
+    pub reason: Option<String>,
+}
+
+/// One input of a derived signal as the guard found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InputCheck {
+    /// The input's key (or `#tag` for an invalidated tag).
+    pub key: String,
+    /// Fresh and unchanged, or stale (changed, expired, invalidated), or missing.
+    pub verdict: Verdict,
+    /// Age of the input at the check, if found.
+    #[serde(serialize_with = "ser_opt_secs", rename = "age_seconds")]
+    pub age: Option<Duration>,
+    /// xxh3-64 of the input's current value, hex, if found.
+    pub checksum: Option<String>,
+    /// What is wrong with it, if anything (`changed at T`, `stale since T`, `missing`).
+    pub problem: Option<String>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -168,6 +168,14 @@ pub(crate) fn invalidated(removed: u64, json: bool) {
     }
 }
 
+pub(crate) fn tag_invalidated(tag: &str, at: freshcache::Timestamp, json: bool) {
+    if json {
+        println!("{}", json!({"tag": tag, "invalidated_at": at.to_string()}));
+    } else {
+        println!("tag {tag} invalidated at {at}");
+    }
+}
+
 fn opt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
 }

@@ -169,6 +169,11 @@ pub(crate) fn inspect(key: &Key, ins: &Inspection, json: bool) {
     let mut v = meta_json(key, entry);
     v["found"] = json!(true);
     v["fresh"] = json!(ins.fresh);
+    v["verdict"] = json!(if ins.fresh { "fresh" } else { "stale" });
+    v["stale_since"] = json!(ins.stale_since.map(|t| t.to_string()));
+    v["inputs"] = json!(ins.inputs);
+    v["tags"] = json!(m.tags());
+    v["dependents"] = json!(ins.dependents);
     v["in_memory"] = json!(ins.in_memory);
     v["on_disk"] = json!(ins.disk.is_some());
     v["age_seconds"] = json!(m.age(ins.now).as_secs_f64());
@@ -187,10 +192,11 @@ pub(crate) fn inspect(key: &Key, ins: &Inspection, json: bool) {
     }
     println!("key:        {key}");
     println!("data type:  {}", m.data_type);
-    println!(
-        "status:     {}",
-        if ins.fresh { "fresh" } else { "EXPIRED" }
-    );
+    match ins.stale_since {
+        _ if ins.fresh => println!("status:     fresh"),
+        Some(t) => println!("status:     STALE since {t}"),
+        None => println!("status:     STALE"),
+    }
     let tiers: Vec<&str> = [
         (ins.in_memory, "memory (this process)"),
         (ins.disk.is_some(), "disk"),
@@ -229,6 +235,28 @@ pub(crate) fn inspect(key: &Key, ins: &Inspection, json: bool) {
     if let Some(lm) = &m.last_modified {
         println!("last-modified: {lm}");
     }
+    inspect_lineage(ins, m);
+}
+
+/// `inspect`'s tags, inputs and dependents, as text.
+fn inspect_lineage(ins: &Inspection, m: &freshcache::Meta) {
+    if !m.tags().is_empty() {
+        println!("tags:       {}", m.tags().join(", "));
+    }
+    for i in &ins.inputs {
+        println!(
+            "input:      {} {} (age {}){}",
+            i.key,
+            i.verdict,
+            age_h(i.age.map(|a| a.as_secs_f64())),
+            i.problem
+                .as_deref()
+                .map_or_else(String::new, |p| format!(": {p}"))
+        );
+    }
+    if !ins.dependents.is_empty() {
+        println!("dependents: {}", ins.dependents.join(", "));
+    }
 }
 
 pub(crate) fn freshness(r: &FreshnessReport, json: bool) {
@@ -243,16 +271,25 @@ pub(crate) fn freshness(r: &FreshnessReport, json: bool) {
         "{}",
         table(
             &[("KEY", L), ("VERDICT", L), ("AGE", R), ("TTL", R)],
-            r.signals.iter().map(|s| {
-                vec![
+            r.signals.iter().flat_map(|s| {
+                let signal = vec![
                     s.key.to_string(),
                     s.verdict.name().to_owned(),
                     age_h(s.age.map(|a| a.as_secs_f64())),
                     age_h(Some(s.ttl.as_secs_f64())),
-                ]
+                ];
+                std::iter::once(signal).chain(input_rows(&s.inputs, 4))
             }),
         )
     );
+    for s in r.signals.iter().filter(|s| s.reason.is_some()) {
+        println!(
+            "{} {}: {}",
+            s.key,
+            s.verdict,
+            s.reason.as_deref().unwrap_or("")
+        );
+    }
     let bad = r.violations().count();
     if bad == 0 {
         println!("all {} signals fresh", r.signals.len());
@@ -281,18 +318,51 @@ pub(crate) fn audit(run_id: &str, rows: &[AuditRow], json: bool) {
                 ("TTL", R),
                 ("CHECKSUM", L),
             ],
-            rows.iter().map(|r| {
-                vec![
+            rows.iter().flat_map(|r| {
+                let signal = vec![
                     r.checked_at.to_string(),
                     r.key.to_string(),
                     r.verdict.to_string(),
                     age_h(r.age_ms.map(|a| a as f64 / 1000.0)),
                     age_h(Some(r.ttl_ms as f64 / 1000.0)),
                     r.checksum.as_deref().unwrap_or("-").to_owned(),
-                ]
+                ];
+                let inputs = input_rows(&r.inputs, 6).map(|mut row| {
+                    // Under the signal: no time of its own; its checksum where the signal's is.
+                    row.rotate_right(1);
+                    row.swap(4, 5);
+                    row
+                });
+                std::iter::once(signal).chain(inputs)
             }),
         )
     );
+    for r in rows.iter().filter(|r| r.reason.is_some()) {
+        println!(
+            "{} {}: {}",
+            r.key,
+            r.verdict,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// A derived signal's inputs as rows of `width` cells under it: `└ key`, verdict, age, the
+/// problem (or `-`), then empty cells.
+fn input_rows(
+    inputs: &[freshcache::freshness::InputCheck],
+    width: usize,
+) -> impl Iterator<Item = Vec<String>> + '_ {
+    inputs.iter().map(move |i| {
+        let mut row = vec![
+            format!("└ {}", i.key),
+            i.verdict.name().to_owned(),
+            age_h(i.age.map(|a| a.as_secs_f64())),
+            i.problem.clone().unwrap_or_else(|| "-".to_owned()),
+        ];
+        row.resize(width, String::new());
+        row
+    })
 }
 
 pub(crate) fn warm_summary(r: &WarmReport, json: bool) {

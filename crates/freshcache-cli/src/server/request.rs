@@ -33,6 +33,9 @@ impl From<Error> for ApiError {
             Error::AlreadyExpired { .. } => "already_expired",
             Error::Codec { .. } => "codec",
             Error::Loader { .. } => "loader",
+            Error::InputNotFresh { .. } => "input_not_fresh",
+            Error::LineageCycle { .. } => "lineage_cycle",
+            Error::InvalidTag { .. } => "invalid_tag",
             _ => e.class().name(),
         };
         if status.is_server_error() {

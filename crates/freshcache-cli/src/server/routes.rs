@@ -91,6 +91,7 @@ pub(super) async fn put_entry(
         })?;
         value = value.as_of(freshcache::Timestamp::from_secs(secs));
     }
+    value = with_lineage(value, &q)?;
     let entry = state.cache.set(&key, value).await?;
     let m = &entry.meta;
     Ok((
@@ -104,6 +105,40 @@ pub(super) async fn put_entry(
         })),
     )
         .into_response())
+}
+
+/// `derived_from=k1,k2`, `tags=t1,t2` and `inputs=unchecked` from a PUT's query.
+fn with_lineage(mut value: Value, q: &HashMap<String, String>) -> ApiResult<Value> {
+    let list = |name: &str| {
+        q.get(name)
+            .map(|s| s.split(',').filter(|p| !p.is_empty()).map(str::to_owned))
+            .into_iter()
+            .flatten()
+            .collect::<Vec<String>>()
+    };
+    let inputs = list("derived_from")
+        .iter()
+        .map(|k| parse_key(k))
+        .collect::<ApiResult<Vec<Key>>>()?;
+    if !inputs.is_empty() {
+        value = value.derived_from(inputs);
+    }
+    let tags = list("tags");
+    if !tags.is_empty() {
+        value = value.tags(tags);
+    }
+    match q.get("inputs").map(String::as_str) {
+        None | Some("checked") => {}
+        Some("unchecked") => value = value.unchecked_inputs(),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "inputs is checked or unchecked",
+            ));
+        }
+    }
+    Ok(value)
 }
 
 pub(super) async fn delete_entry(
@@ -128,6 +163,7 @@ pub(super) async fn delete_entry(
 #[serde(deny_unknown_fields)]
 pub(super) struct InvalidateBody {
     prefix: Option<String>,
+    tag: Option<String>,
     #[serde(default)]
     all: bool,
 }
@@ -141,22 +177,26 @@ pub(super) async fn invalidate(
         &state,
         &headers,
         body,
-        r#"{"prefix": "news:espn:"} or {"all": true}"#,
+        r#"{"prefix": "news:espn:"}, {"tag": "espn"} or {"all": true}"#,
     )
     .await?;
-    let removed = match (req.prefix, req.all) {
-        (Some(p), false) => {
+    let removed = match (req.prefix, req.tag, req.all) {
+        (None, Some(tag), false) => {
+            let at = state.cache.invalidate_tag(&tag).await?;
+            return Ok(Json(json!({"tag": tag, "invalidated_at": at.to_string()})).into_response());
+        }
+        (Some(p), None, false) => {
             state
                 .cache
                 .invalidate_prefix(&KeyPrefix::parse(&p)?)
                 .await?
         }
-        (None, true) => state.cache.invalidate_all().await?,
+        (None, None, true) => state.cache.invalidate_all().await?,
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_body",
-                "give exactly one of \"prefix\" or \"all\": true",
+                "give exactly one of \"prefix\", \"tag\" or \"all\": true",
             ));
         }
     };

@@ -7,6 +7,7 @@ mod commands;
 mod console;
 mod fetch;
 mod hostile;
+mod lineage;
 mod load;
 mod observe;
 mod ops;

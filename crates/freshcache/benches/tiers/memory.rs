@@ -53,6 +53,8 @@ fn entry(value: &Bytes) -> Arc<Entry> {
             etag: None,
             last_modified: None,
             checksum: freshcache::entry::checksum(value),
+            lineage: None,
+            lineage_check: Default::default(),
         },
         value: value.clone(),
     })

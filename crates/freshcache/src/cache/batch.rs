@@ -29,7 +29,11 @@ impl Cache {
         let mut prepared = Vec::with_capacity(total);
         let mut refused = Vec::new();
         for (index, (key, value)) in items.into_iter().enumerate() {
-            match self.prepare(&key, value, now) {
+            let prepared_item = match self.resolve_lineage(&key, &value, now).await {
+                Ok(resolved) => self.prepare(&key, value, now, resolved),
+                Err(e) => Err(e),
+            };
+            match prepared_item {
                 Ok((entry, ty)) => prepared.push((key, entry, ty)),
                 Err(error) => refused.push(RefusedItem {
                     index,
@@ -60,7 +64,13 @@ impl Cache {
             .map(|(k, e, ty)| (k.as_str(), &**e, ty.compress_above))
             .collect();
         if !rows.is_empty() {
-            self.inner.disk.put_many(&rows, now)?;
+            // Derived entries' edges to their inputs (for `inspect`'s dependents) go with them.
+            self.inner.disk.put_many_with(&rows, now, |tx| {
+                for (key, entry, _) in &rows {
+                    super::lineage::record_edges(tx, key, &entry.meta)?;
+                }
+                Ok(())
+            })?;
         }
         let mut redis_fixed = Vec::with_capacity(prepared.len());
         for (key, entry, ty) in &prepared {
@@ -70,6 +80,7 @@ impl Cache {
         for &i in &stripes {
             self.inner.stripes[i].epoch.fetch_add(1, Ordering::AcqRel);
         }
+        self.note_change();
         drop(guards);
         for ((key, _, ty), fixed) in prepared.iter().zip(redis_fixed) {
             self.announce('s', now, key.as_str(), fixed).await;

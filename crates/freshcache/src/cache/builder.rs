@@ -151,18 +151,7 @@ impl CacheBuilder {
             free_space,
             sharing,
         } = self;
-        // The index also keeps the audit, the persisted counters and the cleanup history, each
-        // in a table its own module defines.
-        let mut disk = DiskTier::open_with_tables(
-            &config.cache_dir,
-            &config.metadata_path,
-            config.disk.inline_max,
-            &[
-                crate::freshness::audit::SCHEMA,
-                crate::stats::persisted::SCHEMA,
-                crate::maintenance::history::SCHEMA,
-            ],
-        )?;
+        let mut disk = open_disk(&config)?;
         disk.set_size_limit(config.cleanup.max_size_bytes);
         disk.set_free_space(
             config.cleanup.min_free_disk,
@@ -203,6 +192,9 @@ impl CacheBuilder {
                 closed,
                 stats,
                 stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+                changes: Arc::new(AtomicU64::new(0)),
+                tags: Arc::new(super::lineage::TagTimes::default()),
+                tag_invalidations: AtomicU64::new(0),
                 hasher: Default::default(),
                 inflight: Mutex::new(HashMap::new()),
                 memory_latency: LatencyHistogram::default(),
@@ -214,6 +206,7 @@ impl CacheBuilder {
                 follower: Mutex::new(None),
             }),
         };
+        super::tags::load(&cache.inner.disk, &cache.inner.tags)?;
         if let Some(follower) = follower {
             let running = follow::spawn(&cache, follower, instance_id);
             *cache
@@ -224,6 +217,24 @@ impl CacheBuilder {
         }
         Ok(cache)
     }
+}
+
+/// Opens the disk tier of `config`. The index also keeps the audit, the persisted counters,
+/// the cleanup history, tag invalidation times and the lineage's reverse index, each in a table
+/// its own module defines.
+fn open_disk(config: &Config) -> Result<DiskTier> {
+    DiskTier::open_with_tables(
+        &config.cache_dir,
+        &config.metadata_path,
+        config.disk.inline_max,
+        &[
+            crate::freshness::audit::SCHEMA,
+            crate::stats::persisted::SCHEMA,
+            crate::maintenance::history::SCHEMA,
+            super::tags::SCHEMA,
+            super::lineage::EDGES_SCHEMA,
+        ],
+    )
 }
 
 impl Cache {

@@ -67,6 +67,7 @@ async fn apply(cache: &Cache, msg: &str) {
             cache.forget_prefix(subject).await;
             r
         }
+        't' => cache.record_tag(subject, stored_at),
         'a' => {
             let r = disk.remove_prefix("", None).map(|_| ());
             cache.forget_prefix("").await;
@@ -213,6 +214,7 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 // Anything announced while unsubscribed was missed: start from empty memory
                 // (but for values kept in this process's memory alone).
                 cache.forget_shared().await;
+                cache.load_redis_tags().await;
                 cache.inner.l1_trusted.store(true, Ordering::Release);
                 tracing::info!("coherence subscription established");
                 drop(cache);

@@ -11,10 +11,11 @@ use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::lineage::TagTimes;
 use super::{Cache, STRIPES, Stripe};
 use crate::tier::disk::{ChangeFollower, ChangeOp, Poll};
 use crate::tier::memory::MemoryTier;
@@ -34,6 +35,8 @@ struct Local {
     stripes: Arc<[Stripe]>,
     hasher: RandomState,
     l1_trusted: Arc<AtomicBool>,
+    changes: Arc<AtomicU64>,
+    tags: Arc<TagTimes>,
 }
 
 /// A running follower thread.
@@ -72,6 +75,8 @@ pub(super) fn spawn(
         stripes: Arc::clone(&inner.stripes),
         hasher: inner.hasher.clone(),
         l1_trusted: Arc::clone(&inner.l1_trusted),
+        changes: Arc::clone(&inner.changes),
+        tags: cache.tag_times(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
@@ -112,6 +117,13 @@ fn follow_once(local: &Local, follower: &mut ChangeFollower, origin: &str) {
                         }
                     }
                     ChangeOp::Prefix => local.forget_prefix(&change.subject),
+                    ChangeOp::Tag => {
+                        if let Some((tag, at)) = super::tags::parse_feed_subject(&change.subject)
+                            && local.tags.raise(tag, at)
+                        {
+                            local.changes.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
                 }
             }
         }
@@ -134,6 +146,7 @@ impl Local {
         let _g = stripe.lock.blocking_lock();
         self.memory.remove(key);
         stripe.epoch.fetch_add(1, Ordering::AcqRel);
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Drops every memory copy of a value other processes may have changed (all but the
@@ -159,6 +172,7 @@ impl Local {
                 let _g = s.lock.blocking_lock();
                 s.epoch.fetch_add(1, Ordering::AcqRel);
             }
+            self.changes.fetch_add(1, Ordering::AcqRel);
         };
         bump();
         if prefix.is_empty() {

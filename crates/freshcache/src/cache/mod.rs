@@ -31,16 +31,20 @@ mod builder;
 mod coherence;
 mod fetch;
 mod follow;
+mod lineage;
+mod peek;
 mod pending;
 mod read;
 mod report;
+mod tags;
 mod types;
 mod write;
 
 use builder::CacheClock;
 pub use builder::{CacheBuilder, Sharing};
+pub(crate) use lineage::prune_edges as prune_lineage_edges;
 pub(crate) use types::Purpose;
-pub use types::{Hit, Inspection, Lookup, ReadOptions, Source, Value};
+pub use types::{Hit, InputChecks, Inspection, Lookup, ReadOptions, Source, Value};
 
 /// Number of write stripes; writes to keys in one stripe are serialised.
 const STRIPES: usize = 64;
@@ -84,6 +88,14 @@ struct Inner {
     closed: watch::Receiver<()>,
     stats: Stats,
     stripes: Arc<[Stripe]>,
+    /// Counts every change this process made or learnt of (writes, deletes, invalidations, other
+    /// processes' and instances' changes): a lineage check remembered at one count stands only
+    /// while the count is unchanged. Shared with the change follower thread.
+    changes: Arc<AtomicU64>,
+    /// The latest invalidation time of each tag invalidated.
+    tags: Arc<lineage::TagTimes>,
+    /// Tag invalidations made through this instance.
+    tag_invalidations: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
     inflight: Mutex<HashMap<Arc<str>, watch::Receiver<Outcome>>>,
     memory_latency: LatencyHistogram,

@@ -79,7 +79,7 @@ impl Cache {
     /// The memory-tier hit path, without the machinery of the full lookup: a fresh copy in
     /// memory, or `None` (the full lookup then handles expiry, lower tiers and counters).
     #[inline]
-    fn memory_hit(&self, key: &Key, now: Timestamp) -> Result<Option<Hit>> {
+    pub(super) fn memory_hit(&self, key: &Key, now: Timestamp) -> Result<Option<Hit>> {
         // Timing costs two clock reads and two shared atomic adds, as much as the hit itself:
         // only sampled lookups are timed (hits are still counted exactly, below).
         let started = sample_memory_latency().then(Stopwatch::start);
@@ -91,9 +91,17 @@ impl Cache {
         let Some(entry) = inner.memory.get(key.as_str()) else {
             return Ok(None);
         };
-        let Judgement::Fresh { until } = judge(&entry.meta, ty, now, Allowance::NONE) else {
+        let Judgement::Fresh { mut until } = judge(&entry.meta, ty, now, Allowance::NONE) else {
             return Ok(None);
         };
+        if entry.meta.lineage.is_some() {
+            // A derived value: served from here only on a lineage check that still stands;
+            // otherwise the full lookup checks its inputs.
+            match self.remembered_lineage(&entry.meta, now) {
+                Some(inputs_until) => until = until.min(inputs_until),
+                None => return Ok(None),
+            }
+        }
         inner
             .stats
             .tier(TierKind::Memory, ty.id)
@@ -117,8 +125,27 @@ impl Cache {
         opts: ReadOptions,
         purpose: Purpose,
     ) -> Result<Lookup> {
+        self.lookup_at(key, now, opts, purpose, 0).await
+    }
+
+    /// [`Cache::lookup`] for a key `depth` steps up a chain of inputs (0: asked by a caller).
+    /// A fresh derived value is then judged by its lineage (see `lineage`).
+    pub(crate) async fn lookup_at(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        opts: ReadOptions,
+        purpose: Purpose,
+        depth: u8,
+    ) -> Result<Lookup> {
         let started = Stopwatch::start();
         let (found, answered_by) = self.lookup_tiers(key, now, opts, purpose).await?;
+        let found = match found {
+            Lookup::Fresh(hit) if hit.meta().lineage.is_some() => {
+                self.judge_lineage(hit, purpose, depth).await
+            }
+            other => other,
+        };
         let histogram = match answered_by {
             TierKind::Memory => &self.inner.memory_latency,
             TierKind::Redis => &self.inner.redis_latency,
@@ -140,7 +167,8 @@ impl Cache {
     ) -> Result<(Lookup, TierKind)> {
         let ty = self.inner.config.data_types.resolve(key)?;
         let mut seen_expired = false;
-        if let Some(hit) = self.read_memory(key, ty, now, &mut seen_expired) {
+        let mut expired_kept = None;
+        if let Some(hit) = self.read_memory(key, ty, now, &mut seen_expired, &mut expired_kept) {
             return Ok((Lookup::Fresh(hit), TierKind::Memory));
         }
         let stripe = self.stripe(key.as_str());
@@ -156,6 +184,11 @@ impl Cache {
         let found = self
             .read_disk(&read, now, opts, purpose, seen_expired)
             .await?;
+        // A type kept off disk has no sweep to wait for: its expired memory copy is what the
+        // guard reports as stale (until it is evicted, deleted or rewritten).
+        if let (Lookup::Miss, Purpose::Audit, Some(hit)) = (&found, purpose, expired_kept) {
+            return Ok((Lookup::Stale(hit), TierKind::Memory));
+        }
         Ok((found, TierKind::Disk))
     }
 
@@ -175,13 +208,16 @@ impl Cache {
         }
     }
 
-    /// L1: a fresh copy, or `None` (an unusable copy is dropped: that copy, not a newer one).
+    /// L1: a fresh copy, or `None` (an unusable copy is dropped: that copy, not a newer one —
+    /// except an expired copy of a type kept off disk, which stays, as an expired disk row stays
+    /// for the sweep, and is handed back in `expired_kept`).
     fn read_memory(
         &self,
         key: &Key,
         ty: &DataTypeSpec,
         now: Timestamp,
         seen_expired: &mut bool,
+        expired_kept: &mut Option<Hit>,
     ) -> Option<Hit> {
         let inner = &*self.inner;
         let k = key.as_str();
@@ -218,9 +254,18 @@ impl Cache {
                     self.note_future_stamped(ty, TierKind::Memory, k);
                 }
                 // Past its stamped expiry, or past the type's current TTL within it.
-                Judgement::Stale { .. } | Judgement::Expired { .. } => {
-                    inner.memory.remove_entry(k, &entry);
+                Judgement::Stale { until } | Judgement::Expired { until } => {
                     self.note_expired(ty, TierKind::Memory, seen_expired);
+                    if ty.placement.in_disk() {
+                        inner.memory.remove_entry(k, &entry);
+                    } else {
+                        *expired_kept = Some(Hit {
+                            entry,
+                            source: Source::Tier(TierKind::Memory),
+                            now,
+                            deadline: until,
+                        });
+                    }
                 }
             }
         }
@@ -339,12 +384,10 @@ impl Cache {
                 .of_type(ty.id)
                 .stale_served
                 .fetch_add(1, Ordering::Relaxed);
-        } else if entry.meta.expires_at.saturating_add(ty.stale.window()) <= now {
-            // Lazy removal once past any stale window; a failure here only delays cleanup.
-            if let Err(e) = inner.disk.remove_expired(k, entry.meta.expires_at, now) {
-                tracing::debug!(error = %e, "lazy removal of an expired entry failed");
-            }
         }
+        // An expired row is left for the sweep, not removed by the read: until then the guard
+        // and `inspect` report it as stale, with its age, instead of missing — a stalled
+        // producer shows as such on every later check.
         if serve_stale || purpose == Purpose::Audit {
             return Ok(Lookup::Stale(Hit {
                 entry,
@@ -432,15 +475,29 @@ impl Cache {
             None if disk.is_some() => inner.disk.get(key.as_str(), now)?.map(Arc::new),
             None => None,
         };
-        let fresh = entry
+        let judged = entry
             .as_ref()
-            .is_some_and(|e| judge(&e.meta, ty, now, Allowance::NONE).is_fresh());
+            .map(|e| judge(&e.meta, ty, now, Allowance::NONE));
+        let (inputs, sound) = match &entry {
+            Some(e) => self.inspect_lineage(&e.meta, now),
+            None => (Vec::new(), true),
+        };
+        let fresh = judged.is_some_and(Judgement::is_fresh) && sound;
+        // An expired entry is reported stale, with its deadline, until the sweep removes it.
+        let stale_since = match judged {
+            Some(Judgement::Stale { until } | Judgement::Expired { until }) => Some(until),
+            Some(Judgement::Fresh { .. }) if !sound => Some(now),
+            _ => None,
+        };
         Ok(Inspection {
             now,
             in_memory: mem.is_some(),
             entry,
             disk,
             fresh,
+            stale_since,
+            inputs,
+            dependents: self.dependents(key.as_str())?,
         })
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::clock::Timestamp;
 use crate::entry::{Codec, Entry, Meta, encode_value};
 use crate::error::Result;
+use crate::key::Key;
 use crate::tier::TierKind;
 
 /// A value to store, with what the producer knows about it.
@@ -27,6 +28,25 @@ pub struct Value {
     pub etag: Option<String>,
     /// Origin validator.
     pub last_modified: Option<String>,
+    /// The keys the value was computed from: it is fresh only while each of them is fresh and
+    /// unchanged (see [`Value::derived_from`]).
+    pub derived_from: Vec<Key>,
+    /// Whether the inputs must be fresh for the write to be accepted.
+    pub input_checks: InputChecks,
+    /// Tags, for one-step invalidation with `Cache::invalidate_tag`.
+    pub tags: Vec<String>,
+}
+
+/// What a write of a derived value demands of its inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputChecks {
+    /// Every input must be fresh: a missing or stale one refuses the write.
+    #[default]
+    Required,
+    /// The write is accepted whatever the inputs' state; those found are recorded (the value is
+    /// then fresh only while they are fresh and unchanged), missing ones are not.
+    Unchecked,
 }
 
 impl Value {
@@ -75,6 +95,29 @@ impl Value {
     /// Sets the ETag validator.
     pub fn etag(mut self, e: impl Into<String>) -> Self {
         self.etag = Some(e.into());
+        self
+    }
+
+    /// Declares the keys the value was computed from. Each is read at write time: a missing or
+    /// stale one refuses the write ([`crate::Error::InputNotFresh`]) unless
+    /// [`Value::unchecked_inputs`] is given; inputs that lead back to the key refuse it too
+    /// ([`crate::Error::LineageCycle`]). The value expires with its earliest input, and stops
+    /// being fresh as soon as any input is rewritten with other content, deleted, invalidated or
+    /// expires — on every tier, process and instance.
+    pub fn derived_from(mut self, keys: impl IntoIterator<Item = Key>) -> Self {
+        self.derived_from = keys.into_iter().collect();
+        self
+    }
+
+    /// Accepts the write whatever the state of its inputs (see [`InputChecks::Unchecked`]).
+    pub fn unchecked_inputs(mut self) -> Self {
+        self.input_checks = InputChecks::Unchecked;
+        self
+    }
+
+    /// Tags the value: `Cache::invalidate_tag` makes every value carrying the tag not fresh.
+    pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
 
@@ -224,6 +267,14 @@ pub struct Inspection {
     pub disk: Option<crate::tier::disk::RowInfo>,
     /// Whether a plain `get` would return it now.
     pub fresh: bool,
+    /// When the entry found stopped being fresh, if it did (it stays reported stale, not
+    /// missing, until the sweep removes it).
+    pub stale_since: Option<Timestamp>,
+    /// For a derived or tagged entry: its inputs (and invalidated tags) as found in this
+    /// process's memory or on disk.
+    pub inputs: Vec<crate::report::InputCheck>,
+    /// Keys whose current entry was derived from this one.
+    pub dependents: Vec<String>,
 }
 
 /// Per-call read options.

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::lineage::Resolved;
 use super::{Cache, Lookup, Value};
 use crate::clock::Timestamp;
 use crate::codec;
@@ -35,19 +36,25 @@ impl Cache {
         value: Value,
         now: Timestamp,
     ) -> Result<Arc<Entry>> {
-        let (entry, ty) = self.prepare(key, value, now)?;
+        let resolved = self.resolve_lineage(key, &value, now).await?;
+        let (entry, ty) = self.prepare(key, value, now, resolved)?;
         // Write order: disk (durable) → memory → Redis, all under the key's stripe lock so the
         // tiers end in the same order as the writes; then the announcement.
         let stripe = self.stripe(key.as_str());
         let redis_fixed = {
             let _g = Self::lock(stripe).await;
             if ty.placement.in_disk() {
+                // A derived entry's edges to its inputs (for `inspect`'s dependents) are
+                // committed with it.
                 self.inner
                     .disk
-                    .put(key.as_str(), &entry, ty.compress_above, now)?;
+                    .put_with(key.as_str(), &entry, ty.compress_above, now, |tx| {
+                        super::lineage::record_edges(tx, key.as_str(), &entry.meta)
+                    })?;
             }
             self.hold_in_memory(key, ty, &entry);
             stripe.epoch.fetch_add(1, Ordering::AcqRel);
+            self.note_change();
             self.copy_to_redis(key, ty, &entry, now).await
         };
         self.announce('s', now, key.as_str(), redis_fixed).await;
@@ -60,12 +67,14 @@ impl Cache {
     }
 
     /// Validates a write of `value` under `key` at `now` and stamps its entry: the type, the
-    /// size limit, the TTL policy and an expiry that must lie ahead.
+    /// size limit, the TTL policy and an expiry that must lie ahead — no later than the
+    /// deadline of its inputs, whose lineage `resolved` carries (from `resolve_lineage`).
     pub(super) fn prepare(
         &self,
         key: &Key,
         value: Value,
         now: Timestamp,
+        resolved: Option<Resolved>,
     ) -> Result<(Arc<Entry>, &Arc<DataTypeSpec>)> {
         let ty = self.inner.config.data_types.resolve(key)?;
         let size = value.bytes.len() as u64;
@@ -80,7 +89,11 @@ impl Cache {
         let ttl = ty.effective_ttl(key, value.ttl)?;
         // A producer clock ahead of ours cannot buy extra lifetime.
         let as_of = value.as_of.map(|t| t.min(now));
-        let expires_at = as_of.unwrap_or(now).saturating_add(ttl);
+        let (lineage, inputs_until) = match resolved {
+            Some(r) => (r.lineage, r.until),
+            None => (None, Timestamp::from_millis(u64::MAX)),
+        };
+        let expires_at = as_of.unwrap_or(now).saturating_add(ttl).min(inputs_until);
         if expires_at <= now {
             return Err(Error::AlreadyExpired {
                 key: clip(key.as_str()),
@@ -98,6 +111,8 @@ impl Cache {
                 etag: value.etag,
                 last_modified: value.last_modified,
                 checksum: checksum(&value.bytes),
+                lineage,
+                lineage_check: Default::default(),
             },
             value: value.bytes,
         });
@@ -183,6 +198,7 @@ impl Cache {
                 None => false,
             };
             stripe.epoch.fetch_add(1, Ordering::AcqRel);
+            self.note_change();
             (in_memory, on_disk, in_redis)
         };
         // Announced even when the disk delete failed: other instances must drop their copies.
@@ -202,6 +218,7 @@ impl Cache {
             let _g = Self::lock(s).await;
             s.epoch.fetch_add(1, Ordering::AcqRel);
         }
+        self.note_change();
     }
 
     /// Drops this instance's memory copy of `key` (another instance changed it).
@@ -210,6 +227,7 @@ impl Cache {
         let _g = Self::lock(stripe).await;
         self.inner.memory.remove(key);
         stripe.epoch.fetch_add(1, Ordering::AcqRel);
+        self.note_change();
     }
 
     /// Drops the memory copies of values other processes or instances may have changed: every

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Timestamp;
+
 /// A boxed error from a user-supplied loader, shared by every caller that waited on it.
 pub type LoaderError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -132,6 +134,33 @@ pub enum Error {
         /// Items in the batch.
         total: usize,
     },
+    /// A derived value was refused because one of its declared inputs is missing, stale or
+    /// no longer what it was; nothing was written. (Opt out with `Value::unchecked_inputs`.)
+    #[error("{key} not stored: input {input} {problem}")]
+    InputNotFresh {
+        /// The derived value's key, shortened to 120 bytes.
+        key: String,
+        /// The input at fault.
+        input: String,
+        /// What is wrong with it.
+        problem: InputProblem,
+    },
+    /// A derived value's inputs lead back to the value itself; nothing was written.
+    #[error("{key} not stored: its inputs lead back to it ({path})")]
+    LineageCycle {
+        /// The derived value's key, shortened to 120 bytes.
+        key: String,
+        /// The chain of inputs, `a <- b <- a`.
+        path: String,
+    },
+    /// A tag breaks the tag rules (1 to 128 printable ASCII characters, no `,`).
+    #[error("invalid tag {tag:?}: {reason}")]
+    InvalidTag {
+        /// The tag, shortened to 120 bytes.
+        tag: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
     /// An HTTP fetch failed; whatever was stored under the key is left as it was.
     #[error("fetch {url}: {reason}")]
     Fetch {
@@ -142,6 +171,45 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+}
+
+/// Why a declared input does not vouch for a derived value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputProblem {
+    /// Not in the cache.
+    Missing,
+    /// Past its deadline since `since` (or itself derived from an input that is not fresh).
+    Stale {
+        /// When it stopped being fresh.
+        since: Timestamp,
+    },
+    /// Rewritten with other content at `at`.
+    Changed {
+        /// When the current content was stored.
+        at: Timestamp,
+    },
+    /// The derived value carries `tag`, invalidated at `at`.
+    TagInvalidated {
+        /// The tag.
+        tag: String,
+        /// When it was invalidated.
+        at: Timestamp,
+    },
+    /// The chain of inputs is deeper than the cache follows.
+    TooDeep,
+}
+
+impl fmt::Display for InputProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => f.write_str("missing"),
+            Self::Stale { since } => write!(f, "stale since {since}"),
+            Self::Changed { at } => write!(f, "changed at {at}"),
+            Self::TagInvalidated { tag, at } => write!(f, "invalidated (tag {tag} at {at})"),
+            Self::TooDeep => f.write_str("beyond the deepest chain of inputs followed"),
+        }
+    }
 }
 
 /// One item of a batch that was refused, and why.
@@ -190,7 +258,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::TooLarge { .. } => ErrorClass::TooLarge,
-            Error::StaleSignals { .. } => ErrorClass::StaleSignals,
+            Error::StaleSignals { .. } | Error::InputNotFresh { .. } => ErrorClass::StaleSignals,
             _ if self.is_invalid_input() => ErrorClass::InvalidInput,
             Error::Loader { .. } | Error::Fetch { .. } => ErrorClass::Upstream,
             Error::Redis { .. } => ErrorClass::Redis,
@@ -230,6 +298,8 @@ impl Error {
                     ..
                 }
                 | Error::InvalidBatch { .. }
+                | Error::LineageCycle { .. }
+                | Error::InvalidTag { .. }
         )
     }
 

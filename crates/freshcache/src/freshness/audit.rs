@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{FreshnessReport, Verdict};
+use super::{FreshnessReport, InputCheck, Verdict};
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::tier::disk::{DiskTier, i64_of};
@@ -25,6 +25,18 @@ CREATE TABLE IF NOT EXISTS freshness_audit (
 );
 CREATE INDEX IF NOT EXISTS freshness_audit_run ON freshness_audit(run_id);
 CREATE INDEX IF NOT EXISTS freshness_audit_time ON freshness_audit(checked_at);
+-- The inputs (and invalidated tags, as `#tag`) of derived signals, per audit row; `reason` on
+-- the first row of a signal says why it was refused, when it was.
+CREATE TABLE IF NOT EXISTS freshness_audit_inputs (
+    audit_id INTEGER NOT NULL,
+    input    TEXT NOT NULL,
+    verdict  TEXT NOT NULL,
+    age_ms   INTEGER,
+    checksum TEXT,
+    problem  TEXT,
+    reason   TEXT
+);
+CREATE INDEX IF NOT EXISTS freshness_audit_inputs_row ON freshness_audit_inputs(audit_id);
 ";
 
 /// One audited signal.
@@ -48,6 +60,10 @@ pub struct AuditRow {
     pub checksum: Option<String>,
     /// Origin ETag of the value used.
     pub etag: Option<String>,
+    /// A derived signal's inputs as checked (see [`InputCheck`]).
+    pub inputs: Vec<InputCheck>,
+    /// Why a derived signal was refused, naming the input.
+    pub reason: Option<String>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -71,6 +87,11 @@ pub(crate) fn record(
                      age_ms, ttl_ms, checksum, etag)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
+            let mut inputs = tx.prepare_cached(
+                "INSERT INTO freshness_audit_inputs (audit_id, input, verdict, age_ms, checksum,
+                     problem, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
             for s in &report.signals {
                 st.execute(params![
                     report.run_id,
@@ -83,6 +104,18 @@ pub(crate) fn record(
                     s.checksum,
                     s.etag,
                 ])?;
+                let audit_id = tx.last_insert_rowid();
+                for (n, i) in s.inputs.iter().enumerate() {
+                    inputs.execute(params![
+                        audit_id,
+                        i.key,
+                        i.verdict.name(),
+                        i.age.map(|a| i64_of(millis(a))),
+                        i.checksum,
+                        i.problem,
+                        if n == 0 { s.reason.as_deref() } else { None },
+                    ])?;
+                }
             }
         }
         tx.commit()
@@ -95,21 +128,15 @@ pub(crate) fn record(
 /// [`crate::Error::Index`] when the query fails, or a row holds a verdict this build does not
 /// know.
 pub(crate) fn rows(disk: &DiskTier, run_id: &str) -> Result<Vec<AuditRow>> {
-    disk.with_reader(|c| {
-        c.prepare_cached(
-            "SELECT run_id, checked_at, key, data_type, verdict, age_ms, ttl_ms, checksum, etag
+    let mut rows: Vec<(i64, AuditRow)> =
+        disk.with_reader(|c| {
+            c.prepare_cached(
+            "SELECT run_id, checked_at, key, data_type, verdict, age_ms, ttl_ms, checksum, etag, id
              FROM freshness_audit WHERE run_id = ?1 ORDER BY id",
         )?
         .query_map([run_id], |r| {
-            let verdict: String = r.get(4)?;
-            let verdict = Verdict::from_name(&verdict).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    4,
-                    rusqlite::types::Type::Text,
-                    format!("unknown verdict {verdict:?}").into(),
-                )
-            })?;
-            Ok(AuditRow {
+            let verdict = verdict_of(r, 4)?;
+            Ok((r.get(9)?, AuditRow {
                 run_id: r.get(0)?,
                 checked_at: Timestamp::from_millis(r.get::<_, i64>(1)?.max(0) as u64).to_string(),
                 key: r.get(2)?,
@@ -119,7 +146,53 @@ pub(crate) fn rows(disk: &DiskTier, run_id: &str) -> Result<Vec<AuditRow>> {
                 ttl_ms: r.get::<_, i64>(6)?.max(0) as u64,
                 checksum: r.get(7)?,
                 etag: r.get(8)?,
-            })
+                inputs: Vec::new(),
+                reason: None,
+            }))
+        })?
+        .collect()
+        })?;
+    let inputs = input_rows(disk, run_id)?;
+    for (audit_id, input, reason) in inputs {
+        if let Some((_, row)) = rows.iter_mut().find(|(id, _)| *id == audit_id) {
+            row.reason = row.reason.take().or(reason);
+            row.inputs.push(input);
+        }
+    }
+    Ok(rows.into_iter().map(|(_, row)| row).collect())
+}
+
+/// The verdict in column `i` of `r`.
+fn verdict_of(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Verdict> {
+    let verdict: String = r.get(i)?;
+    Verdict::from_name(&verdict).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown verdict {verdict:?}").into(),
+        )
+    })
+}
+
+/// The audited inputs of `run_id`'s signals: `(audit row id, input, reason)`, in check order.
+fn input_rows(disk: &DiskTier, run_id: &str) -> Result<Vec<(i64, InputCheck, Option<String>)>> {
+    disk.with_reader(|c| {
+        c.prepare_cached(
+            "SELECT i.audit_id, i.input, i.verdict, i.age_ms, i.checksum, i.problem, i.reason
+             FROM freshness_audit_inputs i JOIN freshness_audit a ON a.id = i.audit_id
+             WHERE a.run_id = ?1 ORDER BY i.rowid",
+        )?
+        .query_map([run_id], |r| {
+            let input = InputCheck {
+                key: r.get(1)?,
+                verdict: verdict_of(r, 2)?,
+                age: r
+                    .get::<_, Option<i64>>(3)?
+                    .map(|v| std::time::Duration::from_millis(v.max(0) as u64)),
+                checksum: r.get(4)?,
+                problem: r.get(5)?,
+            };
+            Ok((r.get(0)?, input, r.get(6)?))
         })?
         .collect()
     })
@@ -174,10 +247,17 @@ pub(crate) fn recent(disk: &DiskTier, limit: usize) -> Result<Vec<RunSummary>> {
 /// [`crate::Error::Index`] when the delete fails.
 pub(crate) fn prune(disk: &DiskTier, before: Timestamp) -> Result<u64> {
     disk.with_writer(|c| {
-        c.execute(
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM freshness_audit_inputs WHERE audit_id IN
+                 (SELECT id FROM freshness_audit WHERE checked_at < ?1)",
+            [i64_of(before.as_millis())],
+        )?;
+        let n = tx.execute(
             "DELETE FROM freshness_audit WHERE checked_at < ?1",
             [i64_of(before.as_millis())],
-        )
-        .map(|n| n as u64)
+        )?;
+        tx.commit()?;
+        Ok(n as u64)
     })
 }

@@ -12,12 +12,18 @@
 //! 4. within the caller's allowed staleness past the deadline it is **stale** (served only
 //!    marked as such, never to the guard);
 //! 5. otherwise **expired**.
+//!
+//! A fresh entry with a lineage is then held to its inputs and tags (checked by the cache's
+//! `lineage` step, by the rules [`judge_input`] and [`tag_invalidates`] here): each input must be
+//! fresh and hold the content it had when the entry was derived from it, and no tag of the
+//! entry may have been invalidated at or after its `stored_at`.
 
 use std::time::Duration;
 
 use crate::clock::Timestamp;
 use crate::datatype::{DataTypeSpec, TtlOverride};
-use crate::entry::Meta;
+use crate::entry::{Input, Meta};
+use crate::error::InputProblem;
 
 /// What [`judge`] concluded about one entry at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +98,52 @@ pub(crate) fn judge(meta: &Meta, ty: &DataTypeSpec, now: Timestamp, allow: Allow
     }
 }
 
+/// How a declared input was found when a derived entry was checked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Found<'a> {
+    /// Fresh (its own lineage included) until `until`.
+    Fresh {
+        /// The input as read.
+        meta: &'a Meta,
+        /// Its deadline.
+        until: Timestamp,
+    },
+    /// Present but not fresh since `since`.
+    Stale {
+        /// The input as read.
+        meta: &'a Meta,
+        /// When it stopped being fresh.
+        since: Timestamp,
+    },
+    /// Not in the cache.
+    Missing,
+}
+
+/// The lineage rule for one input: a derived entry is vouched for by `recorded` only while the
+/// input is fresh and holds the content it was derived from (same checksum: a rewrite with
+/// identical content, such as a 304 re-validation, changes nothing). Returns the input's
+/// deadline, or what is wrong with it — a change of content is named before staleness.
+#[inline]
+pub(crate) fn judge_input(recorded: &Input, found: Found<'_>) -> Result<Timestamp, InputProblem> {
+    match found {
+        Found::Missing => Err(InputProblem::Missing),
+        Found::Fresh { meta, .. } | Found::Stale { meta, .. }
+            if meta.checksum != recorded.checksum =>
+        {
+            Err(InputProblem::Changed { at: meta.stored_at })
+        }
+        Found::Stale { since, .. } => Err(InputProblem::Stale { since }),
+        Found::Fresh { until, .. } => Ok(until),
+    }
+}
+
+/// The tag rule: an entry carrying a tag is not fresh if it was stored at or before the tag's
+/// latest invalidation (`invalidated`).
+#[inline]
+pub(crate) fn tag_invalidates(meta: &Meta, invalidated: Option<Timestamp>) -> bool {
+    invalidated.is_some_and(|at| meta.stored_at <= at)
+}
+
 impl Judgement {
     /// The deadline, unless the entry is future-stamped.
     #[cfg(test)]
@@ -134,6 +186,8 @@ mod tests {
             etag: None,
             last_modified: None,
             checksum: 0,
+            lineage: None,
+            lineage_check: Default::default(),
         }
     }
 

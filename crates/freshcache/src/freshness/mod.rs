@@ -8,13 +8,15 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 
 use crate::cache::{Cache, Hit, Lookup, Purpose, ReadOptions};
+use crate::clock::Timestamp;
+use crate::datatype::DataTypeSpec;
 use crate::error::{Error, Result, clip};
 use crate::key::Key;
 
 pub mod audit;
 pub(crate) mod judge;
 
-pub use crate::report::{FreshnessReport, SignalCheck, Verdict};
+pub use crate::report::{FreshnessReport, InputCheck, SignalCheck, Verdict};
 pub use audit::{AuditRow, RunSummary};
 use judge::{Allowance, Judgement, judge};
 
@@ -25,15 +27,18 @@ impl fmt::Display for FreshnessReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bad: Vec<String> = self
             .violations()
-            .map(|s| match s.age {
-                Some(age) => format!(
+            .map(|s| match (s.age, &s.reason) {
+                (Some(_), Some(reason)) => {
+                    format!("{} {}: {reason}", clip(&s.key), s.verdict.name())
+                }
+                (Some(age), None) => format!(
                     "{} {} (age {:.1}s, ttl {:.1}s)",
                     clip(&s.key),
                     s.verdict.name(),
                     age.as_secs_f64(),
                     s.ttl.as_secs_f64()
                 ),
-                None => format!("{} missing (ttl {:.1}s)", clip(&s.key), s.ttl.as_secs_f64()),
+                (None, _) => format!("{} missing (ttl {:.1}s)", clip(&s.key), s.ttl.as_secs_f64()),
             })
             .collect();
         write!(
@@ -102,28 +107,8 @@ impl Cache {
         let mut signals = Vec::with_capacity(keys.len());
         let mut hits = Vec::with_capacity(keys.len());
         for ((key, ty), lookup) in keys.iter().zip(&types).zip(found) {
-            let hit = match lookup {
-                Lookup::Fresh(h) | Lookup::Stale(h) => Some(Hit { now, ..h }),
-                Lookup::Miss => None,
-            };
-            // Judged at that instant, with the configured tolerance for clock skew between
-            // hosts (zero by default). A copy stamped after it (the clock stepped back during
-            // the reads) has no knowable age: it is treated as missing, as every lookup does.
-            let allow = Allowance {
-                skew,
-                ..Allowance::NONE
-            };
-            let verdict = match hit.as_ref().map(|h| judge(h.meta(), ty, now, allow)) {
-                Some(Judgement::Fresh { .. }) => Verdict::Fresh,
-                Some(Judgement::Stale { .. } | Judgement::Expired { .. }) => Verdict::Stale,
-                Some(Judgement::FutureStamped) => {
-                    let c = self.type_counters(ty.id);
-                    c.future_stamped.fetch_add(1, Ordering::Relaxed);
-                    Verdict::Missing
-                }
-                None => Verdict::Missing,
-            };
-            let hit = hit.filter(|_| verdict != Verdict::Missing);
+            let (hit, verdict) = self.own_verdict(lookup, ty, now, skew);
+            let (verdict, inputs, reason) = self.lineage_verdict(hit.as_ref(), verdict, now).await;
             let ttl = hit.as_ref().map_or(ty.ttl, |h| h.meta().ttl().min(ty.ttl));
             let counters = self.type_counters(ty.id);
             counters.checks.fetch_add(1, Ordering::Relaxed);
@@ -139,6 +124,8 @@ impl Cache {
                 ttl,
                 checksum: hit.as_ref().map(|h| format!("{:016x}", h.meta().checksum)),
                 etag: hit.as_ref().and_then(|h| h.meta().etag.clone()),
+                inputs,
+                reason,
             });
             hits.push(hit.filter(|_| verdict == Verdict::Fresh));
         }
@@ -149,6 +136,75 @@ impl Cache {
         };
         audit::record(self.disk(), now, &report)?;
         Ok((report, hits))
+    }
+
+    /// A signal's verdict by its own TTL, judged at the report's one instant `now` with the
+    /// configured tolerance for clock skew between hosts (zero by default), and the hit unless
+    /// it is missing. A copy stamped after `now` (the clock stepped back during the reads) has
+    /// no knowable age: it is treated as missing, as every lookup does.
+    fn own_verdict(
+        &self,
+        lookup: Lookup,
+        ty: &DataTypeSpec,
+        now: Timestamp,
+        skew: std::time::Duration,
+    ) -> (Option<Hit>, Verdict) {
+        // A stale lookup of a derived or tagged entry still within its own deadline was
+        // refused by its lineage (an input or tag no longer vouches for it).
+        let refused_by_lineage = matches!(&lookup, Lookup::Stale(h)
+            if h.meta().lineage.is_some()
+                && judge(h.meta(), ty, h.now, Allowance::NONE).is_fresh());
+        let hit = match lookup {
+            Lookup::Fresh(h) | Lookup::Stale(h) => Some(Hit { now, ..h }),
+            Lookup::Miss => None,
+        };
+        let allow = Allowance {
+            skew,
+            ..Allowance::NONE
+        };
+        let verdict = match hit.as_ref().map(|h| judge(h.meta(), ty, now, allow)) {
+            Some(Judgement::Fresh { .. }) if refused_by_lineage => Verdict::Stale,
+            Some(Judgement::Fresh { .. }) => Verdict::Fresh,
+            Some(Judgement::Stale { .. } | Judgement::Expired { .. }) => Verdict::Stale,
+            Some(Judgement::FutureStamped) => {
+                let c = self.type_counters(ty.id);
+                c.future_stamped.fetch_add(1, Ordering::Relaxed);
+                Verdict::Missing
+            }
+            None => Verdict::Missing,
+        };
+        (hit.filter(|_| verdict != Verdict::Missing), verdict)
+    }
+
+    /// The inputs of a found signal as checked at `now`, and its verdict and the reason for it
+    /// once they are taken into account: a signal whose input (or tag) no longer vouches for it
+    /// is stale, naming the input.
+    async fn lineage_verdict(
+        &self,
+        hit: Option<&Hit>,
+        verdict: Verdict,
+        now: Timestamp,
+    ) -> (Verdict, Vec<InputCheck>, Option<String>) {
+        let Some(hit) = hit.filter(|h| h.meta().lineage.is_some()) else {
+            return (verdict, Vec::new(), None);
+        };
+        let inputs = self.explain_lineage(hit.meta(), now).await;
+        let reason = inputs
+            .iter()
+            .find(|i| i.verdict != Verdict::Fresh)
+            .map(|i| {
+                let problem = i.problem.as_deref().unwrap_or("not fresh");
+                match i.key.strip_prefix('#') {
+                    Some(tag) => format!("tag {tag} {problem}"),
+                    None => format!("input {} {problem}", i.key),
+                }
+            });
+        let verdict = if reason.is_some() && verdict == Verdict::Fresh {
+            Verdict::Stale
+        } else {
+            verdict
+        };
+        (verdict, inputs, reason)
     }
 
     /// The inference guard: every signal in `keys`, or [`Error::StaleSignals`] naming each

@@ -151,6 +151,9 @@ impl Cache {
         } else {
             0
         };
+        if opts.mode == Mode::Apply {
+            crate::cache::prune_lineage_edges(disk)?;
+        }
         let bytes_after = disk.total_bytes()?;
         if opts.mode == Mode::Apply {
             history::record_cleanup(disk, now)?;

@@ -82,6 +82,8 @@ pub(crate) struct TypeCounters {
     pub checks: AtomicU64,
     /// Signals the freshness guard refused as stale or missing.
     pub violations: AtomicU64,
+    /// Derived values found not fresh because an input (or tag) no longer vouched for them.
+    pub cascades: AtomicU64,
 }
 
 /// All counters of one cache instance.
@@ -153,6 +155,7 @@ impl Stats {
                 ("stale_served", &c.stale_served),
                 ("expired_reads", &c.expired_reads),
                 ("future_stamped", &c.future_stamped),
+                ("cascades", &c.cascades),
                 ("checks", &c.checks),
                 ("violations", &c.violations),
             ] {

@@ -190,6 +190,8 @@ mod tests {
                 etag: None,
                 last_modified: None,
                 checksum: checksum(&value),
+                lineage: None,
+                lineage_check: Default::default(),
             },
             value,
         })

@@ -46,11 +46,12 @@ async fn hits_misses_an_expiry_and_a_violation_read_back_exactly() {
     assert_eq!(v(r#"cache_hit_total{cache_type="disk"}"#), 0.0);
     assert_eq!(v(r#"cache_miss_total{cache_type="memory"}"#), 3.0);
     assert_eq!(v(r#"cache_miss_total{cache_type="disk"}"#), 3.0);
-    assert_eq!(v(r#"cache_expiration_total{data_type="odds_data"}"#), 1.0);
+    // The get and the guard's check each found the expired row (left for the sweep).
+    assert_eq!(v(r#"cache_expiration_total{data_type="odds_data"}"#), 2.0);
     assert_eq!(v(r#"ttl_violation_total{data_type="odds_data"}"#), 1.0);
     assert_eq!(v(r#"ttl_check_total{data_type="odds_data"}"#), 1.0);
     assert_eq!(v(r#"ttl_violation_total{data_type="news_articles"}"#), 0.0);
-    assert_eq!(v(r#"cache_entries{cache_type="disk"}"#), 0.0);
+    assert_eq!(v(r#"cache_entries{cache_type="disk"}"#), 1.0);
     // Memory-tier hits are timed one in 16 per thread, the first included: this one hit is.
     assert_eq!(
         v(r#"cache_lookup_duration_seconds_count{cache_type="memory"}"#),
@@ -116,4 +117,38 @@ async fn threshold_watch_reports_a_low_hit_ratio_and_then_recovery() {
     // Too few lookups in a window are not judged.
     let _ = t.cache.get(&odds(50)).await.unwrap();
     assert!(watch.check(&t.cache, 100).is_empty());
+}
+
+#[tokio::test]
+async fn cascades_and_tag_invalidations_are_counted() {
+    let t = TestCache::new();
+    let mut registry = Registry::default();
+    register(&mut registry, &t.cache);
+    let news = Key::news("espn", "a1").unwrap();
+    let features = Key::llm_features("c7", "2026-12-04").unwrap();
+    t.cache
+        .set(&news, freshcache::Value::from("a").tags(["espn"]))
+        .await
+        .unwrap();
+    t.cache
+        .set(
+            &features,
+            freshcache::Value::from("f").derived_from([news.clone()]),
+        )
+        .await
+        .unwrap();
+    let cascades = r#"cache_cascade_invalidations_total{data_type="llm_features"}"#;
+    assert_eq!(scrape(&registry)[cascades], 0.0);
+    t.cache.set(&news, "corrected").await.unwrap();
+    assert!(t.cache.get(&features).await.unwrap().is_miss());
+    assert!(t.cache.get(&features).await.unwrap().is_miss());
+    let m = scrape(&registry);
+    assert_eq!(m[cascades], 2.0);
+    assert_eq!(
+        m[r#"cache_cascade_invalidations_total{data_type="news_articles"}"#],
+        0.0
+    );
+    assert_eq!(m["cache_tag_invalidations_total"], 0.0);
+    t.cache.invalidate_tag("espn").await.unwrap();
+    assert_eq!(scrape(&registry)["cache_tag_invalidations_total"], 1.0);
 }

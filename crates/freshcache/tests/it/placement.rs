@@ -194,3 +194,32 @@ async fn a_value_written_after_a_lookup_read_its_clock_is_served_not_dropped() {
     let h = fresh(cache.get(&odds(1)).await.unwrap());
     assert_eq!(&h.value()[..], b"1.91");
 }
+
+#[tokio::test]
+async fn an_expired_memory_only_signal_stays_stale_not_missing_on_every_check() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let cache = Cache::builder(config(&root.path().join("c"), "memory_only", None))
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    cache.set(&odds(1), "1.91").await.unwrap();
+    clock.advance(secs(61));
+    for run in ["r1", "r2", "r3"] {
+        assert!(matches!(cache.get(&odds(1)).await.unwrap(), Lookup::Miss));
+        let (report, _) = cache.check_freshness(run, &[odds(1)]).await.unwrap();
+        assert_eq!(
+            report.signals[0].verdict,
+            freshcache::freshness::Verdict::Stale,
+            "{run}"
+        );
+        assert_eq!(report.signals[0].age, Some(secs(61)));
+        assert_eq!(
+            cache.inspect(&odds(1)).unwrap().stale_since,
+            Some(T0.saturating_add(secs(60)))
+        );
+    }
+    // Rewritten: fresh again.
+    cache.set(&odds(1), "1.95").await.unwrap();
+    assert!(cache.get(&odds(1)).await.unwrap().is_fresh());
+}

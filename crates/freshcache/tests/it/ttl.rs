@@ -72,11 +72,14 @@ async fn disk_tier_boundary(key: fn(u32) -> Key, ttl: Duration, data_type: &str)
     let c = t.reopen();
     assert_eq!(disk_entries(&c, data_type), 2);
     assert_miss(&c.get(&k1).await.unwrap());
-    // The expired row was removed by the read.
-    assert_eq!(disk_entries(&c, data_type), 1);
+    assert_miss(&c.get(&k1).await.unwrap());
+    // The expired row is left for the sweep (so the guard can still call it stale).
+    assert_eq!(disk_entries(&c, data_type), 2);
 
     t.advance(ttl + secs(3600));
     assert_miss(&c.get(&k2).await.unwrap());
+    c.cleanup(freshcache::maintenance::CleanupOptions::default())
+        .unwrap();
     assert_eq!(disk_entries(&c, data_type), 0);
     // The instance that promoted k1 does not serve it either.
     assert_miss(&b.get(&k1).await.unwrap());
@@ -113,7 +116,7 @@ async fn odds_fresh_on_disk_1ms_before_60s_and_a_miss_at_60s_and_after() {
 }
 
 #[tokio::test]
-async fn expired_entry_read_from_disk_is_removed_lazily_and_unread_ones_wait() {
+async fn an_expired_entry_stays_stale_not_missing_on_every_check_until_the_sweep() {
     let t = TestCache::new();
     for n in 0..3 {
         t.cache
@@ -128,20 +131,50 @@ async fn expired_entry_read_from_disk_is_removed_lazily_and_unread_ones_wait() {
         .unwrap();
     assert_eq!(blob_files(&t.dir()).len(), 1);
 
-    t.advance(secs(60));
+    t.advance(secs(61));
     let b = t.reopen();
+    let keys = [odds_key(0), odds_key(9)];
+    // Reads miss, and the guard says stale (with the age) on the first check and every later
+    // one: a stalled producer is not hidden as a missing signal.
+    for round in 0..3 {
+        assert_miss(&b.get(&odds_key(0)).await.unwrap());
+        assert_miss(&b.get(&odds_key(9)).await.unwrap());
+        let (report, _) = b
+            .check_freshness(&format!("r{round}"), &keys)
+            .await
+            .unwrap();
+        for s in &report.signals {
+            assert_eq!(
+                s.verdict,
+                freshcache::freshness::Verdict::Stale,
+                "round {round}: {s:?}"
+            );
+            assert_eq!(s.age, Some(secs(61)));
+        }
+        let ins = b.inspect(&odds_key(0)).unwrap();
+        assert!(!ins.fresh);
+        assert_eq!(ins.stale_since, Some(T0.saturating_add(secs(60))));
+    }
     let r = type_report(&b, "odds_data");
     assert_eq!((r.entries, r.expired_on_disk), (4, 4));
+    assert!(r.expirations >= 2, "{r:?}");
 
-    assert_miss(&b.get(&odds_key(0)).await.unwrap());
-    assert_miss(&b.get(&odds_key(9)).await.unwrap());
-    let r = type_report(&b, "odds_data");
-    assert_eq!((r.entries, r.expired_on_disk), (2, 2));
+    // The sweep removes them; only then are they missing.
+    b.cleanup(freshcache::maintenance::CleanupOptions::default())
+        .unwrap();
     assert!(
         blob_files(&t.dir()).is_empty(),
         "expired blob file left behind"
     );
-    assert!(r.expirations >= 2, "{r:?}");
+    assert_eq!(type_report(&b, "odds_data").entries, 0);
+    let (report, _) = b.check_freshness("after-sweep", &keys).await.unwrap();
+    assert!(
+        report
+            .signals
+            .iter()
+            .all(|s| s.verdict == freshcache::freshness::Verdict::Missing)
+    );
+    assert!(b.inspect(&odds_key(0)).unwrap().entry.is_none());
 }
 
 #[tokio::test]

@@ -12,6 +12,20 @@ impl DiskTier {
     /// committed; nothing of the batch is stored in either case (blobs already written are
     /// removed).
     pub fn put_many(&self, items: &[(&str, &Entry, u64)], now: Timestamp) -> Result<()> {
+        self.put_many_with(items, now, |_| Ok(()))
+    }
+
+    /// [`DiskTier::put_many`], also running `also` in the batch's transaction (other features'
+    /// rows that must be committed with the entries, or not at all).
+    ///
+    /// # Errors
+    /// As [`DiskTier::put_many`].
+    pub(crate) fn put_many_with(
+        &self,
+        items: &[(&str, &Entry, u64)],
+        now: Timestamp,
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<()> {
         let mut staged: Vec<Staged> = Vec::with_capacity(items.len());
         let remove_staged = |staged: &[Staged]| {
             for s in staged {
@@ -42,6 +56,7 @@ impl DiskTier {
                 }
             }
             totals.apply(&tx)?;
+            also(&tx)?;
             // One change for the batch: its keys, a line each (keys hold no line breaks).
             if let Some(origin) = self.change_origin() {
                 let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();

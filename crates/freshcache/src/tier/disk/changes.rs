@@ -41,6 +41,8 @@ pub enum ChangeOp {
     Delete,
     /// Every key starting with the subject was removed (the empty subject: every key).
     Prefix,
+    /// A tag was invalidated (the subject is the cache's own encoding of the tag and time).
+    Tag,
 }
 
 impl ChangeOp {
@@ -50,6 +52,7 @@ impl ChangeOp {
             Self::SetMany => "m",
             Self::Delete => "d",
             Self::Prefix => "p",
+            Self::Tag => "t",
         }
     }
 
@@ -59,6 +62,7 @@ impl ChangeOp {
             "m" => Some(Self::SetMany),
             "d" => Some(Self::Delete),
             "p" => Some(Self::Prefix),
+            "t" => Some(Self::Tag),
             _ => None,
         }
     }
@@ -100,6 +104,29 @@ impl DiskTier {
     /// the change feed under `origin`. Can be set once; false when already set.
     pub fn record_changes_as(&self, origin: &str) -> bool {
         self.origin.set(origin.to_owned()).is_ok()
+    }
+
+    /// Runs `f` in one write transaction that also records `op` on `subject` in the change
+    /// feed (when the feed is on): for other features' tables whose changes other processes
+    /// must hear of.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the transaction fails (nothing of it is kept).
+    pub(crate) fn write_with_change<T>(
+        &self,
+        op: ChangeOp,
+        subject: &str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.with_writer(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            if let Some(origin) = self.change_origin() {
+                record(&tx, origin, op, subject)?;
+            }
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
     /// The origin changes are recorded under, when the feed is on.
@@ -203,9 +230,11 @@ impl ChangeFollower {
         let Some(first) = rows.first() else {
             return Ok(Poll::Changes(Vec::new()));
         };
-        // AUTOINCREMENT numbers committed rows without holes, and only pruning deletes them: a
-        // first row past the next number means rows this follower never read were pruned.
-        let gap = first.0 > self.last + 1;
+        // AUTOINCREMENT numbers committed rows without holes (writes are serialised, so no row
+        // commits before one numbered lower), and only pruning deletes them: a first row past
+        // the next number, or a hole between two rows, means rows this follower never read
+        // are gone.
+        let gap = first.0 > self.last + 1 || rows.windows(2).any(|w| w[1].0 != w[0].0 + 1);
         self.last = rows.last().map_or(self.last, |r| r.0);
         if gap {
             return Ok(Poll::Gap);
@@ -243,6 +272,8 @@ mod tests {
                 etag: None,
                 last_modified: None,
                 checksum: checksum(&value),
+                lineage: None,
+                lineage_check: Default::default(),
             },
             value,
         }

@@ -72,7 +72,11 @@ pub(super) fn allocated_for(size: u64) -> u64 {
 
 /// The schema this build writes. Version 1 kept the per-type totals of deletes with a per-row
 /// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]); version 3
-/// has the writing statements keep those of inserts and rewrites too (no trigger on `entries`).
+/// has the writing statements keep those of inserts and rewrites too (no trigger on `entries`),
+/// adds the tables of features older builds do not honour (tag invalidation times, the
+/// dependents of derived entries) and marks an index whose entries may carry a lineage
+/// (envelope version 2), which an older build would take for damage and delete: it refuses
+/// the index instead.
 pub(super) const SCHEMA_VERSION: &str = "3";
 
 /// The triggers on `entries` that kept the totals before version 3. Each name is held by a

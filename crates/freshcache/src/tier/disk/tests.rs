@@ -16,6 +16,8 @@ fn entry(value: &[u8], expires_ms: u64) -> Entry {
             etag: Some("\"e1\"".into()),
             last_modified: None,
             checksum: checksum(value),
+            lineage: None,
+            lineage_check: Default::default(),
         },
         value: Bytes::copy_from_slice(value),
     }

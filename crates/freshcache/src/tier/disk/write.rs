@@ -200,10 +200,27 @@ impl DiskTier {
     /// [`Error::Io`] when the blob cannot be written (disk full, read-only) and
     /// [`Error::Index`] when the row cannot be committed; nothing changes in either case.
     pub fn put(&self, key: &str, entry: &Entry, compress_above: u64, now: Timestamp) -> Result<()> {
+        self.put_with(key, entry, compress_above, now, |_| Ok(()))
+    }
+
+    /// [`DiskTier::put`], also running `also` in the same transaction (other features' rows
+    /// that must be committed with the entry, or not at all).
+    ///
+    /// # Errors
+    /// As [`DiskTier::put`].
+    pub(crate) fn put_with(
+        &self,
+        key: &str,
+        entry: &Entry,
+        compress_above: u64,
+        now: Timestamp,
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<()> {
         let staged = self.stage(key, entry, compress_above)?;
         let committed = self.with_writer(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let old = upsert(&tx, key, entry, &staged, now)?;
+            also(&tx)?;
             if let Some(origin) = self.change_origin() {
                 changes::record(&tx, origin, ChangeOp::Set, key)?;
             }

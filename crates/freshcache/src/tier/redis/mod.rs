@@ -416,6 +416,40 @@ impl RedisTier {
         }
     }
 
+    /// Sets `field` of the hash `name` (under the namespace) to `value`.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the write did not complete.
+    pub async fn hash_set(
+        &self,
+        name: &str,
+        field: &str,
+        value: u64,
+    ) -> std::result::Result<(), Unavailable> {
+        let key = format!("{}{name}", self.namespace);
+        let _: i64 = self
+            .call(redis::cmd("HSET").arg(key).arg(field).arg(value).clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Every field of the hash `name` (under the namespace) whose value is a number.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Redis could not be asked.
+    pub async fn hash_all(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Vec<(String, u64)>, Unavailable> {
+        let key = format!("{}{name}", self.namespace);
+        let fields: Vec<(String, String)> =
+            self.call(redis::cmd("HGETALL").arg(key).clone()).await?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(f, v)| v.parse().ok().map(|v| (f, v)))
+            .collect())
+    }
+
     /// Announces `message` to the other instances.
     ///
     /// # Errors

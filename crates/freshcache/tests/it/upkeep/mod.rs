@@ -137,6 +137,8 @@ fn entry(data_type: &str, value: Vec<u8>, now: Timestamp, ttl: Duration) -> Entr
             etag: None,
             last_modified: None,
             checksum: freshcache::entry::checksum(&value),
+            lineage: None,
+            lineage_check: Default::default(),
         },
         value: Bytes::from(value),
     }
