@@ -15,6 +15,7 @@ use freshcache::{Cache, Codec, Config, Hit as LibHit, Key, KeyPrefix, Lookup, Re
 use crate::clock::{ManualClock, duration, timestamp};
 use crate::errors::{CacheClosed, LoaderFailed, to_py};
 use crate::hit::Hit;
+use crate::keys::KeyMemo;
 
 /// What an open cache holds. Dropped when closed, in the process that opened it only.
 struct Open {
@@ -33,6 +34,8 @@ pub struct NativeCache {
     pid: u32,
     /// [`FORKS`] when opened: a cheap check on every call (`getpid` is a system call).
     forks: u64,
+    /// Keys `get` has already validated.
+    keys: KeyMemo,
 }
 
 /// Forks seen by this process's copy of the module: the package's `os.register_at_fork`
@@ -226,6 +229,7 @@ impl NativeCache {
             open: RwLock::new(Some(Arc::new(open))),
             pid: std::process::id(),
             forks: FORKS.load(Ordering::SeqCst),
+            keys: KeyMemo::new(py),
         })
     }
 
@@ -272,17 +276,19 @@ impl NativeCache {
         key: &Bound<'_, PyString>,
         max_stale: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<Hit>> {
-        let kk = parse_key(py, key.to_str()?)?;
+        let parsed = self.keys.parse(key)?;
+        let kk = &parsed.get().0;
         let max_stale = match max_stale {
             None => std::time::Duration::ZERO,
             Some(v) => duration(seconds_of(v)?, "max_stale")?,
         };
         if max_stale.is_zero()
-            && let Some(h) = self.memory_hit(py, &kk)?
+            && let Some(h) = self.memory_hit(py, kk)?
         {
             return Ok(Some(Hit::new(h, key.clone().unbind(), false)));
         }
         let opts = ReadOptions { max_stale };
+        let kk = kk.clone();
         let found = self.run(py, |st| async move { st.cache.get_with(&kk, opts).await })?;
         Ok(match found {
             Lookup::Fresh(h) => Some(Hit::new(h, key.clone().unbind(), false)),
