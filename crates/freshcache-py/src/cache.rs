@@ -301,8 +301,8 @@ impl NativeCache {
     /// asyncio twin answers memory hits on the event loop with it).
     #[pyo3(name = "_get_memory")]
     fn get_memory(&self, py: Python<'_>, k: &Bound<'_, PyString>) -> PyResult<Option<Hit>> {
-        let kk = parse_key(py, k.to_str()?)?;
-        let found = self.memory_hit(py, &kk)?;
+        let parsed = self.keys.parse(k)?;
+        let found = self.memory_hit(py, &parsed.get().0)?;
         Ok(found.map(|h| Hit::new(h, k.clone().unbind(), false)))
     }
 
