@@ -23,6 +23,11 @@ command -v redis-benchmark >/dev/null || need+=(redis-tools)
 # The Python package's tests run in a virtual environment (Debian splits venv out of python3).
 command -v python3 >/dev/null || need+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+# The console test drives `serve`'s /ui in Debian's headless Chromium through playwright-core
+# (a Node package, installed below from tests/ui/package-lock.json).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""
@@ -30,6 +35,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+echo "==> console test's browser driver (npm ci in crates/freshcache-cli/tests/ui)"
+(cd crates/freshcache-cli/tests/ui && npm ci --no-audit --no-fund --silent)
 
 runner=(cargo test)
 if cargo nextest --version >/dev/null 2>&1; then

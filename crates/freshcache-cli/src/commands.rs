@@ -34,6 +34,8 @@ pub(crate) async fn run(cli: Cli) -> CmdResult {
     }
 }
 
+// A dispatch, not logic: one arm per command that needs an open cache, each handing its
+// arguments to the command's own function; it is long because the commands are many.
 async fn run_entry_command(cache: &Cache, command: Command) -> CmdResult {
     match command {
         Command::Get { key, json } => get(cache, &key, json.json).await,

@@ -31,10 +31,12 @@ mod batch;
 mod request;
 mod routes;
 mod tasks;
+mod ui;
 
 use request::ApiError;
 use routes::*;
 use tasks::{cleanup_loop, source_loop, threshold_loop};
+use ui::FeedBoard;
 
 /// How often counters and access times are written to the index.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -50,15 +52,17 @@ struct AppState {
     cache: Cache,
     token: Option<Arc<str>>,
     registry: Arc<Registry>,
+    /// The feeds' latest outcomes, for the console.
+    feeds: FeedBoard,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The API routes over `cache`.
+/// The API routes over `cache`; `feeds` is where the feed loops record their outcomes.
 ///
 /// Handlers read request bodies themselves ([`read_body`]), after authorization and with the
 /// route's own limit, so no body extractor (and no global body limit) is involved.
-fn router(cache: Cache) -> Router {
+fn router(cache: Cache, feeds: FeedBoard) -> Router {
     let token = cache.config().server.auth_token.as_deref().map(Arc::from);
     let mut registry = Registry::default();
     freshcache::metrics::register(&mut registry, &cache);
@@ -66,6 +70,7 @@ fn router(cache: Cache) -> Router {
         cache,
         token,
         registry: Arc::new(registry),
+        feeds,
     };
     Router::new()
         .route(
@@ -80,6 +85,12 @@ fn router(cache: Cache) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/ui", get(ui::page))
+        .route("/ui/console.js", get(ui::script))
+        .route("/ui/console.css", get(ui::style))
+        .route("/ui/data", get(ui::data))
+        .route("/ui/audit/{run_id}", get(ui::audit))
+        .route("/ui/login", post(ui::login))
         .with_state(state)
 }
 
@@ -138,11 +149,19 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
     let cleaner = tokio::spawn(cleanup_loop(cache.clone(), schedule));
     let watcher = tokio::spawn(threshold_loop(cache.clone()));
     let fetcher = Fetcher::new(FetchOptions::default())?;
+    let board = FeedBoard::new(&cache.config().sources);
     let feeds: Vec<_> = cache
         .config()
         .sources
         .iter()
-        .map(|s| tokio::spawn(source_loop(cache.clone(), fetcher.clone(), s.clone())))
+        .map(|s| {
+            tokio::spawn(source_loop(
+                cache.clone(),
+                fetcher.clone(),
+                s.clone(),
+                board.clone(),
+            ))
+        })
         .collect();
     let warmer = {
         let (cache, fetcher) = (cache.clone(), fetcher.clone());
@@ -162,7 +181,7 @@ pub(crate) async fn serve(cache: Cache, listen: Option<SocketAddr>) -> CmdResult
             }
         })
     };
-    let result = axum::serve(listener, router(cache.clone()))
+    let result = axum::serve(listener, router(cache.clone(), board))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     flusher.abort();

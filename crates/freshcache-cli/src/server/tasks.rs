@@ -69,8 +69,14 @@ pub(super) async fn cleanup_loop(cache: Cache, schedule: Schedule) {
 
 /// Keeps one configured feed fresh: a fetch on start, then one every `refresh`, conditional
 /// on the stored validators. Outcomes are logged (URL without credentials or query, never the
-/// body); a failed fetch leaves the stored entry alone and is retried on the next tick.
-pub(super) async fn source_loop(cache: Cache, fetcher: Fetcher, source: SourceConfig) {
+/// body) and recorded on `board` for the console; a failed fetch leaves the stored entry alone
+/// and is retried on the next tick.
+pub(super) async fn source_loop(
+    cache: Cache,
+    fetcher: Fetcher,
+    source: SourceConfig,
+    board: FeedBoard,
+) {
     let url = freshcache::fetch::redact_url(&source.url);
     let mut tick = tokio::time::interval(source.refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -79,6 +85,14 @@ pub(super) async fn source_loop(cache: Cache, fetcher: Fetcher, source: SourceCo
         let fetched = fetcher
             .fetch_with(&cache, &source.key, &source.url, source.cache_control)
             .await;
+        board.record(
+            &source,
+            cache.now(),
+            fetched
+                .as_ref()
+                .map(|o| (o.name(), o.status()))
+                .map_err(ToString::to_string),
+        );
         match fetched {
             Ok(o) => tracing::info!(
                 key = %source.key,

@@ -4,6 +4,7 @@
 
 mod batch;
 mod commands;
+mod console;
 mod fetch;
 mod hostile;
 mod load;

@@ -210,8 +210,9 @@ pub(super) async fn run(weak: Weak<Inner>) {
         };
         match redis.subscribe().await {
             Ok(pubsub) => {
-                // Anything announced while unsubscribed was missed: start from empty memory.
-                cache.forget_prefix("").await;
+                // Anything announced while unsubscribed was missed: start from empty memory
+                // (but for values kept in this process's memory alone).
+                cache.forget_shared().await;
                 cache.inner.l1_trusted.store(true, Ordering::Release);
                 tracing::info!("coherence subscription established");
                 drop(cache);
@@ -240,14 +241,14 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 inner.l1_trusted.store(false, Ordering::Release);
-                inner.memory.clear();
+                Cache { inner }.forget_shared().await;
                 tracing::warn!(
                     "coherence subscription lost; memory tier bypassed until it is back"
                 );
             }
             Err(reason) => {
                 cache.inner.l1_trusted.store(false, Ordering::Release);
-                cache.inner.memory.clear();
+                cache.forget_shared().await;
                 tracing::debug!(%reason, "coherence subscription failed");
                 drop(cache);
             }

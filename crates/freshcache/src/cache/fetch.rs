@@ -80,14 +80,7 @@ impl Cache {
                         let _ = tx.send(Some(Ok(h.entry.clone())));
                         return Ok(h);
                     }
-                    // A refresh is answered only by a value stored after the one it replaces.
-                    let replacing = match mode {
-                        Mode::IfNotFresh => None,
-                        Mode::Refresh => match self.get(key).await? {
-                            Lookup::Fresh(h) => Some(h.entry.meta.stored_at),
-                            _ => None,
-                        },
-                    };
+                    let replacing = self.replacing(key, mode).await?;
                     // Across instances: one loader per key, through a short lease (Redis
                     // between hosts, the index between processes on one host).
                     let lease = match self.acquire_lease(key, &ty, replacing).await? {
@@ -310,6 +303,18 @@ enum Lease {
 const LEASE_POLL: Duration = Duration::from_millis(10);
 
 impl Cache {
+    /// For a refresh, when the value it replaces was stored: a refresh is answered only by a
+    /// value stored after that one (the value being refreshed is still fresh).
+    async fn replacing(&self, key: &Key, mode: Mode) -> Result<Option<Timestamp>> {
+        Ok(match mode {
+            Mode::IfNotFresh => None,
+            Mode::Refresh => match self.get(key).await? {
+                Lookup::Fresh(h) => Some(h.entry.meta.stored_at),
+                _ => None,
+            },
+        })
+    }
+
     /// Takes the load lease for `key`, or waits for the process holding it to store the value
     /// (or for its lease to lapse: a holder killed mid-load blocks the others at most that long).
     /// With `replacing` (a refresh of the value stored then), only a value stored later counts

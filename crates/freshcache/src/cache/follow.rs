@@ -7,6 +7,7 @@
 //! be read — does not guess: the memory tier is bypassed until the follower reads the feed
 //! again, then cleared.
 
+use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ pub(crate) const FOLLOW_EVERY: Duration = Duration::from_millis(2);
 /// the cache itself, so dropping the last handle drops the cache on the caller's thread, which
 /// stops and joins the follower.
 struct Local {
+    /// Data types whose values live in this process's memory only (no disk): no other
+    /// process changes them, so falling behind the feed does not drop them.
+    only_here: HashSet<Arc<str>>,
     memory: Arc<MemoryTier>,
     stripes: Arc<[Stripe]>,
     hasher: RandomState,
@@ -56,6 +60,14 @@ pub(super) fn spawn(
 ) -> Option<Running> {
     let inner = &cache.inner;
     let local = Local {
+        only_here: inner
+            .config
+            .data_types
+            .types()
+            .iter()
+            .filter(|t| !t.placement.in_disk())
+            .map(|t| Arc::clone(&t.name))
+            .collect(),
         memory: Arc::clone(&inner.memory),
         stripes: Arc::clone(&inner.stripes),
         hasher: inner.hasher.clone(),
@@ -87,7 +99,7 @@ fn follow_once(local: &Local, follower: &mut ChangeFollower, origin: &str) {
         Ok(Poll::Changes(changes)) => {
             if !local.l1_trusted.load(Ordering::Acquire) {
                 // Back after a failure: whatever changed meanwhile is unknown.
-                local.forget_prefix("");
+                local.forget_shared();
                 local.l1_trusted.store(true, Ordering::Release);
                 tracing::info!("change feed readable again; memory tier cleared and back in use");
             }
@@ -105,7 +117,7 @@ fn follow_once(local: &Local, follower: &mut ChangeFollower, origin: &str) {
         }
         Ok(Poll::Gap) => {
             tracing::warn!("fell behind the change feed; memory tier cleared");
-            local.forget_prefix("");
+            local.forget_shared();
         }
         Err(e) => {
             if local.l1_trusted.swap(false, Ordering::AcqRel) {
@@ -122,6 +134,22 @@ impl Local {
         let _g = stripe.lock.blocking_lock();
         self.memory.remove(key);
         stripe.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops every memory copy of a value other processes may have changed (all but the
+    /// types kept in this process's memory only).
+    fn forget_shared(&self) {
+        self.bump_all();
+        self.memory
+            .remove_where(|e| !self.only_here.contains(&*e.meta.data_type));
+        self.bump_all();
+    }
+
+    fn bump_all(&self) {
+        for s in self.stripes.iter() {
+            let _g = s.lock.blocking_lock();
+            s.epoch.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// [`Cache::forget_prefix`] for a thread outside the async runtime.

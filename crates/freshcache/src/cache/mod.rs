@@ -160,8 +160,18 @@ impl Cache {
             .filter(|_| ty.placement.in_redis())
     }
 
+    /// Whether lookups of `ty` may use the memory tier: unless this process's memory is the
+    /// only place its values live, not while the memory copies may be outdated (the change
+    /// feed or the Redis subscription is down).
     fn memory_usable(&self, ty: &DataTypeSpec) -> bool {
-        ty.placement.in_memory() && self.inner.l1_trusted.load(Ordering::Acquire)
+        ty.placement.in_memory()
+            && (self.memory_only_here(ty) || self.inner.l1_trusted.load(Ordering::Acquire))
+    }
+
+    /// True when values of `ty` live in this process's memory and nowhere else (no disk, and no
+    /// Redis to share them): no other process has copies to keep them coherent with.
+    fn memory_only_here(&self, ty: &DataTypeSpec) -> bool {
+        !ty.placement.in_disk() && self.redis_for(ty).is_none()
     }
 
     /// Per-type write and guard counters.

@@ -190,7 +190,15 @@ impl Cache {
             .then(|| inner.memory.get(k))
             .flatten();
         if let Some(entry) = found {
-            match judge(&entry.meta, ty, now, Allowance::NONE) {
+            let mut now = now;
+            let mut judged = judge(&entry.meta, ty, now, Allowance::NONE);
+            if judged == Judgement::FutureStamped {
+                // Most often a write that finished after this lookup read its clock (a set
+                // racing it on another thread): judged again on a new reading, it is fresh.
+                now = inner.clock.now().max(now);
+                judged = judge(&entry.meta, ty, now, Allowance::NONE);
+            }
+            match judged {
                 Judgement::Fresh { until } => {
                     inner
                         .stats
@@ -204,7 +212,7 @@ impl Cache {
                         deadline: until,
                     });
                 }
-                // Stamped after now (the clock stepped back): not an expiry.
+                // Stamped after now even so (the clock stepped back): not an expiry.
                 Judgement::FutureStamped => {
                     inner.memory.remove_entry(k, &entry);
                     self.note_future_stamped(ty, TierKind::Memory, k);

@@ -39,6 +39,7 @@ impl Cache {
                 .unwrap_or(0)
         };
         let mem_types = inner.memory.per_type();
+        let age = |t: crate::Timestamp| now.duration_since(t).as_secs_f64();
         let mut types = Vec::new();
         let mut tier_sums: HashMap<&str, (u64, u64, u64)> = HashMap::new();
         for ty in inner.config.data_types.types() {
@@ -67,9 +68,8 @@ impl Cache {
                 expirations: get("all", name, "expired_reads"),
                 future_stamped: get("all", name, "future_stamped"),
                 expired_on_disk: d.expired,
-                oldest_entry_age_seconds: d
-                    .oldest_stored_at
-                    .map(|t| now.duration_since(t).as_secs_f64()),
+                oldest_entry_age_seconds: d.oldest_stored_at.map(age),
+                newest_entry_age_seconds: d.newest_stored_at.map(age),
                 sets: get("all", name, "sets"),
                 loads: get("all", name, "loads"),
                 load_errors: get("all", name, "load_errors"),

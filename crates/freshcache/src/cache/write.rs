@@ -212,6 +212,20 @@ impl Cache {
         stripe.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Drops the memory copies of values other processes or instances may have changed: every
+    /// type's but those kept in this process's memory alone (no other copy to read again).
+    /// After announcements or changes may have been missed.
+    pub(crate) async fn forget_shared(&self) {
+        self.bump_all_epochs().await;
+        let types = &self.inner.config.data_types;
+        self.inner.memory.remove_where(|e| {
+            types
+                .by_name(&e.meta.data_type)
+                .is_none_or(|t| !self.memory_only_here(t))
+        });
+        self.bump_all_epochs().await;
+    }
+
     /// Drops this instance's memory copies under `prefix` (empty: all).
     pub(crate) async fn forget_prefix(&self, prefix: &str) {
         self.bump_all_epochs().await;

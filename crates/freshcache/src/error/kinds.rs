@@ -157,8 +157,8 @@ impl RedisErrorKind {
     }
 }
 
-/// The one classification of an [`Error`] that every face uses: the HTTP status, the CLI's exit
-/// code and the Python exception class all follow from it.
+/// The one classification of an [`Error`](crate::Error) that every face uses: the HTTP status,
+/// the CLI's exit code and the Python exception class all follow from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorClass {

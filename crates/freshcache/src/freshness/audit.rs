@@ -125,6 +125,49 @@ pub(crate) fn rows(disk: &DiskTier, run_id: &str) -> Result<Vec<AuditRow>> {
     })
 }
 
+/// One guard run as the audit trail remembers it: when it was checked and its verdict counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// The inference run's id.
+    pub run_id: String,
+    /// When its first signal was checked (RFC 3339).
+    pub checked_at: String,
+    /// Signals checked.
+    pub signals: u64,
+    /// Signals found fresh.
+    pub fresh: u64,
+    /// Signals refused as stale.
+    pub stale: u64,
+    /// Signals refused as missing.
+    pub missing: u64,
+}
+
+/// The `limit` most recently checked runs, newest first.
+///
+/// # Errors
+/// [`crate::Error::Index`] when the query fails.
+pub(crate) fn recent(disk: &DiskTier, limit: usize) -> Result<Vec<RunSummary>> {
+    let count = |v: i64| v.max(0) as u64;
+    disk.with_reader(|c| {
+        c.prepare_cached(
+            "SELECT run_id, MIN(checked_at) AS first, COUNT(*),
+                    SUM(verdict = 'fresh'), SUM(verdict = 'stale'), SUM(verdict = 'missing')
+             FROM freshness_audit GROUP BY run_id ORDER BY first DESC, MAX(id) DESC LIMIT ?1",
+        )?
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(RunSummary {
+                run_id: r.get(0)?,
+                checked_at: Timestamp::from_millis(count(r.get(1)?)).to_string(),
+                signals: count(r.get(2)?),
+                fresh: count(r.get(3)?),
+                stale: count(r.get(4)?),
+                missing: count(r.get(5)?),
+            })
+        })?
+        .collect()
+    })
+}
+
 /// Deletes audit rows checked before `before`; returns how many.
 ///
 /// # Errors

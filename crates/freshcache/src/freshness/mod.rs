@@ -15,7 +15,7 @@ pub mod audit;
 pub(crate) mod judge;
 
 pub use crate::report::{FreshnessReport, SignalCheck, Verdict};
-pub use audit::AuditRow;
+pub use audit::{AuditRow, RunSummary};
 use judge::{Allowance, Judgement, judge};
 
 /// Longest accepted run id, in bytes.
@@ -174,6 +174,15 @@ impl Cache {
     /// [`Error::Index`] when the query fails.
     pub fn audit(&self, run_id: &str) -> Result<Vec<AuditRow>> {
         audit::rows(self.disk(), run_id)
+    }
+
+    /// The `limit` guard runs checked most recently, newest first, with their verdict counts;
+    /// [`Cache::audit`] gives a run's rows.
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the query fails.
+    pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunSummary>> {
+        audit::recent(self.disk(), limit)
     }
 }
 

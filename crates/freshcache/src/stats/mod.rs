@@ -288,6 +288,8 @@ pub struct TypeReport {
     pub expired_on_disk: u64,
     /// Age in seconds of the oldest entry on disk.
     pub oldest_entry_age_seconds: Option<f64>,
+    /// Age in seconds of the newest (freshest) entry on disk.
+    pub newest_entry_age_seconds: Option<f64>,
     /// Writes.
     pub sets: u64,
     /// Loader calls made by `get_or_fetch`.

@@ -113,6 +113,16 @@ impl MemoryTier {
             .collect()
     }
 
+    /// Removes every entry `pred` picks (an entry replaced meanwhile stays); returns how many.
+    pub fn remove_where(&self, pred: impl Fn(&Entry) -> bool) -> usize {
+        let victims: Vec<(Arc<str>, Arc<Entry>)> =
+            self.map.iter().filter(|(_, e)| pred(e)).collect();
+        victims
+            .into_iter()
+            .filter(|(k, e)| self.remove_entry(k, e))
+            .count()
+    }
+
     /// Removes every entry.
     pub fn clear(&self) {
         self.map.clear();

@@ -201,3 +201,23 @@ async fn a_configured_clock_skew_tolerance_accepts_that_much_lateness_and_no_mor
         Err(Error::StaleSignals { .. })
     ));
 }
+
+#[tokio::test]
+async fn recent_runs_are_newest_first_with_their_verdict_counts() {
+    let t = TestCache::new();
+    t.cache.set(&odds(1), "v").await.unwrap();
+    t.cache.check_freshness("first", &[odds(1)]).await.unwrap();
+    t.advance(secs(61));
+    t.cache.set(&odds(2), "v").await.unwrap();
+    t.cache
+        .check_freshness("second", &[odds(1), odds(2), odds(3)])
+        .await
+        .unwrap();
+    let runs = t.cache.recent_runs(10).unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["second", "first"]);
+    let s = &runs[0];
+    assert_eq!((s.signals, s.fresh, s.stale, s.missing), (3, 1, 1, 1));
+    assert_eq!((runs[1].signals, runs[1].fresh), (1, 1));
+    assert_eq!(t.cache.recent_runs(1).unwrap().len(), 1);
+}

@@ -84,3 +84,113 @@ async fn memory_redis_entries_are_shared_through_redis_and_never_reach_disk() {
     assert_eq!(disk_entries(&a, "odds_data"), 0);
     assert_eq!(disk_entries(&b, "odds_data"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falling_behind_the_change_feed_drops_shared_copies_but_keeps_memory_only_values() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("c");
+    let a = Cache::open(config(&dir, "memory_only", None)).unwrap();
+    let b = Cache::open(config(&dir, "memory_only", None)).unwrap();
+    let news = |n: u32| Key::parse(&format!("news:wire:a{n}")).unwrap();
+    a.set(&odds(1), "1.91").await.unwrap();
+    a.set(&news(1), "headline").await.unwrap();
+    assert_eq!(fresh(a.get(&news(1)).await.unwrap()).source, MEMORY);
+    // A hole in the feed, as pruning leaves one for a follower that fell behind: a committed
+    // row removed before anyone read it. The next change shows A the gap.
+    let db = rusqlite::Connection::open(dir.join("metadata.db")).unwrap();
+    db.execute_batch(
+        "BEGIN IMMEDIATE;
+         INSERT INTO changes (op, subject, origin) VALUES ('set', 'news:wire:zz', 'test');
+         DELETE FROM changes WHERE origin = 'test';
+         COMMIT;",
+    )
+    .unwrap();
+    b.set(&news(2), "other").await.unwrap();
+    // A drops its memory copies of values other processes may have changed (read again from
+    // disk) ...
+    Poll::within(secs(5))
+        .every(std::time::Duration::from_millis(1))
+        .until("A never dropped its memory copy of news:wire:a1", || {
+            !a.inspect(&news(1)).unwrap().in_memory
+        });
+    let h = fresh(a.get(&news(1)).await.unwrap());
+    assert_eq!(&h.value()[..], b"headline");
+    // ... and keeps what lives in its memory only (there is no other copy to read again).
+    let h = fresh(a.get(&odds(1)).await.unwrap());
+    assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_redis_subscription_drops_shared_copies_but_keeps_memory_only_values() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder(config(dir.path(), "memory_only", Some(&redis.url())))
+        .clock(SystemClock)
+        .connect()
+        .await
+        .unwrap();
+    let news = Key::parse("news:wire:a1").unwrap();
+    cache.set(&news, "headline").await.unwrap();
+    // Subscribed once a news read is answered from memory.
+    Poll::within(secs(10))
+        .until_async("coherence subscription never came up", async || {
+            matches!(cache.get(&news).await.unwrap(), Lookup::Fresh(h) if h.source == MEMORY)
+        })
+        .await;
+    cache.set(&odds(1), "1.91").await.unwrap();
+    redis.kill9();
+    // Announcements may now be missed: the news copy (kept in Redis and on disk too) is
+    // dropped ...
+    Poll::within(secs(10))
+        .every(std::time::Duration::from_millis(5))
+        .until("the news copy outlived the subscription", || {
+            !cache.inspect(&news).unwrap().in_memory
+        });
+    // ... and memory-only odds, which live nowhere else, stay and are served from memory.
+    let h = fresh(cache.get(&odds(1)).await.unwrap());
+    assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
+}
+
+/// A clock that answers from a script, then stays at its last answer: a lookup can read it
+/// "before" a write that finished first, as a lookup racing a set on another thread does.
+#[derive(Clone, Debug)]
+struct Scripted(
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<freshcache::Timestamp>>>,
+);
+
+impl freshcache::Clock for Scripted {
+    fn now(&self) -> freshcache::Timestamp {
+        let mut q = self.0.lock().unwrap();
+        if q.len() > 1 {
+            q.pop_front().unwrap()
+        } else {
+            q[0]
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_value_written_after_a_lookup_read_its_clock_is_served_not_dropped() {
+    let root = tempfile::tempdir().unwrap();
+    let later = T0.saturating_add(secs(1));
+    let clock = Scripted(std::sync::Arc::new(std::sync::Mutex::new([T0].into())));
+    let cache = Cache::builder(config(&root.path().join("c"), "memory_only", None))
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    // The set stamps `later`; the lookup's first reading is `T0` (taken before the set
+    // finished); every reading after that is `later`.
+    *clock.0.lock().unwrap() = [later, T0, later].into();
+    cache.set(&odds(1), "1.91").await.unwrap();
+    assert_eq!(
+        clock.0.lock().unwrap().len(),
+        2,
+        "the set read the clock once"
+    );
+    // The copy looks stamped after the lookup's clock reading: judged on a new reading, it is
+    // served (a memory-only value dropped here would be lost: there is no other copy).
+    let h = fresh(cache.get(&odds(1)).await.unwrap());
+    assert_eq!((h.source, &h.value()[..]), (MEMORY, &b"1.91"[..]));
+    let h = fresh(cache.get(&odds(1)).await.unwrap());
+    assert_eq!(&h.value()[..], b"1.91");
+}

@@ -168,7 +168,9 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
 pub async fn wait_subscribed(cache: &Cache) {
     let probe = freshcache::Key::odds(format!("probe{:x}", fastrand::u64(..)), 1).unwrap();
     cache.set(&probe, "p").await.unwrap();
-    freshcache_testkit::Poll::within(Duration::from_secs(5))
+    // Generous: the subscription retries every 100 ms, but a loaded machine running the whole
+    // suite (dozens of redis-server processes) has taken over 5 s to bring one up.
+    freshcache_testkit::Poll::within(Duration::from_secs(15))
         .until_async("coherence subscription never came up", async || {
             matches!(
                 cache.get(&probe).await.unwrap(),

@@ -30,16 +30,18 @@ impl DiskTier {
         let committed = self.with_writer(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut replaced = Vec::new();
+            let mut totals = Totals::default();
             {
                 let mut upsert = Upsert::prepare(&tx)?;
                 for ((key, entry, _), s) in items.iter().zip(&staged) {
-                    if let Some(old) = upsert.row(key, entry, s, now)?
+                    if let Some(old) = upsert.row(key, entry, s, now, &mut totals)?
                         && Some(old.as_str()) != s.file()
                     {
                         replaced.push(old);
                     }
                 }
             }
+            totals.apply(&tx)?;
             // One change for the batch: its keys, a line each (keys hold no line breaks).
             if let Some(origin) = self.change_origin() {
                 let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();

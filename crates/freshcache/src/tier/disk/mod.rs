@@ -47,6 +47,7 @@ mod space;
 mod touch;
 pub mod upkeep;
 mod wal;
+mod write;
 
 use blobs::{new_blob_name, valid_blob_name};
 pub use changes::{ChangeFollower, ChangeOp, Poll};
@@ -56,6 +57,7 @@ use delete::{Deleted, delete_rows};
 use schema::{SCHEMA, SCHEMA_VERSION, migrate};
 pub use space::{FreeSpace, StatvfsFreeSpace};
 use touch::{TOUCH_GRANULARITY, TouchQueue};
+use write::{Staged, Stored, Totals, Upsert};
 
 /// Per-data-type totals held on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub struct DiskTypeStats {
     pub expired: u64,
     /// Earliest `stored_at`.
     pub oldest_stored_at: Option<Timestamp>,
+    /// Latest `stored_at`.
+    pub newest_stored_at: Option<Timestamp>,
 }
 
 /// Index facts about one stored entry.
@@ -83,126 +87,6 @@ pub struct RowInfo {
     pub access_at: Timestamp,
     /// Reads recorded.
     pub access_count: u64,
-}
-
-/// Where a stored envelope lives.
-#[derive(Debug)]
-enum Location {
-    Inline(Vec<u8>),
-    File(String),
-}
-
-/// An envelope ready for its row: kept for the row, or already written to its blob file.
-#[derive(Debug)]
-struct Staged {
-    location: Location,
-    /// Bytes as stored.
-    size: u64,
-}
-
-impl Staged {
-    /// The blob file, when the envelope has one.
-    fn file(&self) -> Option<&str> {
-        match &self.location {
-            Location::File(n) => Some(n),
-            Location::Inline(_) => None,
-        }
-    }
-
-    fn inline(&self) -> Option<&[u8]> {
-        match &self.location {
-            Location::Inline(b) => Some(b),
-            Location::File(_) => None,
-        }
-    }
-}
-
-/// Writes the row of `key` (an upsert, not `INSERT OR REPLACE`, so the totals triggers see an
-/// update); returns the blob file of the row it replaced.
-fn upsert(
-    tx: &rusqlite::Transaction<'_>,
-    key: &str,
-    entry: &Entry,
-    staged: &Staged,
-    now: Timestamp,
-) -> rusqlite::Result<Option<String>> {
-    Upsert::prepare(tx)?.row(key, entry, staged, now)
-}
-
-/// The two statements of a row write, prepared once for a whole batch.
-struct Upsert<'t> {
-    old_file: rusqlite::CachedStatement<'t>,
-    write: rusqlite::CachedStatement<'t>,
-}
-
-impl<'t> Upsert<'t> {
-    fn prepare(tx: &'t rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            old_file: tx.prepare_cached("SELECT file FROM entries WHERE key = ?1")?,
-            write: tx.prepare_cached(UPSERT)?,
-        })
-    }
-
-    /// Writes the row of `key`; returns the blob file of the row it replaced.
-    fn row(
-        &mut self,
-        key: &str,
-        entry: &Entry,
-        staged: &Staged,
-        now: Timestamp,
-    ) -> rusqlite::Result<Option<String>> {
-        let old: Option<Option<String>> =
-            self.old_file.query_row([key], |r| r.get(0)).optional()?;
-        let m = &entry.meta;
-        self.write.execute(params![
-            key,
-            &*m.data_type,
-            i64_of(m.stored_at.as_millis()),
-            i64_of(m.expires_at.as_millis()),
-            m.as_of.map(|t| i64_of(t.as_millis())),
-            i64_of(now.as_millis()),
-            i64_of(entry.size()),
-            i64_of(staged.size),
-            m.codec.name(),
-            m.checksum as i64,
-            m.etag,
-            m.last_modified,
-            staged.file(),
-            staged.inline(),
-        ])?;
-        Ok(old.flatten())
-    }
-}
-
-/// The row write: an upsert (not `INSERT OR REPLACE`) so the totals triggers see an update.
-const UPSERT: &str = "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
-             access_at, access_count, size, stored_size, codec, checksum, etag,
-             last_modified, file, inline_value)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (key) DO UPDATE SET data_type = excluded.data_type,
-             stored_at = excluded.stored_at, expires_at = excluded.expires_at,
-             as_of = excluded.as_of, access_at = excluded.access_at, access_count = 0,
-             size = excluded.size, stored_size = excluded.stored_size,
-             codec = excluded.codec, checksum = excluded.checksum, etag = excluded.etag,
-             last_modified = excluded.last_modified, file = excluded.file,
-             inline_value = excluded.inline_value";
-
-/// What a write transaction left stored, read inside it (the totals it has written).
-#[derive(Debug, Clone, Copy)]
-struct Stored {
-    /// Stored bytes of every entry.
-    total: u64,
-    /// What the values cost on disk (blob files at their allocated size).
-    cost: u64,
-}
-
-impl Stored {
-    fn read(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            total: space::stored_total(tx)?,
-            cost: space::value_cost(tx)?,
-        })
-    }
 }
 
 /// The L3 tier.
@@ -277,56 +161,13 @@ impl DiskTier {
         inline_max: u64,
         tables: &[&str],
     ) -> Result<Self> {
-        let blobs = dir.join("blobs");
-        let tmp = dir.join("tmp");
-        for d in [&blobs, &tmp] {
-            // The tier's own directories are never links: one planted there is removed (the
-            // link, not its target) and the directory made.
-            if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
-                tracing::warn!(path = %d.display(), "disk tier: symbolic link in place of a directory removed");
-                fs::remove_file(d).map_err(|e| Error::io(d, e))?;
-            }
-        }
-        for d in [dir, &blobs, &tmp] {
-            fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-        }
-        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
+        let (blobs, tmp) = prepare_dirs(dir, db_path)?;
         let writer = Self::connect(db_path)?;
+        create_schema(&writer, db_path, tables)?;
         let db = |source| Error::Index {
             path: db_path.to_path_buf(),
             source,
         };
-        // Several processes may race to create the schema; IMMEDIATE serialises them and
-        // the busy timeout makes the losers wait instead of failing.
-        let mut attempts = 0;
-        let version = loop {
-            let r = writer
-                .execute_batch(&format!(
-                    "BEGIN IMMEDIATE;{SCHEMA}{}{}{}",
-                    changes::SCHEMA,
-                    lease::SCHEMA,
-                    tables.concat()
-                ))
-                .and_then(|()| migrate(&writer))
-                .and_then(|v| writer.execute_batch("COMMIT").map(|()| v));
-            match r {
-                Ok(v) => break v,
-                Err(e) if is_busy(&e) && attempts < 50 => {
-                    let _ = writer.execute_batch("ROLLBACK");
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    let _ = writer.execute_batch("ROLLBACK");
-                    return Err(db(e));
-                }
-            }
-        };
-        if version.as_deref() != Some(SCHEMA_VERSION) {
-            return Err(db(rusqlite::Error::InvalidQuery));
-        }
         let reserve = reserve::Reserve::open(dir, &tmp);
         let blob_dir = nofollow::BlobDir::open(&blobs);
         let turns = Arc::new(WriterTurns::default());
@@ -484,101 +325,6 @@ impl DiskTier {
         }
     }
 
-    /// Stores `entry` under `key`, compressing values above `compress_above` bytes.
-    ///
-    /// Write order: the envelope is written (to a blob file, or kept for the row), then the row
-    /// is committed (with its change-feed row), then the replaced blob is removed, then the
-    /// tier evicts if the write took it over a limit.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the blob cannot be written (disk full, read-only) and
-    /// [`Error::Index`] when the row cannot be committed; nothing changes in either case.
-    pub fn put(&self, key: &str, entry: &Entry, compress_above: u64, now: Timestamp) -> Result<()> {
-        let staged = self.stage(key, entry, compress_above)?;
-        let committed = self.with_writer(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let old = upsert(&tx, key, entry, &staged, now)?;
-            if let Some(origin) = self.change_origin() {
-                changes::record(&tx, origin, ChangeOp::Set, key)?;
-            }
-            let stored = Stored::read(&tx)?;
-            tx.commit()?;
-            Ok((old, stored))
-        });
-        self.note_inline(std::slice::from_ref(&staged));
-        match committed {
-            Ok((old, stored)) => {
-                self.reached(fault::WritePoint::Committed);
-                self.remove_blob(old.as_deref().filter(|o| Some(*o) != staged.file()));
-                self.settle(stored, staged.size, now);
-                Ok(())
-            }
-            Err(e) => {
-                self.remove_blob(staged.file());
-                Err(e)
-            }
-        }
-    }
-
-    /// Encodes `entry` and writes its blob file when it is too large to live in the row.
-    fn stage(&self, key: &str, entry: &Entry, compress_above: u64) -> Result<Staged> {
-        let envelope = codec::encode(key, entry, compress_above)?;
-        let size = envelope.len() as u64;
-        let location = if size <= self.inline_max {
-            Location::Inline(envelope)
-        } else {
-            let name = new_blob_name();
-            self.write_blob(&name, &envelope)?;
-            Location::File(name)
-        };
-        Ok(Staged { location, size })
-    }
-
-    /// Counts the pages inline values put through the WAL (the checkpoint thread's measure).
-    fn note_inline(&self, staged: &[Staged]) {
-        let inline: u64 = staged
-            .iter()
-            .filter(|s| s.file().is_none())
-            .map(|s| s.size)
-            .sum();
-        if inline > 0 {
-            self.wal.note_pages(inline / 4096);
-        }
-    }
-
-    /// After a committed write of `written` bytes that left `stored`: evicts now rather than
-    /// at the next scheduled cleanup when a limit is passed (a nightly run alone would let the
-    /// disk fill). A failure here does not undo the write.
-    ///
-    /// The limit bounds the whole footprint: the values, and what removing entries does not
-    /// lower (index, WAL, reserve, directories). Eviction goes down to 90 % of the room the
-    /// values have, so the next writes do not evict; it counts stored bytes, so the blocks'
-    /// slack comes off the target.
-    fn settle(&self, stored: Stored, written: u64, now: Timestamp) {
-        let Stored { total, cost } = stored;
-        let limit = self.max_bytes.load(Ordering::Relaxed);
-        let fixed = self.fixed_part(written, now);
-        let slack = cost.saturating_sub(total);
-        let mut target = (cost.saturating_add(fixed) > limit)
-            .then(|| (limit.saturating_sub(fixed) / 10 * 9).saturating_sub(slack));
-        if self.free_check_due(written, now) {
-            let deficit = self.free_space_deficit();
-            if deficit > 0 {
-                let want = total.saturating_sub(deficit);
-                target = Some(target.map_or(want, |t| t.min(want)));
-                tracing::warn!(
-                    deficit,
-                    "disk tier: below the free-space watermark; evicting"
-                );
-            }
-        }
-        if let Some(target) = target
-            && let Err(e) = self.evict(target, now, upkeep::Mode::Apply)
-        {
-            tracing::warn!(error = %e, "disk tier: eviction after write failed");
-        }
-    }
-
     /// Index facts about `key`, without reading its value.
     ///
     /// # Errors
@@ -609,9 +355,10 @@ impl DiskTier {
         self.with_reader(|c| {
             let mut st = c.prepare_cached(
                 "SELECT data_type, COUNT(*), COALESCE(SUM(size),0), COALESCE(SUM(stored_size),0),
-                        SUM(expires_at <= ?1), MIN(stored_at)
+                        SUM(expires_at <= ?1), MIN(stored_at), MAX(stored_at)
                  FROM entries GROUP BY data_type",
             )?;
+            let at = |t: Option<i64>| t.map(|t| Timestamp::from_millis(t.max(0) as u64));
             let rows = st.query_map([i64_of(now.as_millis())], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -620,9 +367,8 @@ impl DiskTier {
                         value_bytes: r.get::<_, i64>(2)?.max(0) as u64,
                         stored_bytes: r.get::<_, i64>(3)?.max(0) as u64,
                         expired: r.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
-                        oldest_stored_at: r
-                            .get::<_, Option<i64>>(5)?
-                            .map(|t| Timestamp::from_millis(t.max(0) as u64)),
+                        oldest_stored_at: at(r.get(5)?),
+                        newest_stored_at: at(r.get(6)?),
                     },
                 ))
             })?;
@@ -648,6 +394,66 @@ impl DiskTier {
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+}
+
+/// Makes the tier's directories (`blobs`, `tmp`, the index's parent); returns `blobs` and
+/// `tmp`. The tier's own directories are never links: one planted there is removed (the link,
+/// not its target) and the directory made.
+fn prepare_dirs(dir: &Path, db_path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let blobs = dir.join("blobs");
+    let tmp = dir.join("tmp");
+    for d in [&blobs, &tmp] {
+        if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
+            tracing::warn!(path = %d.display(), "disk tier: symbolic link in place of a directory removed");
+            fs::remove_file(d).map_err(|e| Error::io(d, e))?;
+        }
+    }
+    for d in [dir, &blobs, &tmp] {
+        fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    Ok((blobs, tmp))
+}
+
+/// Creates the schema (the tier's, the change feed's, the leases', and `tables`) and migrates
+/// an earlier version, in one transaction; refuses an index of another build's newer version.
+fn create_schema(writer: &Connection, db_path: &Path, tables: &[&str]) -> Result<()> {
+    let db = |source| Error::Index {
+        path: db_path.to_path_buf(),
+        source,
+    };
+    // Several processes may race to create the schema; IMMEDIATE serialises them and the busy
+    // timeout makes the losers wait instead of failing.
+    let mut attempts = 0;
+    let version = loop {
+        let r = writer
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE;{SCHEMA}{}{}{}",
+                changes::SCHEMA,
+                lease::SCHEMA,
+                tables.concat()
+            ))
+            .and_then(|()| migrate(writer))
+            .and_then(|v| writer.execute_batch("COMMIT").map(|()| v));
+        match r {
+            Ok(v) => break v,
+            Err(e) if is_busy(&e) && attempts < 50 => {
+                let _ = writer.execute_batch("ROLLBACK");
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                let _ = writer.execute_batch("ROLLBACK");
+                return Err(db(e));
+            }
+        }
+    };
+    if version.as_deref() != Some(SCHEMA_VERSION) {
+        return Err(db(rusqlite::Error::InvalidQuery));
+    }
+    Ok(())
 }
 
 impl Drop for DiskTier {

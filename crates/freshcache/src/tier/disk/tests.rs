@@ -249,17 +249,15 @@ fn stats_group_by_type_and_count_expired_rows() {
         Timestamp::from_millis(5),
     )
     .unwrap();
-    t.put(
-        "news:a:2",
-        &entry(b"de", 300),
-        u64::MAX,
-        Timestamp::from_millis(5),
-    )
-    .unwrap();
+    let mut later = entry(b"de", 300);
+    later.meta.stored_at = Timestamp::from_millis(7);
+    t.put("news:a:2", &later, u64::MAX, Timestamp::from_millis(5))
+        .unwrap();
     let s = t.stats(Timestamp::from_millis(200)).unwrap();
     let n = &s["news_articles"];
     assert_eq!((n.entries, n.value_bytes, n.expired), (2, 5, 1));
     assert_eq!(n.oldest_stored_at, Some(Timestamp::from_millis(1)));
+    assert_eq!(n.newest_stored_at, Some(Timestamp::from_millis(7)));
 }
 
 /// (data type, entries, stored bytes) per type, sorted.
@@ -526,4 +524,76 @@ fn access_times_are_written_off_the_read_path_and_at_shutdown() {
     // Closing wrote the rest.
     let t = open(dir.path());
     assert_eq!(touched(&t), n as i64);
+}
+
+/// Version 2's triggers on `entries`, which kept the totals of inserts and rewrites.
+const V2_TRIGGERS: &str = "
+CREATE TRIGGER IF NOT EXISTS entries_totals_insert AFTER INSERT ON entries BEGIN
+    INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
+    ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_totals_update AFTER UPDATE OF stored_size, data_type ON entries BEGIN
+    UPDATE type_totals SET entries = entries - 1, bytes = bytes - OLD.stored_size
+    WHERE data_type = OLD.data_type;
+    INSERT INTO type_totals (data_type, entries, bytes) VALUES (NEW.data_type, 1, NEW.stored_size)
+    ON CONFLICT (data_type) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
+END;";
+
+#[test]
+fn a_version_2_index_is_migrated_so_writes_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = Timestamp::from_millis(1);
+    let triggers_on_entries = |t: &DiskTier| -> i64 {
+        t.with_reader(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'entries'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+    };
+    {
+        // Made as version 2 made it: counting triggers on `entries` for inserts and rewrites.
+        let t = open(dir.path());
+        t.with_writer(|c| {
+            c.execute_batch(&format!(
+                "DROP TRIGGER entries_totals_insert; DROP TRIGGER entries_totals_update;
+                 {V2_TRIGGERS}
+                 UPDATE schema_info SET value = '2' WHERE name = 'version';"
+            ))
+        })
+        .unwrap();
+        assert_eq!(triggers_on_entries(&t), 2);
+        // Rows as a version-2 build wrote them: the triggers count them.
+        t.with_writer(|c| {
+            c.execute_batch(
+                "INSERT INTO entries (key, data_type, stored_at, expires_at, access_at, size,
+                     stored_size, codec, checksum, inline_value)
+                 VALUES ('k:1', 'news_articles', 1, 9999999, 1, 3, 90, 'raw', 0, x'00'),
+                        ('k:2', 'news_articles', 1, 9999999, 1, 3, 94, 'raw', 0, x'00');",
+            )
+        })
+        .unwrap();
+    }
+    let t = open(dir.path());
+    assert_eq!(triggers_on_entries(&t), 0);
+    let (totals, rows) = totals_and_rows(&t);
+    assert_eq!(totals, rows, "version 2's totals carried over");
+    // Writes, rewrites (of another size) and batches are counted once.
+    t.put("k:3", &entry(b"three", 100), u64::MAX, at).unwrap();
+    t.put("k:1", &entry(b"one, longer now", 100), u64::MAX, at)
+        .unwrap();
+    let (e4, e2) = (entry(b"four", 100), entry(b"two again", 100));
+    t.put_many(&[("k:4", &e4, u64::MAX), ("k:2", &e2, u64::MAX)], at)
+        .unwrap();
+    let (totals, rows) = totals_and_rows(&t);
+    assert_eq!(totals, rows);
+    assert_eq!(totals[0].1, 4, "{totals:?}");
+    // An older build opening the index cannot put a counting trigger back.
+    t.with_writer(|c| c.execute_batch(V2_TRIGGERS)).unwrap();
+    assert_eq!(triggers_on_entries(&t), 0);
+    t.put("k:5", &entry(b"five", 100), u64::MAX, at).unwrap();
+    let (totals, rows) = totals_and_rows(&t);
+    assert_eq!(totals, rows);
 }

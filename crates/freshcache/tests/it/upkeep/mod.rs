@@ -408,6 +408,8 @@ fn after_a_failed_sweep_the_index_log_is_still_checkpointed_by_later_writes() {
     let dir = root.path().join("cache");
     // Large values inline, so every byte written goes through the index and its log.
     let disk = DiskTier::open(&dir, &dir.join("metadata.db"), 1 << 20).unwrap();
+    // A 64 MiB budget bounds the log at 4 MiB (a sixteenth); the 16 MB written stay within it.
+    disk.set_size_limit(64 << 20);
     let value = |seed| noise(seed, 64 * 1024);
     disk.put(
         "poison",
