@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use freshcache::fetch::{FetchOptions, Fetcher};
-use freshcache::{Cache, Codec, Config, Key, KeyPrefix, Lookup, ReadOptions, Value};
+use freshcache::{Cache, Codec, Config, Hit as LibHit, Key, KeyPrefix, Lookup, ReadOptions, Value};
 
 use crate::clock::{ManualClock, duration, timestamp};
 use crate::errors::{CacheClosed, LoaderFailed, to_py};
 use crate::hit::Hit;
+use crate::keys::KeyMemo;
 
 /// What an open cache holds. Dropped when closed, in the process that opened it only.
 struct Open {
@@ -33,6 +34,8 @@ pub struct NativeCache {
     pid: u32,
     /// [`FORKS`] when opened: a cheap check on every call (`getpid` is a system call).
     forks: u64,
+    /// Keys `get` has already validated.
+    keys: KeyMemo,
 }
 
 /// Forks seen by this process's copy of the module: the package's `os.register_at_fork`
@@ -127,6 +130,23 @@ impl NativeCache {
         ))
     }
 
+    /// The memory tier's fresh hit for `key`, looked up with the GIL held (releasing it would
+    /// cost more than the lookup): under the state lock's read guard, without cloning the
+    /// state's `Arc` or entering the runtime.
+    fn memory_hit(&self, py: Python<'_>, key: &Key) -> PyResult<Option<LibHit>> {
+        if FORKS.load(Ordering::Relaxed) != self.forks {
+            return Err(self.forked());
+        }
+        let guard = self
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(st) = guard.as_ref() else {
+            return Err(CacheClosed::new_err("the cache is closed"));
+        };
+        st.cache.get_from_memory(key).map_err(|e| to_py(py, e))
+    }
+
     /// Runs `f(cache)` to completion on the cache's runtime with the GIL released.
     fn run<T, F, Fut>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
@@ -209,6 +229,7 @@ impl NativeCache {
             open: RwLock::new(Some(Arc::new(open))),
             pid: std::process::id(),
             forks: FORKS.load(Ordering::SeqCst),
+            keys: KeyMemo::new(py),
         })
     }
 
@@ -252,26 +273,26 @@ impl NativeCache {
     fn get(
         &self,
         py: Python<'_>,
-        key: &str,
+        key: &Bound<'_, PyString>,
         max_stale: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<Hit>> {
-        let k = key;
-        let kk = parse_key(py, k)?;
+        let parsed = self.keys.parse(key)?;
+        let kk = &parsed.get().0;
         let max_stale = match max_stale {
             None => std::time::Duration::ZERO,
             Some(v) => duration(seconds_of(v)?, "max_stale")?,
         };
-        if max_stale.is_zero() {
-            let st = self.state()?;
-            if let Some(h) = st.cache.get_from_memory(&kk).map_err(|e| to_py(py, e))? {
-                return Ok(Some(Hit::new(h, k.to_owned(), false)));
-            }
+        if max_stale.is_zero()
+            && let Some(h) = self.memory_hit(py, kk)?
+        {
+            return Ok(Some(Hit::new(h, key.clone().unbind(), false)));
         }
         let opts = ReadOptions { max_stale };
+        let kk = kk.clone();
         let found = self.run(py, |st| async move { st.cache.get_with(&kk, opts).await })?;
         Ok(match found {
-            Lookup::Fresh(h) => Some(Hit::new(h, k.to_owned(), false)),
-            Lookup::Stale(h) => Some(Hit::new(h, k.to_owned(), true)),
+            Lookup::Fresh(h) => Some(Hit::new(h, key.clone().unbind(), false)),
+            Lookup::Stale(h) => Some(Hit::new(h, key.clone().unbind(), true)),
             _ => None,
         })
     }
@@ -279,11 +300,10 @@ impl NativeCache {
     /// The fresh value under `key` if this process's memory tier holds it; never blocks (the
     /// asyncio twin answers memory hits on the event loop with it).
     #[pyo3(name = "_get_memory")]
-    fn get_memory(&self, py: Python<'_>, k: &str) -> PyResult<Option<Hit>> {
-        let kk = parse_key(py, k)?;
-        let st = self.state()?;
-        let found = st.cache.get_from_memory(&kk).map_err(|e| to_py(py, e))?;
-        Ok(found.map(|h| Hit::new(h, k.to_owned(), false)))
+    fn get_memory(&self, py: Python<'_>, k: &Bound<'_, PyString>) -> PyResult<Option<Hit>> {
+        let parsed = self.keys.parse(k)?;
+        let found = self.memory_hit(py, &parsed.get().0)?;
+        Ok(found.map(|h| Hit::new(h, k.clone().unbind(), false)))
     }
 
     /// Stores already-encoded bytes under `key` with their codec.
@@ -376,7 +396,7 @@ impl NativeCache {
             .values
             .into_iter()
             .zip(keys)
-            .map(|(h, k)| Hit::new(h, k, false))
+            .map(|(h, k)| Hit::with_key(py, h, &k, false))
             .collect())
     }
 
@@ -407,7 +427,7 @@ impl NativeCache {
         Ok((
             out.name().to_owned(),
             out.status(),
-            out.hit().map(|h| Hit::new(h.clone(), k.to_owned(), false)),
+            out.hit().map(|h| Hit::with_key(py, h.clone(), k, false)),
         ))
     }
 
@@ -433,7 +453,7 @@ impl NativeCache {
                 })
                 .await
         })?;
-        Ok(Hit::new(hit, k.to_owned(), false))
+        Ok(Hit::with_key(py, hit, k, false))
     }
 
     /// The redis tier's state name (`closed`, `open`, … or `none` when embedded).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use freshcache::{Hit as LibHit, Timestamp};
 
@@ -35,17 +35,24 @@ fn unix(t: Timestamp) -> f64 {
     ms / 1000.0
 }
 
-/// A value found in the cache, with its freshness facts.
+/// A value found in the cache, with its freshness facts. Cheap to make: the entry is shared
+/// (an `Arc`), the key is the caller's `str` object, and every property is computed when read.
+/// A free list recycles the objects of a hot `get` loop.
 #[pyclass(frozen, module = "freshcache._native", name = "Hit")]
 pub struct Hit {
     pub(crate) hit: LibHit,
-    pub(crate) key: String,
+    pub(crate) key: Py<PyString>,
     pub(crate) stale: bool,
 }
 
 impl Hit {
-    pub(crate) fn new(hit: LibHit, key: String, stale: bool) -> Self {
+    pub(crate) fn new(hit: LibHit, key: Py<PyString>, stale: bool) -> Self {
         Self { hit, key, stale }
+    }
+
+    /// A hit for a key held as Rust text (the calls that take several keys or a URL).
+    pub(crate) fn with_key(py: Python<'_>, hit: LibHit, key: &str, stale: bool) -> Self {
+        Self::new(hit, PyString::new(py, key).unbind(), stale)
     }
 }
 
@@ -53,8 +60,8 @@ impl Hit {
 impl Hit {
     /// The key.
     #[getter]
-    fn key(&self) -> &str {
-        &self.key
+    fn key<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        self.key.bind(py).clone()
     }
 
     /// The stored bytes: a read-only `memoryview` over the cached bytes for large values when
@@ -178,16 +185,16 @@ impl Hit {
         &self.hit.meta().data_type
     }
 
-    fn __repr__(&self) -> String {
-        format!(
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
             "Hit(key={:?}, tier={}, codec={}, len={}, age={:.3}s, remaining={:.3}s{})",
-            self.key,
+            self.key.bind(py).to_str()?,
             self.tier(),
             self.codec(),
             self.hit.value().len(),
             self.age(),
             self.remaining(),
             if self.stale { ", stale" } else { "" }
-        )
+        ))
     }
 }

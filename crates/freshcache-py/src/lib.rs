@@ -7,6 +7,7 @@
 //! - `cache`: `NativeCache`, one library cache and its runtime; the GIL is released around
 //!   every call that can block.
 //! - `hit`: `Hit`, a found value whose bytes numpy can view without a copy.
+//! - `keys`: keys already validated, remembered by their text.
 //! - `clock`: `ManualClock` for tests.
 //! - `errors`: the exception classes and the mapping from the library's errors.
 
@@ -14,6 +15,7 @@ mod cache;
 mod clock;
 mod errors;
 mod hit;
+mod keys;
 
 use pyo3::prelude::*;
 

@@ -94,6 +94,45 @@ def test_feature_vector_768_float32(cache: freshcache.Cache) -> None:
     assert np.array_equal(np.load(io.BytesIO(hit.to_bytes()), allow_pickle=False), vec)
 
 
+def test_array_layouts_each_read_back_as_written_on_every_read(cache: freshcache.Cache) -> None:
+    # Headers are remembered by layout on the way in and by their bytes on the way out: arrays
+    # alike in all but dtype, shape, order or rank must still come back as they went in.
+    base = np.arange(24)
+    arrays: list[np.ndarray[Any, Any]] = [
+        base.astype(np.float32),
+        base.astype(np.float64),
+        base.astype(">i4"),
+        base.astype(np.float32)[:12],
+        base.astype(np.float32).reshape(4, 6),
+        np.asfortranarray(base.astype(np.float32).reshape(4, 6)),
+        base.astype(np.float32).reshape(6, 4),
+        base.astype(np.float32).reshape(2, 3, 4),
+        np.array(1.5, dtype=np.float32),
+    ]
+    for _ in range(2):
+        for i, arr in enumerate(arrays):
+            cache.set(f"llm:features:layout{i}:2026-11-24", arr)
+        for i, arr in enumerate(arrays):
+            hit = cache.get(f"llm:features:layout{i}:2026-11-24")
+            assert hit is not None
+            back = hit.decode()
+            assert back.dtype == arr.dtype and back.shape == arr.shape, (i, back.dtype, back.shape)
+            fortran = arr.flags.f_contiguous and not arr.flags.c_contiguous
+            assert (back.flags.f_contiguous and not back.flags.c_contiguous) == fortran
+            assert np.array_equal(back, arr)
+
+
+def test_a_bad_numpy_header_is_a_codec_error_on_every_read(cache: freshcache.Cache) -> None:
+    header = b"{'descr': 'O', 'fortran_order': False, 'shape': (2,), }"
+    header += b" " * (118 - len(header)) + b"\n"
+    cache.set("llm:features:bad:1", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(16))
+    hit = cache.get("llm:features:bad:1")
+    assert hit is not None
+    for _ in range(2):  # a refused header is never remembered as good
+        with pytest.raises(freshcache.CodecError, match="pickle"):
+            hit.decode()
+
+
 def test_object_arrays_are_refused_never_pickled(cache: freshcache.Cache) -> None:
     with pytest.raises(freshcache.CodecError, match="pickle"):
         cache.set("llm:features:c1:x", np.array([object(), 1], dtype=object))

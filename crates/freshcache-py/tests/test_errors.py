@@ -92,3 +92,31 @@ def test_closed_cache_raises(tmp_path: Path) -> None:
     assert c.closed
     with pytest.raises(freshcache.CacheClosed):
         c.get("odds:g1:1")
+
+
+def test_keys_read_back_right_however_often_and_however_many(cache: freshcache.Cache) -> None:
+    # `get` remembers keys it has validated; a bad key must still fail every time, and a
+    # `str` subclass that claims equality with another key must not be taken for it.
+    cache.set("odds:g1:1", b"one")
+    cache.set("odds:g2:1", b"two")
+    for _ in range(2):
+        with pytest.raises(freshcache.InvalidKey):
+            cache.get("odds::1")
+
+    class Sly(str):
+        def __hash__(self) -> int:
+            return hash("odds:g1:1")
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    for _ in range(2):
+        one, two = cache.get("odds:g1:1"), cache.get(Sly("odds:g2:1"))
+        assert one is not None and two is not None
+        assert (one.to_bytes(), two.to_bytes()) == (b"one", b"two")
+        assert two.key == "odds:g2:1"
+    # More distinct keys than are remembered: the memo starts over and stays right.
+    for i in range(5000):
+        assert cache.get(f"odds:m{i}:1") is None
+    hit = cache.get("odds:g2:1")
+    assert hit is not None and hit.to_bytes() == b"two"

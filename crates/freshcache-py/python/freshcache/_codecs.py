@@ -29,48 +29,96 @@ def _is_ndarray(value: object) -> bool:
     return _np is not None and isinstance(value, _np.ndarray)
 
 
-def _encode_array(arr: Any) -> bytes:
-    dtype = arr.dtype
+# `.npy` headers by array layout, and parsed headers by their bytes: a cache holds few
+# distinct layouts (a feature vector's dtype and shape repeat on every write and read), and
+# building or parsing a header costs more than the rest of the codec. Both are bounded.
+_MEMO_MAX = 256
+_HEADERS_OUT: dict[tuple[Any, tuple[int, ...], bool], bytes] = {}
+_HEADERS_IN: dict[bytes, tuple[Any, tuple[int, ...], Optional[str]]] = {}
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+
+
+def _npy_header(dtype: Any, shape: tuple[int, ...], fortran: bool) -> bytes:
+    """Magic, header length and header, padded so the data starts on a 64-byte boundary of
+    the value (as the .npy format does)."""
     if dtype.kind not in _NPY_KINDS or dtype.fields is not None or dtype.hasobject:
         raise CodecError(
             f"numpy dtype {dtype} has no fixed binary layout; freshcache never pickles"
         )
-    fortran = bool(arr.flags.f_contiguous and not arr.flags.c_contiguous)
     header = "{'descr': %r, 'fortran_order': %r, 'shape': %r, }" % (
         dtype.str,
         fortran,
-        tuple(int(n) for n in arr.shape),
+        tuple(int(n) for n in shape),
     )
-    # Pad so the data starts on a 64-byte boundary of the value (as the .npy format does).
     raw = header.encode("latin1")
     total = len(NPY_MAGIC) + 2 + len(raw) + 1
     raw += b" " * ((64 - total % 64) % 64) + b"\n"
+    return NPY_MAGIC + len(raw).to_bytes(2, "little") + raw
+
+
+def _encode_array(arr: Any) -> bytes:
+    flags = arr.flags
+    fortran = bool(flags.f_contiguous and not flags.c_contiguous)
+    layout = (arr.dtype, arr.shape, fortran)
+    head = _HEADERS_OUT.get(layout)
+    if head is None:
+        head = _npy_header(arr.dtype, arr.shape, fortran)
+        _remember(_HEADERS_OUT, layout, head)
     data: bytes = arr.tobytes(order="F" if fortran else "C")
-    return NPY_MAGIC + len(raw).to_bytes(2, "little") + raw + data
+    return head + data
 
 
-def _decode_array(hit: Hit) -> Any:
-    if _np is None:
-        raise CodecError(f"{hit.key} holds a numpy array: install numpy to read it")
-    whole = _np.asarray(hit)  # read-only uint8 view over the cached bytes; base is the hit
-    head = bytes(whole[: len(NPY_MAGIC) + 2])
-    hlen = int.from_bytes(head[len(NPY_MAGIC) :], "little")
-    start = len(NPY_MAGIC) + 2 + hlen
+def _parse_header(key: str, text: bytes) -> tuple[Any, tuple[int, ...], Optional[str]]:
+    """`(dtype, shape, order)` from a `.npy` header, the order `None` for a 1-D array (the
+    flat view needs no reshape); raises `CodecError`."""
     try:
-        header = ast.literal_eval(bytes(whole[len(NPY_MAGIC) + 2 : start]).decode("latin1"))
+        header = ast.literal_eval(text.decode("latin1"))
         dtype = _np.dtype(header["descr"])
         shape = tuple(int(n) for n in header["shape"])
         fortran = bool(header["fortran_order"])
     except (ValueError, SyntaxError, KeyError, TypeError) as e:
-        raise CodecError(f"{hit.key}: bad numpy header: {e}") from e
+        raise CodecError(f"{key}: bad numpy header: {e}") from e
     if dtype.kind not in _NPY_KINDS:
-        raise CodecError(f"{hit.key}: numpy dtype {dtype} is not readable without pickle")
+        raise CodecError(f"{key}: numpy dtype {dtype} is not readable without pickle")
+    if len(shape) == 1:
+        return dtype, shape, None
+    return dtype, shape, "F" if fortran else "C"
+
+
+def _decode_array(hit: Hit, whole: Any = None, head: bytes = b"") -> Any:
+    """The array in `hit` as a read-only view over the cached bytes (its base is the hit).
+    `whole` and `head` (a prefix of the bytes) spare the caller's work being done twice."""
+    if _np is None:
+        raise CodecError(f"{hit.key} holds a numpy array: install numpy to read it")
+    if whole is None:
+        whole = _np.asarray(hit)  # read-only uint8 view over the cached bytes
+    magic = len(NPY_MAGIC) + 2
+    if len(head) < magic:
+        head = whole[:128].tobytes()
+    start = magic + int.from_bytes(head[len(NPY_MAGIC) : magic], "little")
+    if len(head) < start:
+        head = whole[:start].tobytes()
+    text = head[magic:start]
+    layout = _HEADERS_IN.get(text)
+    if layout is None:
+        layout = _parse_header(hit.key, text)
+        _remember(_HEADERS_IN, text, layout)
+    dtype, shape, order = layout
     flat = whole[start:].view(dtype)
-    return flat.reshape(shape, order="F" if fortran else "C")
+    if order is None and flat.shape == shape:
+        return flat
+    return flat.reshape(shape, order=order or "C")
 
 
 def encode(value: object, codec: Optional[str]) -> tuple[bytes, str]:
     """`(bytes, codec name)` for `value`; raises `CodecError` (nothing is written then)."""
+    if codec is None and _np is not None and type(value) is _np.ndarray:
+        return _encode_array(value), "bytes"  # the feature-vector path, first
     if codec is not None and codec not in CODECS:
         raise CodecError(f"unknown codec {codec!r}: expected one of {', '.join(CODECS)}")
     if codec is None:
@@ -132,8 +180,9 @@ def decode(hit: Hit) -> Any:
         return msgpack.unpackb(hit.to_bytes(), raw=False)
     if len(hit) >= 64 and _np is not None:
         whole = _np.asarray(hit)
-        if bytes(whole[:8]) == NPY_MAGIC:
-            return _decode_array(hit)
+        head = whole[:128].tobytes()
+        if head[:8] == NPY_MAGIC:
+            return _decode_array(hit, whole, head)
         return whole.data
     raw = hit.to_bytes()
     if raw[:8] == NPY_MAGIC:
