@@ -41,6 +41,10 @@ fn sample_memory_latency() -> bool {
     })
 }
 
+/// How far ahead of this clock a disk entry's stamp may be and still be taken for another
+/// process's reading of the same clock (see the disk step): kept, not served yet.
+const NEAR_FUTURE: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Cache {
     /// Looks `key` up; never returns stale data.
     ///
@@ -360,10 +364,19 @@ impl Cache {
                     }));
                 }
                 Judgement::FutureStamped => {
-                    self.note_future_stamped(ty, TierKind::Disk, k);
                     dstats.misses.fetch_add(1, Ordering::Relaxed);
-                    // Removed (with any copy stamped earlier, sparing a later one), or it would be
-                    // served once this clock reaches its stamp, for longer than its real lifetime.
+                    // A stamp a moment ahead is another process of this host whose clock reads a
+                    // hair ahead of this one (each keeps its own offset, and stamps are whole
+                    // milliseconds): not served yet, and left for when this clock reaches it —
+                    // removing it would drop a fresh write (and make a process waiting on a
+                    // cross-process load call the loader again).
+                    if entry.meta.stored_at <= now.saturating_add(NEAR_FUTURE) {
+                        return Ok(Lookup::Miss);
+                    }
+                    self.note_future_stamped(ty, TierKind::Disk, k);
+                    // Further ahead, a clock step: removed (with any copy stamped earlier, sparing a
+                    // later one), or it would be served once this clock reaches its stamp, for
+                    // longer than its real lifetime.
                     let at_or_before = entry
                         .meta
                         .stored_at

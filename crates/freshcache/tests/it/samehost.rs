@@ -498,3 +498,45 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease() {
         killed_at.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_write_stamped_a_moment_ahead_by_another_process_is_kept_and_served_once_due() {
+    // Two processes' clocks a millisecond apart (each keeps its own offset): the reader,
+    // behind, neither serves the writer's value early nor deletes it.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache");
+    let t0 = freshcache::Timestamp::from_secs(1_800_000_000);
+    let (ahead, behind) = (
+        freshcache::ManualClock::new(t0.saturating_add(Duration::from_millis(1))),
+        freshcache::ManualClock::new(t0),
+    );
+    let open = |clock: &freshcache::ManualClock| {
+        Cache::builder(config(&dir))
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+    let (writer, reader) = (open(&ahead), open(&behind));
+    writer.set(&key(1, 1), "v1").await.unwrap();
+    assert!(matches!(
+        reader.get(&key(1, 1)).await.unwrap(),
+        Lookup::Miss
+    ));
+    behind.advance(Duration::from_millis(1));
+    match reader.get(&key(1, 1)).await.unwrap() {
+        Lookup::Fresh(h) => assert_eq!(&h.value()[..], b"v1"),
+        other => panic!("the writer's value was lost: {other:?}"),
+    }
+    // A stamp far ahead (a clock step) is still removed.
+    let far = freshcache::ManualClock::new(t0.saturating_add(Duration::from_secs(5)));
+    open(&far).set(&key(1, 2), "v2").await.unwrap();
+    assert!(matches!(
+        reader.get(&key(1, 2)).await.unwrap(),
+        Lookup::Miss
+    ));
+    behind.advance(Duration::from_secs(10));
+    assert!(matches!(
+        reader.get(&key(1, 2)).await.unwrap(),
+        Lookup::Miss
+    ));
+}
