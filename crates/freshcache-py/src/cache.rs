@@ -307,7 +307,10 @@ impl NativeCache {
     }
 
     /// Stores already-encoded bytes under `key` with their codec.
-    #[pyo3(name = "_set_raw", signature = (k, data, codec_name, ttl=None, as_of=None, etag=None))]
+    #[pyo3(
+        name = "_set_raw",
+        signature = (k, data, codec_name, ttl=None, as_of=None, etag=None, derived_from=None, tags=None, unchecked_inputs=false)
+    )]
     #[allow(clippy::too_many_arguments)] // mirrors the Python call's keyword arguments
     fn set(
         &self,
@@ -318,9 +321,25 @@ impl NativeCache {
         ttl: Option<f64>,
         as_of: Option<f64>,
         etag: Option<String>,
+        derived_from: Option<Vec<String>>,
+        tags: Option<Vec<String>>,
+        unchecked_inputs: bool,
     ) -> PyResult<()> {
         let kk = parse_key(py, k)?;
-        let v = value(data, codec_name, ttl, as_of, etag)?;
+        let mut v = value(data, codec_name, ttl, as_of, etag)?;
+        if let Some(inputs) = derived_from {
+            let keys = inputs
+                .iter()
+                .map(|i| parse_key(py, i))
+                .collect::<PyResult<Vec<_>>>()?;
+            v = v.derived_from(keys);
+        }
+        if let Some(tags) = tags {
+            v = v.tags(tags);
+        }
+        if unchecked_inputs {
+            v = v.unchecked_inputs();
+        }
         self.run(
             py,
             |st| async move { st.cache.set(&kk, v).await.map(|_| ()) },
@@ -337,6 +356,13 @@ impl NativeCache {
     fn invalidate_prefix(&self, py: Python<'_>, prefix: &str) -> PyResult<u64> {
         let p = KeyPrefix::parse(prefix).map_err(|e| to_py(py, e))?;
         self.run(py, |st| async move { st.cache.invalidate_prefix(&p).await })
+    }
+
+    /// Makes every value tagged `tag` (and every value derived from one) not fresh, on every
+    /// tier, process and instance; returns the invalidation time (Unix seconds).
+    fn invalidate_tag(&self, py: Python<'_>, tag: String) -> PyResult<f64> {
+        let at = self.run(py, |st| async move { st.cache.invalidate_tag(&tag).await })?;
+        Ok(at.as_millis() as f64 / 1000.0)
     }
 
     /// Drops everything; returns how many entries were removed.

@@ -75,6 +75,18 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     freshcache,
+    InputNotFresh,
+    Error,
+    "A derived value was refused: one of its inputs (attribute `input`) is missing, stale or changed (`problem`); nothing was written."
+);
+pyo3::create_exception!(
+    freshcache,
+    LineageCycle,
+    Error,
+    "A derived value's inputs lead back to the value itself (attribute `path`); nothing was written."
+);
+pyo3::create_exception!(
+    freshcache,
     CacheClosed,
     Error,
     "The cache was closed, or it was opened in another process (after `os.fork()`): open a new one."
@@ -155,6 +167,17 @@ pub fn to_py(py: Python<'_>, e: LibError) -> PyErr {
                 let _ = d.set_item("verdict", s.verdict.name());
                 let _ = d.set_item("age", s.age.map(|a| a.as_secs_f64()));
                 let _ = d.set_item("ttl", s.ttl.as_secs_f64());
+                let _ = d.set_item("reason", s.reason.clone());
+                let inputs = PyList::empty(py);
+                for i in &s.inputs {
+                    let di = PyDict::new(py);
+                    let _ = di.set_item("key", &i.key);
+                    let _ = di.set_item("verdict", i.verdict.name());
+                    let _ = di.set_item("age", i.age.map(|a| a.as_secs_f64()));
+                    let _ = di.set_item("problem", i.problem.clone());
+                    let _ = inputs.append(di);
+                }
+                let _ = d.set_item("inputs", inputs);
                 let _ = signals.append(d);
             }
             let stale: Vec<String> = report.violations().map(|s| s.key.clone()).collect();
@@ -168,6 +191,24 @@ pub fn to_py(py: Python<'_>, e: LibError) -> PyErr {
                 ],
             )
         }
+        LibError::InputNotFresh {
+            key,
+            input,
+            problem,
+        } => with_attrs(
+            py,
+            InputNotFresh::new_err(msg),
+            &[
+                ("key", obj(py, key)),
+                ("input", obj(py, input)),
+                ("problem", obj(py, problem.to_string())),
+            ],
+        ),
+        LibError::LineageCycle { key, path } => with_attrs(
+            py,
+            LineageCycle::new_err(msg),
+            &[("key", obj(py, key)), ("path", obj(py, path))],
+        ),
         LibError::Redis { url, .. } => {
             with_attrs(py, RedisUnavailable::new_err(msg), &[("url", obj(py, url))])
         }
@@ -218,6 +259,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TtlNotAllowed", py.get_type::<TtlNotAllowed>())?;
     m.add("AlreadyExpired", py.get_type::<AlreadyExpired>())?;
     m.add("FetchError", py.get_type::<FetchError>())?;
+    m.add("InputNotFresh", py.get_type::<InputNotFresh>())?;
+    m.add("LineageCycle", py.get_type::<LineageCycle>())?;
     m.add("CacheClosed", py.get_type::<CacheClosed>())?;
     Ok(())
 }

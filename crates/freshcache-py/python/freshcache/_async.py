@@ -10,7 +10,7 @@ import functools
 import inspect
 import os
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from ._cache import Cache, InferenceRun, Seconds, _cached, _loaded
 from ._native import Hit, ManualClock
@@ -88,14 +88,31 @@ class AsyncCache:
         as_of: Union[float, int, _dt.datetime, None] = None,
         codec: Optional[str] = None,
         etag: Optional[str] = None,
+        derived_from: Optional[Sequence[str]] = None,
+        tags: Optional[Sequence[str]] = None,
+        unchecked_inputs: bool = False,
     ) -> None:
-        await self._run(self.sync.set, key, value, ttl=ttl, as_of=as_of, codec=codec, etag=etag)
+        await self._run(
+            self.sync.set,
+            key,
+            value,
+            ttl=ttl,
+            as_of=as_of,
+            codec=codec,
+            etag=etag,
+            derived_from=derived_from,
+            tags=tags,
+            unchecked_inputs=unchecked_inputs,
+        )
 
     async def delete(self, key: str) -> bool:
         return await self._run(self.sync.delete, key)
 
     async def invalidate_prefix(self, prefix: str) -> int:
         return await self._run(self.sync.invalidate_prefix, prefix)
+
+    async def invalidate_tag(self, tag: str) -> float:
+        return await self._run(self.sync.invalidate_tag, tag)
 
     async def invalidate_all(self) -> int:
         return await self._run(self.sync.invalidate_all)

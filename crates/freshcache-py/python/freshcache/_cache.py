@@ -9,7 +9,7 @@ import json
 import os
 import string
 from types import TracebackType
-from typing import Any, Callable, Mapping, Optional, TypeVar, Union, cast
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 from . import _codecs
 from ._native import Hit, ManualClock, NativeCache
@@ -167,11 +167,29 @@ class Cache(NativeCache):
         as_of: Union[float, int, _dt.datetime, None] = None,
         codec: Optional[str] = None,
         etag: Optional[str] = None,
+        derived_from: Optional[Sequence[str]] = None,
+        tags: Optional[Sequence[str]] = None,
+        unchecked_inputs: bool = False,
     ) -> None:
         """Stores `value` (bytes, str, JSON-able, numpy array, or `codec="msgpack"`).
-        Raises `CodecError` for an object with no codec, before anything is written."""
+        Raises `CodecError` for an object with no codec, before anything is written.
+
+        `derived_from` names the keys the value was computed from: each must be fresh now
+        (else `InputNotFresh` naming it, nothing written, unless `unchecked_inputs`), and the
+        value is fresh only while they stay fresh and unchanged. `tags` group values for
+        `invalidate_tag`."""
         data, name = _codecs.encode(value, codec)
-        self._set_raw(key, data, name, _secs(ttl, "ttl"), _unix(as_of), etag)
+        self._set_raw(
+            key,
+            data,
+            name,
+            _secs(ttl, "ttl"),
+            _unix(as_of),
+            etag,
+            None if derived_from is None else list(derived_from),
+            None if tags is None else list(tags),
+            unchecked_inputs,
+        )
 
     def stats(self) -> dict[str, Any]:
         """Per tier and per data type: entries, bytes, hits, misses, ratios, …"""

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 class Error(Exception): ...
 class InvalidKey(Error):
@@ -31,6 +31,13 @@ class TtlNotAllowed(Error): ...
 class AlreadyExpired(Error): ...
 class FetchError(Error):
     kind: str
+class InputNotFresh(Error):
+    key: str
+    input: str
+    problem: str
+class LineageCycle(Error):
+    key: str
+    path: str
 class CacheClosed(Error): ...
 
 class ManualClock:
@@ -98,9 +105,13 @@ class NativeCache:
         ttl: Optional[float] = None,
         as_of: Optional[float] = None,
         etag: Optional[str] = None,
+        derived_from: Optional[Sequence[str]] = None,
+        tags: Optional[Sequence[str]] = None,
+        unchecked_inputs: bool = False,
     ) -> None: ...
     def delete(self, key: str) -> bool: ...
     def invalidate_prefix(self, prefix: str) -> int: ...
+    def invalidate_tag(self, tag: str) -> float: ...
     def invalidate_all(self) -> int: ...
     def _stats_json(self) -> str: ...
     def inspect(self, key: str) -> dict[str, Any]: ...
