@@ -69,9 +69,12 @@ venv=target/py-venv
 "$venv/bin/python" -m pip install -q --upgrade pip "maturin>=1.16,<2" pytest mypy numpy msgpack msgpack-types
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps \
   --config-settings=build-args="--profile dev" ./crates/freshcache-py
-cargo build -q -p freshcache-cli   # the interop tests drive target/debug/freshcache
+cargo build -q -p freshcache-cli   # the interop tests drive the debug build of the CLI
+# Where cargo builds (CARGO_TARGET_DIR may move it away from ./target).
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 (cd crates/freshcache-py && "../../$venv/bin/mypy" --strict python tests examples)
-(cd crates/freshcache-py && FRESHCACHE_CLI="$PWD/../../target/debug/freshcache" \
+(cd crates/freshcache-py && FRESHCACHE_CLI="$target_dir/debug/freshcache" \
   "../../$venv/bin/python" -m pytest -q -p no:cacheprovider tests)
 "$venv/bin/python" crates/freshcache-py/examples/pipeline.py --seconds 3
 
