@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::{spawn_child, wait_child};
 use freshcache::{Cache, Config, Key, Lookup, Value};
 
 const CHILD_DIR: &str = "FRESHCACHE_IT_HIST_DIR";
@@ -75,30 +76,6 @@ fn id_of(v: &[u8]) -> String {
 
 fn test_name(f: &str) -> String {
     format!("{}::{f}", module_path!().split_once("::").unwrap().1)
-}
-
-fn spawn_child(name: &str, envs: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn wait_child(what: &str, child: Child) -> String {
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{what} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn history_child(dir: &Path, p: u64, log: &Path) {
