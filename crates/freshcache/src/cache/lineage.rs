@@ -231,13 +231,9 @@ impl Cache {
         Ok(until)
     }
 
-    /// Each input of the entry `meta` describes, and each of its tags that was invalidated
-    /// after it was stored, as found at `now`: for the guard's report. Reads like a lineage
-    /// check, but does not stop at the first problem.
-    pub(crate) async fn explain_lineage(&self, meta: &Meta, now: Timestamp) -> Vec<InputCheck> {
-        let Some(lineage) = meta.lineage.as_deref() else {
-            return Vec::new();
-        };
+    /// The tags of `lineage` (the entry `meta` describes) invalidated after it was stored, as
+    /// stale inputs named `#tag`: the first rows of the guard's and `inspect`'s lineage report.
+    pub(super) fn invalidated_tags(&self, meta: &Meta, lineage: &Lineage) -> Vec<InputCheck> {
         let mut out = Vec::with_capacity(lineage.inputs.len());
         for tag in &lineage.tags {
             let at = self.tag_invalidated_at(tag);
@@ -251,6 +247,17 @@ impl Cache {
                 });
             }
         }
+        out
+    }
+
+    /// Each input of the entry `meta` describes, and each of its tags that was invalidated
+    /// after it was stored, as found at `now`: for the guard's report. Reads like a lineage
+    /// check, but does not stop at the first problem.
+    pub(crate) async fn explain_lineage(&self, meta: &Meta, now: Timestamp) -> Vec<InputCheck> {
+        let Some(lineage) = meta.lineage.as_deref() else {
+            return Vec::new();
+        };
+        let mut out = self.invalidated_tags(meta, lineage);
         for input in &lineage.inputs {
             let found = self.read_input(&input.key, now, 1).await;
             let judged = judge_input(input, found_of(&found));

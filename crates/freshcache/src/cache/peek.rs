@@ -105,19 +105,7 @@ impl Cache {
         let Some(lineage) = meta.lineage.as_deref() else {
             return (Vec::new(), true);
         };
-        let mut out = Vec::new();
-        for tag in &lineage.tags {
-            let at = self.tag_invalidated_at(tag);
-            if let (true, Some(at)) = (tag_invalidates(meta, at), at) {
-                out.push(InputCheck {
-                    key: format!("#{tag}"),
-                    verdict: Verdict::Stale,
-                    age: None,
-                    checksum: None,
-                    problem: Some(format!("invalidated at {at}")),
-                });
-            }
-        }
+        let mut out = self.invalidated_tags(meta, lineage);
         for input in &lineage.inputs {
             let peeked = self.peek(&input.key, now, 1);
             let judged = judge_input(input, peeked.found());

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::support::{spawn_child, wait_child};
+use crate::support::{now_ns, run_children, spawn_child, wait_child};
 use freshcache::{Cache, Config, Key, Lookup, Value};
 
 const CHILD_DIR: &str = "FRESHCACHE_IT_HIST_DIR";
@@ -39,13 +39,6 @@ fn config(dir: &Path) -> Config {
 
 fn key(k: u64) -> Key {
     Key::parse(&format!("hist:k{k}")).unwrap()
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 /// The value with id `p.t.s`: a header naming it, then bytes derived from it (sizes on both
@@ -195,21 +188,16 @@ fn every_read_is_explained_by_the_write_history() {
     let logs: Vec<PathBuf> = (0..PROCS)
         .map(|p| root.path().join(format!("p{p}.log")))
         .collect();
-    let children: Vec<Child> = (0..PROCS)
+    let envs: Vec<_> = (0..PROCS)
         .map(|p| {
-            spawn_child(
-                &name,
-                &[
-                    (CHILD_DIR, dir.display().to_string()),
-                    (CHILD_PROC, p.to_string()),
-                    (CHILD_LOG, logs[p as usize].display().to_string()),
-                ],
-            )
+            vec![
+                (CHILD_DIR, dir.display().to_string()),
+                (CHILD_PROC, p.to_string()),
+                (CHILD_LOG, logs[p as usize].display().to_string()),
+            ]
         })
         .collect();
-    for (p, c) in children.into_iter().enumerate() {
-        wait_child(&format!("process {p}"), c);
-    }
+    run_children(&name, &envs);
 
     let ops: Vec<Op> = logs.iter().flat_map(|l| parse_log(l)).collect();
     assert_eq!(ops.len() as u64, PROCS * THREADS * OPS);

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::support::{spawn_child, wait_child};
+use crate::support::{now_ns, run_children, spawn_child, wait_child};
 use freshcache::{Cache, Config, Key, KeyPrefix, Lookup, Value};
 use freshcache_testkit::Poll;
 
@@ -41,13 +41,6 @@ fn key(group: u64, k: u64) -> Key {
 
 fn prefix(group: u64) -> KeyPrefix {
     KeyPrefix::parse(&format!("co:g{group}:")).unwrap()
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -265,21 +258,16 @@ fn no_process_reads_a_value_replaced_more_than_50ms_before_the_read() {
     let logs: Vec<PathBuf> = (0..PROCS)
         .map(|p| root.path().join(format!("p{p}.log")))
         .collect();
-    let children: Vec<Child> = (0..PROCS)
+    let envs: Vec<_> = (0..PROCS)
         .map(|p| {
-            spawn_child(
-                &name,
-                &[
-                    (CHILD_DIR, dir.display().to_string()),
-                    (CHILD_PROC, p.to_string()),
-                    (CHILD_LOG, logs[p as usize].display().to_string()),
-                ],
-            )
+            vec![
+                (CHILD_DIR, dir.display().to_string()),
+                (CHILD_PROC, p.to_string()),
+                (CHILD_LOG, logs[p as usize].display().to_string()),
+            ]
         })
         .collect();
-    for (p, c) in children.into_iter().enumerate() {
-        wait_child(&format!("process {p}"), c);
-    }
+    run_children(&name, &envs);
     let ops: Vec<Op> = logs.iter().flat_map(|l| parse_log(l)).collect();
     let writes: HashMap<&str, &Op> = ops
         .iter()

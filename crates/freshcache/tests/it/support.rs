@@ -205,3 +205,21 @@ pub fn wait_child(what: &str, child: std::process::Child) -> String {
     );
     stdout
 }
+
+/// Wall-clock nanoseconds since the Unix epoch: one clock for every process of the host, for
+/// the multi-process histories' logs.
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Runs test `name` of this binary as one child process per entry of `envs` (all started,
+/// then each waited for; every one must pass).
+pub fn run_children(name: &str, envs: &[Vec<(&str, String)>]) {
+    let children: Vec<std::process::Child> = envs.iter().map(|e| spawn_child(name, e)).collect();
+    for (p, c) in children.into_iter().enumerate() {
+        wait_child(&format!("process {p}"), c);
+    }
+}
