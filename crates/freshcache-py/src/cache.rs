@@ -10,12 +10,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use freshcache::fetch::{FetchOptions, Fetcher};
-use freshcache::{Cache, Codec, Config, Hit as LibHit, Key, KeyPrefix, Lookup, ReadOptions, Value};
+use freshcache::{Cache, Codec, Config, Key, KeyPrefix, Lookup, ReadOptions, Value};
 
 use crate::clock::{ManualClock, duration, timestamp};
 use crate::errors::{CacheClosed, LoaderFailed, to_py};
 use crate::hit::Hit;
 use crate::keys::KeyMemo;
+use crate::recent::RecentHits;
 
 /// What an open cache holds. Dropped when closed, in the process that opened it only.
 struct Open {
@@ -36,6 +37,8 @@ pub struct NativeCache {
     forks: u64,
     /// Keys `get` has already validated.
     keys: KeyMemo,
+    /// Memory hits `get` handed out lately, handed out again while they stand.
+    recent: RecentHits,
 }
 
 /// Forks seen by this process's copy of the module: the package's `os.register_at_fork`
@@ -131,20 +134,33 @@ impl NativeCache {
     }
 
     /// The memory tier's fresh hit for `key`, looked up with the GIL held (releasing it would
-    /// cost more than the lookup): under the state lock's read guard, without cloning the
-    /// state's `Arc` or entering the runtime.
-    fn memory_hit(&self, py: Python<'_>, key: &Key) -> PyResult<Option<LibHit>> {
+    /// cost more than the lookup): first among the hits handed out lately, then under the
+    /// state lock's read guard, without cloning the state's `Arc` or entering the runtime.
+    fn memory_hit<'py>(&self, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, Hit>>> {
         if FORKS.load(Ordering::Relaxed) != self.forks {
             return Err(self.forked());
         }
-        let guard = self
-            .open
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(st) = guard.as_ref() else {
-            return Err(CacheClosed::new_err("the cache is closed"));
+        if let Some(hit) = self.recent.find(key) {
+            return Ok(Some(hit));
+        }
+        let py = key.py();
+        let parsed = self.keys.parse(key)?;
+        let found = {
+            let guard = self
+                .open
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(st) = guard.as_ref() else {
+                return Err(CacheClosed::new_err("the cache is closed"));
+            };
+            st.cache
+                .get_from_memory_recallable(&parsed.get().0)
+                .map_err(|e| to_py(py, e))?
         };
-        st.cache.get_from_memory(key).map_err(|e| to_py(py, e))
+        let Some(found) = found else { return Ok(None) };
+        let hit = Bound::new(py, Hit::recallable(found, key))?;
+        self.recent.keep(key, &hit);
+        Ok(Some(hit))
     }
 
     /// Runs `f(cache)` to completion on the cache's runtime with the GIL released.
@@ -225,11 +241,17 @@ impl NativeCache {
             Err(OpenError::Lib(e)) => return Err(to_py(py, e)),
             Err(OpenError::Other(s)) => return Err(crate::errors::Error::new_err(s)),
         };
+        let recent = RecentHits::new(
+            py,
+            open.cache.memory_recall(),
+            open.cache.config().memory.max_bytes,
+        );
         Ok(Self {
             open: RwLock::new(Some(Arc::new(open))),
             pid: std::process::id(),
             forks: FORKS.load(Ordering::SeqCst),
             keys: KeyMemo::new(py),
+            recent,
         })
     }
 
@@ -238,6 +260,8 @@ impl NativeCache {
         if std::process::id() != self.pid {
             return Ok(());
         }
+        // Before the state goes: a kept hit must not outlive the cache it came from.
+        self.recent.clear(py);
         let taken = self
             .open
             .write()
@@ -270,40 +294,38 @@ impl NativeCache {
     /// when given. A memory-tier hit is answered at once; anything that may touch Redis or
     /// the disk runs with the GIL released.
     #[pyo3(signature = (key, *, max_stale=None))]
-    fn get(
+    fn get<'py>(
         &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyString>,
-        max_stale: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<Hit>> {
-        let parsed = self.keys.parse(key)?;
-        let kk = &parsed.get().0;
+        py: Python<'py>,
+        key: &Bound<'py, PyString>,
+        max_stale: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, Hit>>> {
         let max_stale = match max_stale {
             None => std::time::Duration::ZERO,
             Some(v) => duration(seconds_of(v)?, "max_stale")?,
         };
         if max_stale.is_zero()
-            && let Some(h) = self.memory_hit(py, kk)?
+            && let Some(h) = self.memory_hit(key)?
         {
-            return Ok(Some(Hit::new(h, key.clone().unbind(), false)));
+            return Ok(Some(h));
         }
+        let parsed = self.keys.parse(key)?;
         let opts = ReadOptions { max_stale };
-        let kk = kk.clone();
+        let kk = parsed.get().0.clone();
         let found = self.run(py, |st| async move { st.cache.get_with(&kk, opts).await })?;
-        Ok(match found {
-            Lookup::Fresh(h) => Some(Hit::new(h, key.clone().unbind(), false)),
-            Lookup::Stale(h) => Some(Hit::new(h, key.clone().unbind(), true)),
-            _ => None,
-        })
+        let hit = match found {
+            Lookup::Fresh(h) => Hit::new(h, key.clone().unbind(), false),
+            Lookup::Stale(h) => Hit::new(h, key.clone().unbind(), true),
+            _ => return Ok(None),
+        };
+        Bound::new(py, hit).map(Some)
     }
 
     /// The fresh value under `key` if this process's memory tier holds it; never blocks (the
     /// asyncio twin answers memory hits on the event loop with it).
     #[pyo3(name = "_get_memory")]
-    fn get_memory(&self, py: Python<'_>, k: &Bound<'_, PyString>) -> PyResult<Option<Hit>> {
-        let parsed = self.keys.parse(k)?;
-        let found = self.memory_hit(py, &parsed.get().0)?;
-        Ok(found.map(|h| Hit::new(h, k.clone().unbind(), false)))
+    fn get_memory<'py>(&self, k: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, Hit>>> {
+        self.memory_hit(k)
     }
 
     /// Stores already-encoded bytes under `key` with their codec.
@@ -373,6 +395,8 @@ impl NativeCache {
     /// The stats report as JSON text.
     #[pyo3(name = "_stats_json")]
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
+        // Hits handed out again are counted in the kept hits until now.
+        self.recent.settle_all(py);
         let report = self.run(py, |st| async move { st.cache.stats() })?;
         serde_json::to_string(&report)
             .map_err(|e| crate::errors::Error::new_err(format!("stats: {e}")))

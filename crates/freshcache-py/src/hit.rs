@@ -1,13 +1,14 @@
 //! `Hit`: a value found in the cache, its bytes shared with the Rust entry (never copied
 //! until Python asks for a copy).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
-use freshcache::{Hit as LibHit, Timestamp};
+use freshcache::{Hit as LibHit, RecallStamp, Recallable, Timestamp};
 
 /// Values at least this long are handed to Python as a zero-copy view; shorter ones are
 /// copied into `bytes`, which is cheaper than building a view.
@@ -43,11 +44,52 @@ pub struct Hit {
     pub(crate) hit: LibHit,
     pub(crate) key: Py<PyString>,
     pub(crate) stale: bool,
+    /// For a memory hit, what it was read under: `get` may hand the same object out again
+    /// while it still stands (see `recent`).
+    pub(crate) stamp: Option<RecallStamp>,
+    /// Times `get` handed this hit out again, not yet in the library's counters (changed
+    /// only with the GIL held; see `recent`).
+    pub(crate) served: AtomicU64,
+    /// `value` as `bytes`, made on first use (only for values short enough to be copied).
+    bytes: PyOnceLock<Py<PyBytes>>,
 }
 
 impl Hit {
     pub(crate) fn new(hit: LibHit, key: Py<PyString>, stale: bool) -> Self {
-        Self { hit, key, stale }
+        Self {
+            hit,
+            key,
+            stale,
+            stamp: None,
+            served: AtomicU64::new(0),
+            bytes: PyOnceLock::new(),
+        }
+    }
+
+    /// A memory hit that may be handed out again.
+    pub(crate) fn recallable(found: Recallable, key: &Bound<'_, PyString>) -> Self {
+        Self::stamped(found.hit, found.stamp, key)
+    }
+
+    /// This memory hit read again at a later reading (`later`: the same entry): a new Hit,
+    /// sharing the `bytes` already made of the value.
+    pub(crate) fn renewed(&self, py: Python<'_>, later: LibHit) -> Self {
+        let me = Self {
+            stamp: self.stamp,
+            ..Self::new(later, self.key.clone_ref(py), false)
+        };
+        if let Some(b) = self.bytes.get(py) {
+            let _ = me.bytes.set(py, b.clone_ref(py));
+        }
+        me
+    }
+
+    /// A memory hit read under `stamp`.
+    pub(crate) fn stamped(hit: LibHit, stamp: RecallStamp, key: &Bound<'_, PyString>) -> Self {
+        Self {
+            stamp: Some(stamp),
+            ..Self::new(hit, key.clone().unbind(), false)
+        }
     }
 
     /// A hit for a key held as Rust text (the calls that take several keys or a URL).
@@ -65,17 +107,23 @@ impl Hit {
     }
 
     /// The stored bytes: a read-only `memoryview` over the cached bytes for large values when
-    /// numpy is available, else `bytes`.
+    /// numpy is available, else `bytes` (the same object each time it is asked for).
     #[getter]
     fn value<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let bytes = slf.get().hit.value();
+        let me = slf.get();
+        let bytes = me.hit.value();
         if bytes.len() >= VIEW_MIN
             && let Some(viewer) = VIEWER.get(py)
         {
+            // Not kept: the view refers to this Hit, and a Hit holding its view would be a
+            // cycle the collector cannot see.
             return viewer.bind(py).call1((slf,));
         }
-        Ok(PyBytes::new(py, bytes).into_any())
+        let kept = me
+            .bytes
+            .get_or_init(py, || PyBytes::new(py, bytes).unbind());
+        Ok(kept.bind(py).clone().into_any())
     }
 
     /// A copy of the stored bytes as `bytes`.

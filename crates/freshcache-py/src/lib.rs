@@ -16,6 +16,7 @@ mod clock;
 mod errors;
 mod hit;
 mod keys;
+mod recent;
 
 use pyo3::prelude::*;
 

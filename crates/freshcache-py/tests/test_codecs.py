@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -143,3 +146,22 @@ def test_object_arrays_are_refused_never_pickled(cache: freshcache.Cache) -> Non
 def test_unknown_codec_name_is_a_codec_error(cache: freshcache.Cache) -> None:
     with pytest.raises(freshcache.CodecError):
         cache.set("news:espn:a", {"a": 1}, codec="pickle")
+
+
+def test_numpy_is_imported_only_when_needed(tmp_path: Path) -> None:
+    # A process that stores and reads small values never imports numpy (nor starts its BLAS
+    # threads); the first large value read imports it for the zero-copy view.
+    script = f"""
+import sys, freshcache
+with freshcache.Cache(cache_dir={str(tmp_path)!r}) as c:
+    c.set("odds:g1:1", {{"home": 1.9}})
+    assert c.get("odds:g1:1").decode() == {{"home": 1.9}}
+    c.set("news:espn:1", "x" * 10)
+    assert c.get("news:espn:1").decode() == "x" * 10
+    assert "numpy" not in sys.modules, "imported early"
+    c.set("news:espn:2", bytes(8192))
+    view = c.get("news:espn:2").value
+    assert isinstance(view, memoryview) and view.readonly and "numpy" in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

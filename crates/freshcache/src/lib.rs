@@ -69,7 +69,8 @@ mod url;
 pub mod warm;
 
 pub use cache::{
-    Cache, CacheBuilder, Hit, InputChecks, Inspection, Lookup, ReadOptions, Sharing, Source, Value,
+    Cache, CacheBuilder, Hit, InputChecks, Inspection, Lookup, MemoryRecall, ReadOptions,
+    RecallStamp, Recallable, Recalled, Sharing, Source, Value,
 };
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::Config;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from typing import Any, Optional
 
 from . import _native
@@ -19,14 +20,31 @@ NPY_MAGIC = b"\x93NUMPY\x01\x00"
 # Data kinds with a fixed binary layout: bool, ints, floats, complex, datetimes.
 _NPY_KINDS = frozenset("biufcmM")
 
-try:  # numpy is optional: arrays need it, everything else works without it.
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised only without numpy
-    _np = None  # type: ignore[assignment]
+# numpy is optional (arrays need it, everything else works without it) and imported on first
+# need, not with the package: a process that never stores or reads an array or a large value
+# does not pay for numpy's import and its BLAS threads. `_np` is the module once looked for
+# (None if absent), `_NP_UNSET` until then.
+_NP_UNSET: Any = object()
+_np: Any = _NP_UNSET
+
+
+def _numpy() -> Any:
+    """numpy, imported on first call, or None when it is not installed."""
+    global _np
+    if _np is _NP_UNSET:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - exercised only without numpy
+            _np = None
+        else:
+            _np = numpy
+    return _np
 
 
 def _is_ndarray(value: object) -> bool:
-    return _np is not None and isinstance(value, _np.ndarray)
+    # An array exists only once its caller has imported numpy: no import needed to tell.
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.ndarray)
 
 
 # `.npy` headers by array layout, and parsed headers by their bytes: a cache holds few
@@ -78,7 +96,7 @@ def _parse_header(key: str, text: bytes) -> tuple[Any, tuple[int, ...], Optional
     flat view needs no reshape); raises `CodecError`."""
     try:
         header = ast.literal_eval(text.decode("latin1"))
-        dtype = _np.dtype(header["descr"])
+        dtype = _numpy().dtype(header["descr"])
         shape = tuple(int(n) for n in header["shape"])
         fortran = bool(header["fortran_order"])
     except (ValueError, SyntaxError, KeyError, TypeError) as e:
@@ -93,10 +111,11 @@ def _parse_header(key: str, text: bytes) -> tuple[Any, tuple[int, ...], Optional
 def _decode_array(hit: Hit, whole: Any = None, head: bytes = b"") -> Any:
     """The array in `hit` as a read-only view over the cached bytes (its base is the hit).
     `whole` and `head` (a prefix of the bytes) spare the caller's work being done twice."""
-    if _np is None:
+    np = _numpy()
+    if np is None:
         raise CodecError(f"{hit.key} holds a numpy array: install numpy to read it")
     if whole is None:
-        whole = _np.asarray(hit)  # read-only uint8 view over the cached bytes
+        whole = np.asarray(hit)  # read-only uint8 view over the cached bytes
     magic = len(NPY_MAGIC) + 2
     if len(head) < magic:
         head = whole[:128].tobytes()
@@ -117,8 +136,10 @@ def _decode_array(hit: Hit, whole: Any = None, head: bytes = b"") -> Any:
 
 def encode(value: object, codec: Optional[str]) -> tuple[bytes, str]:
     """`(bytes, codec name)` for `value`; raises `CodecError` (nothing is written then)."""
-    if codec is None and _np is not None and type(value) is _np.ndarray:
-        return _encode_array(value), "bytes"  # the feature-vector path, first
+    if codec is None:
+        np = sys.modules.get("numpy")
+        if np is not None and type(value) is np.ndarray:
+            return _encode_array(value), "bytes"  # the feature-vector path, first
     if codec is not None and codec not in CODECS:
         raise CodecError(f"unknown codec {codec!r}: expected one of {', '.join(CODECS)}")
     if codec is None:
@@ -178,8 +199,9 @@ def decode(hit: Hit) -> Any:
         except ImportError as e:
             raise CodecError(f"{hit.key} is MessagePack: install msgpack to read it") from e
         return msgpack.unpackb(hit.to_bytes(), raw=False)
-    if len(hit) >= 64 and _np is not None:
-        whole = _np.asarray(hit)
+    np = _np if _np is not _NP_UNSET else _numpy()
+    if len(hit) >= 64 and np is not None:
+        whole = np.asarray(hit)
         head = whole[:128].tobytes()
         if head[:8] == NPY_MAGIC:
             return _decode_array(hit, whole, head)
@@ -192,9 +214,10 @@ def decode(hit: Hit) -> Any:
 
 def view(hit: Hit) -> Any:
     """A read-only memoryview over the hit's bytes (no copy), or a copy without numpy."""
-    if _np is None:
+    np = _np if _np is not _NP_UNSET else _numpy()
+    if np is None:
         return hit.to_bytes()
-    return _np.asarray(hit).data
+    return np.asarray(hit).data
 
 
 _native._register_codecs(decode, view)

@@ -190,7 +190,7 @@ impl CacheBuilder {
                 redis_corrupt: AtomicU64::new(0),
                 _closing: closing,
                 closed,
-                stats,
+                stats: Arc::new(stats),
                 stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
                 changes: Arc::new(AtomicU64::new(0)),
                 tags: Arc::new(super::lineage::TagTimes::default()),

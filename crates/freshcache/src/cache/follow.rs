@@ -133,6 +133,7 @@ fn follow_once(local: &Local, follower: &mut ChangeFollower, origin: &str) {
         }
         Err(e) => {
             if local.l1_trusted.swap(false, Ordering::AcqRel) {
+                local.changes.fetch_add(1, Ordering::AcqRel);
                 tracing::warn!(error = %e, "change feed unreadable; memory tier bypassed until it is back");
             }
         }
@@ -163,6 +164,8 @@ impl Local {
             let _g = s.lock.blocking_lock();
             s.epoch.fetch_add(1, Ordering::AcqRel);
         }
+        // Also a change for remembered lineage checks and kept memory hits.
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// [`Cache::forget_prefix`] for a thread outside the async runtime.

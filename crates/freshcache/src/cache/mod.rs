@@ -35,6 +35,7 @@ mod lineage;
 mod peek;
 mod pending;
 mod read;
+mod recall;
 mod report;
 mod tags;
 mod types;
@@ -43,6 +44,7 @@ mod write;
 use builder::CacheClock;
 pub use builder::{CacheBuilder, Sharing};
 pub(crate) use lineage::prune_edges as prune_lineage_edges;
+pub use recall::{MemoryRecall, RecallStamp, Recallable, Recalled};
 pub(crate) use types::Purpose;
 pub use types::{Hit, InputChecks, Inspection, Lookup, ReadOptions, Source, Value};
 
@@ -86,7 +88,8 @@ struct Inner {
     /// Dropped with the cache, which stops its background tasks.
     _closing: watch::Sender<()>,
     closed: watch::Receiver<()>,
-    stats: Stats,
+    /// Shared with [`MemoryRecall`] handles, which count the hits they serve again.
+    stats: Arc<Stats>,
     stripes: Arc<[Stripe]>,
     /// Counts every change this process made or learnt of (writes, deletes, invalidations, other
     /// processes' and instances' changes): a lineage check remembered at one count stands only

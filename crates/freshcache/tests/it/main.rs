@@ -29,6 +29,7 @@ mod placement;
 mod policy;
 mod promotion;
 mod props;
+mod recall;
 mod redis;
 mod refresh;
 mod restart;

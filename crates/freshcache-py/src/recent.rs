@@ -1,0 +1,129 @@
+//! The memory hits `get` handed out lately, by key: a pipeline reads the same signals over and
+//! over, and a hit that still stands (see [`MemoryRecall`]) is handed out again for one dict
+//! probe, two atomic loads and a clock read, instead of a lookup and a new `Hit`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use freshcache::{MemoryRecall, Recalled};
+
+use crate::hit::Hit;
+
+/// The most hits kept; the map starts over when full.
+const MAX_HITS: usize = 4096;
+/// Bytes charged per kept hit on top of its value.
+const PER_HIT: u64 = 256;
+/// The most value bytes kept alive by kept hits (their entries may have left the memory tier).
+const MAX_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Kept memory hits by their key's `str` (exact `str` only: a subclass may redefine equality).
+pub(crate) struct RecentHits {
+    map: Py<PyDict>,
+    recall: MemoryRecall,
+    /// Bytes kept since the map last started over (an overestimate: replaced hits still count).
+    bytes: AtomicU64,
+    max_bytes: u64,
+}
+
+impl RecentHits {
+    /// Keeps at most an eighth of the memory tier's budget alive, and never more than 32 MiB.
+    pub(crate) fn new(py: Python<'_>, recall: MemoryRecall, memory_budget: u64) -> Self {
+        Self {
+            map: PyDict::new(py).unbind(),
+            recall,
+            bytes: AtomicU64::new(0),
+            max_bytes: (memory_budget / 8).min(MAX_BYTES),
+        }
+    }
+
+    /// The hit kept for `key` if serving it now is what a memory lookup would answer. Counted
+    /// as a memory hit: in the kept hit until it is replaced, then in the library's counters.
+    #[inline]
+    pub(crate) fn find<'py>(&self, key: &Bound<'py, PyString>) -> Option<Bound<'py, Hit>> {
+        if !key.is_exact_instance_of::<PyString>() {
+            return None;
+        }
+        let py = key.py();
+        let map = self.map.bind(py);
+        let found = map.get_item(key).ok()??;
+        let hit = found.cast_into::<Hit>().ok()?;
+        let h = hit.get();
+        let stamp = h.stamp?;
+        match self.recall.recall(&h.hit, stamp) {
+            Recalled::Same => {
+                // Only ever changed with the GIL held: a load and a store, not a locked add.
+                h.served
+                    .store(h.served.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                Some(hit)
+            }
+            // A later millisecond: the same entry, in a new Hit (a Hit's age and remaining
+            // time are those of the lookup that returned it).
+            Recalled::Later(later) => {
+                self.settle(h, 1);
+                let renewed = Bound::new(py, h.renewed(py, later)).ok()?;
+                // Replaces the kept hit: no bytes added.
+                let _ = map.set_item(key, &renewed);
+                Some(renewed)
+            }
+            Recalled::Gone => {
+                self.settle(h, 0);
+                let _ = map.del_item(key);
+                None
+            }
+        }
+    }
+
+    /// Hands `hit`'s uncounted hits (and `extra` more) to the library's counters.
+    fn settle(&self, hit: &Hit, extra: u64) {
+        if let Some(stamp) = hit.stamp {
+            let n = hit.served.swap(0, Ordering::Relaxed) + extra;
+            self.recall.count_hits(stamp, n);
+        }
+    }
+
+    /// Hands every kept hit's uncounted hits to the library's counters (before statistics
+    /// are read, and before the cache closes).
+    pub(crate) fn settle_all(&self, py: Python<'_>) {
+        for (_, v) in self.map.bind(py).iter() {
+            if let Ok(hit) = v.cast::<Hit>() {
+                self.settle(hit.get(), 0);
+            }
+        }
+    }
+
+    /// Keeps `hit` (a fresh memory hit with its stamp) for `key`.
+    pub(crate) fn keep(&self, key: &Bound<'_, PyString>, hit: &Bound<'_, Hit>) {
+        if !key.is_exact_instance_of::<PyString>() || hit.get().stamp.is_none() {
+            return;
+        }
+        let size = hit.get().hit.value().len() as u64 + PER_HIT;
+        if size > self.max_bytes {
+            return;
+        }
+        let py = key.py();
+        let map = self.map.bind(py);
+        if map.len() >= MAX_HITS
+            || self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes
+        {
+            self.settle_all(py);
+            map.clear();
+            self.bytes.store(size, Ordering::Relaxed);
+        } else if let Ok(Some(old)) = map.get_item(key)
+            && let Ok(old) = old.cast::<Hit>()
+        {
+            self.settle(old.get(), 0);
+        }
+        // Setting an item on a dict of exact `str` keys fails only on memory exhaustion;
+        // a hit not kept is only a lookup more next time.
+        let _ = map.set_item(key, hit);
+    }
+
+    /// Counts and forgets every kept hit (the cache is closing).
+    pub(crate) fn clear(&self, py: Python<'_>) {
+        self.settle_all(py);
+        self.map.bind(py).clear();
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+}
