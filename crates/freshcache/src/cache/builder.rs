@@ -204,9 +204,19 @@ impl CacheBuilder {
                 opened_at: clock.now(),
                 clock,
                 follower: Mutex::new(None),
+                committer: Mutex::new(None),
             }),
         };
         super::tags::load(&cache.inner.disk, &cache.inner.tags)?;
+        let delay = cache.inner.config.disk.write_behind;
+        if !delay.is_zero() {
+            let committer = super::behind::spawn(&cache, delay);
+            *cache
+                .inner
+                .committer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = committer;
+        }
         if let Some(follower) = follower {
             let running = follow::spawn(&cache, follower, instance_id);
             *cache

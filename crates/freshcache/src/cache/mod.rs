@@ -27,6 +27,7 @@ use crate::tier::memory::MemoryTier;
 use crate::tier::redis::RedisTier;
 
 mod batch;
+mod behind;
 mod builder;
 mod coherence;
 mod fetch;
@@ -109,6 +110,8 @@ struct Inner {
     /// The change follower thread, stopped and joined when the cache is dropped (so the index
     /// is closed when the last handle's drop returns).
     follower: Mutex<Option<follow::Running>>,
+    /// The write-behind committer thread, when `cache.disk.write_behind` is set.
+    committer: Mutex<Option<behind::Committer>>,
 }
 
 /// Outcomes of cleanup passes run through this instance.
@@ -237,6 +240,15 @@ impl Drop for Inner {
         {
             follower.stop();
         }
+        if let Some(committer) = self
+            .committer
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            committer.stop();
+        }
+        // Commits queued writes first (every use of the index does).
         let _ = crate::stats::persisted::save(&self.disk, &self.stats);
     }
 }

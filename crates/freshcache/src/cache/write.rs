@@ -44,13 +44,17 @@ impl Cache {
         let redis_fixed = {
             let _g = Self::lock(stripe).await;
             if ty.placement.in_disk() {
-                // A derived entry's edges to its inputs (for `inspect`'s dependents) are
-                // committed with it.
-                self.inner
-                    .disk
-                    .put_with(key.as_str(), &entry, ty.compress_above, now, |tx| {
+                let disk = &self.inner.disk;
+                if entry.meta.lineage.is_none() {
+                    // Committed now, or queued with write-behind.
+                    disk.put_behind(key.as_str(), &entry, ty.compress_above, now)?;
+                } else {
+                    // A derived entry's edges to its inputs (for `inspect`'s dependents) are
+                    // committed with it, at once.
+                    disk.put_with(key.as_str(), &entry, ty.compress_above, now, |tx| {
                         super::lineage::record_edges(tx, key.as_str(), &entry.meta)
                     })?;
+                }
             }
             self.hold_in_memory(key, ty, &entry);
             stripe.epoch.fetch_add(1, Ordering::AcqRel);
@@ -340,11 +344,14 @@ impl Cache {
         self.set(key, Value::msgpack(v)?).await
     }
 
-    /// Writes buffered access times and counters to the index.
+    /// Writes queued disk writes (`cache.disk.write_behind`), buffered access times and
+    /// counters to the index.
     ///
     /// # Errors
-    /// [`Error::Index`] when the writes fail; counters are kept for the next attempt.
+    /// [`Error::Index`] / [`Error::Io`] when the writes fail; queued writes and counters are
+    /// kept for the next attempt.
     pub fn flush(&self) -> Result<()> {
+        self.inner.disk.flush_behind()?;
         self.inner.disk.flush_touches()?;
         crate::stats::persisted::save(&self.inner.disk, &self.inner.stats)
     }

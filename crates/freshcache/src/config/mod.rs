@@ -56,6 +56,10 @@ pub struct MemoryConfig {
 pub struct DiskConfig {
     /// Entries up to this stored size live inline in the index.
     pub inline_max: u64,
+    /// Zero: every write is committed to the index before it returns. Otherwise writes are
+    /// queued and committed together by a background thread at most this long after the
+    /// first of them (see `DiskTier::put_behind`).
+    pub write_behind: std::time::Duration,
 }
 
 /// Cleanup settings.

@@ -258,6 +258,9 @@ pub struct RawMemory {
 pub struct RawDisk {
     /// Entries whose stored form is at most this size live inline in SQLite.
     pub inline_max: Option<ByteSize>,
+    /// Queue writes and commit them together this long after the first (`2ms`); absent or
+    /// zero: each write commits before it returns.
+    pub write_behind: Option<String>,
 }
 
 /// One item of `cache.sources`: a feed `serve` keeps fresh with conditional fetches.

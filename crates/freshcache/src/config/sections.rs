@@ -297,11 +297,26 @@ pub(super) fn memory(ctx: &Ctx<'_>, raw: Option<RawMemory>) -> Result<MemoryConf
 
 /// `cache.disk`: what lives inline in the index.
 pub(super) fn disk(ctx: &Ctx<'_>, raw: Option<RawDisk>) -> Result<DiskConfig, ConfigError> {
-    let inline_max = raw.and_then(|d| d.inline_max).map_or(8 * KIB, |b| b.0);
+    let (inline_max, write_behind) = raw.map_or((None, None), |d| (d.inline_max, d.write_behind));
+    let inline_max = inline_max.map_or(8 * KIB, |b| b.0);
     if inline_max > MIB {
         return Err(ctx.err("cache.disk.inline_max", "must be at most 1MiB".into()));
     }
-    Ok(DiskConfig { inline_max })
+    let field = "cache.disk.write_behind";
+    let write_behind = match write_behind.as_deref().map(str::trim) {
+        None | Some("0" | "0s" | "0ms" | "off") => Duration::ZERO,
+        Some(_) => ctx.duration(field, write_behind, Duration::ZERO)?,
+    };
+    if write_behind > Duration::from_secs(1) {
+        return Err(ctx.err(
+            field,
+            "must be at most 1s (0 commits every write at once)".into(),
+        ));
+    }
+    Ok(DiskConfig {
+        inline_max,
+        write_behind,
+    })
 }
 
 /// `cache.redis_url` and `cache.redis`.

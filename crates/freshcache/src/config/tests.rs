@@ -324,3 +324,31 @@ fn auth_token_is_redacted_in_debug_output() {
     );
     assert_eq!(c.server.auth_token.as_deref(), Some("s3cret"));
 }
+
+#[test]
+fn write_behind_is_off_by_default_and_bounded() {
+    let wb = |text: &str| Config::from_yaml_str(text, None, no_env()).map(|c| c.disk.write_behind);
+    assert_eq!(wb("").unwrap(), Duration::ZERO);
+    assert_eq!(
+        wb("cache: {disk: {write_behind: 0}}").unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(
+        wb("cache: {disk: {write_behind: 0s}}").unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(
+        wb("cache: {disk: {write_behind: 2ms}}").unwrap(),
+        Duration::from_millis(2)
+    );
+    let env = vec![(
+        "FRESHCACHE_CACHE__DISK__WRITE_BEHIND".to_owned(),
+        "5ms".to_owned(),
+    )];
+    let c = Config::from_yaml_str("", None, env).unwrap();
+    assert_eq!(c.disk.write_behind, Duration::from_millis(5));
+    for bad in ["2s", "soon"] {
+        let e = wb(&format!("cache: {{disk: {{write_behind: {bad}}}}}")).unwrap_err();
+        assert_eq!(e.field, "cache.disk.write_behind", "{bad}: {e}");
+    }
+}

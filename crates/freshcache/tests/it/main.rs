@@ -44,3 +44,4 @@ mod ttl;
 mod typed;
 mod upkeep;
 mod warm;
+mod write_behind;

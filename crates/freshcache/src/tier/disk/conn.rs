@@ -89,6 +89,16 @@ struct Turns {
 /// The writer's turn, held until dropped.
 pub(super) struct Turn<'a>(&'a WriterTurns);
 
+thread_local! {
+    /// True while this thread holds a turn at the writer.
+    static HOLDS_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while this thread holds a turn at the writer (what it calls must not wait for one).
+pub(super) fn holds_turn() -> bool {
+    HOLDS_TURN.with(std::cell::Cell::get)
+}
+
 impl WriterTurns {
     /// Waits for this caller's turn.
     pub(super) fn take(&self) -> Turn<'_> {
@@ -105,12 +115,14 @@ impl WriterTurns {
             }
             t.waiting -= 1;
         }
+        HOLDS_TURN.with(|h| h.set(true));
         Turn(self)
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        HOLDS_TURN.with(|h| h.set(false));
         let mut t = unpoisoned(&self.0.state);
         t.serving = t.serving.wrapping_add(1);
         let wake = t.waiting > 0;
@@ -192,7 +204,18 @@ impl DiskTier {
         }
     }
 
+    /// Runs `f` on a reader connection, after committing queued writes (see `behind`).
     pub(crate) fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.flush_behind_first();
+        self.read_now(f)
+    }
+
+    /// [`Self::with_reader`] without committing queued writes first: for the read of one
+    /// key, which looks in the queue itself.
+    pub(super) fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
@@ -213,6 +236,7 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.flush_behind_first();
         let turn = self.turns.take();
         let mut conn = unpoisoned(&self.writer);
         let out = f(&mut conn);
@@ -232,6 +256,7 @@ impl DiskTier {
         pace: &mut Pace,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<(T, Duration)> {
+        self.flush_behind_first();
         let turn = self.turns.take();
         // The time the lock was held, not the wait for it.
         let held = crate::clock::Stopwatch::start();

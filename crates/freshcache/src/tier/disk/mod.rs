@@ -34,6 +34,7 @@ use crate::entry::Entry;
 use crate::error::{Error, Result};
 
 mod batch;
+mod behind;
 mod blobs;
 mod changes;
 mod conn;
@@ -49,6 +50,7 @@ pub mod upkeep;
 mod wal;
 mod write;
 
+pub(crate) use behind::BehindSignal;
 use blobs::{new_blob_name, valid_blob_name};
 pub use changes::{ChangeFollower, ChangeOp, Poll};
 pub(crate) use conn::i64_of;
@@ -127,6 +129,8 @@ pub struct DiskTier {
     origin: std::sync::OnceLock<String>,
     /// Injected filesystem faults on the blob write path; unset in production.
     faults: std::sync::OnceLock<std::sync::Arc<dyn fault::FsFaults>>,
+    /// Writes queued for one commit together (`cache.disk.write_behind`).
+    behind: behind::Behind,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -203,6 +207,7 @@ impl DiskTier {
             blob_dir,
             origin: std::sync::OnceLock::new(),
             faults: std::sync::OnceLock::new(),
+            behind: behind::Behind::default(),
         })
     }
 
@@ -230,13 +235,16 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] or [`Error::Io`] when the index or a blob cannot be read at all.
     pub fn get(&self, key: &str, now: Timestamp) -> Result<Option<Entry>> {
+        if let Some(queued) = self.queued(key) {
+            return Ok(Some(Entry::clone(&queued)));
+        }
         // A concurrent overwrite can remove the blob a just-read row named; the row then names
         // a new blob. Only a row that still names a missing file is damaged.
         let mut attempts = 0;
         let mut access_at = 0i64;
         let (bytes, file) = loop {
             attempts += 1;
-            let row = self.with_reader(|c| {
+            let row = self.read_now(|c| {
                 c.prepare_cached(
                     "SELECT file, inline_value, access_at FROM entries WHERE key = ?1",
                 )?
@@ -458,6 +466,9 @@ fn create_schema(writer: &Connection, db_path: &Path, tables: &[&str]) -> Result
 
 impl Drop for DiskTier {
     fn drop(&mut self) {
+        if let Err(e) = self.flush_behind() {
+            tracing::error!(error = %e, "disk tier: queued writes lost at close");
+        }
         {
             // Under the lock: the flusher checks the flag under it before it waits.
             let _pending = self.touches.lock();
