@@ -46,7 +46,7 @@ def test_msgpack_bytes_are_standard_messagepack(cache: freshcache.Cache) -> None
 
 
 def test_large_bytes_value_is_a_read_only_view_without_copy(cache: freshcache.Cache) -> None:
-    payload = bytes(range(256)) * 256  # 64 KiB
+    payload = bytes(range(256)) * 1024  # 256 KiB
     cache.set("news:espn:big", payload)
     hit = cache.get("news:espn:big")
     assert hit is not None
@@ -56,6 +56,16 @@ def test_large_bytes_value_is_a_read_only_view_without_copy(cache: freshcache.Ca
     assert view == payload
     # Two views of one hit share memory: nothing was copied out of the entry.
     assert np.shares_memory(np.asarray(view), np.asarray(hit))
+
+
+def test_a_mid_size_value_is_bytes_made_once(cache: freshcache.Cache) -> None:
+    # Below 128 KiB a copy costs less than a view: `bytes`, made once per hit.
+    payload = bytes(range(256)) * 256  # 64 KiB
+    cache.set("news:espn:mid", payload)
+    hit = cache.get("news:espn:mid")
+    assert hit is not None
+    assert isinstance(hit.value, bytes) and hit.value == payload
+    assert hit.value is hit.value
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "int64", "uint16", "bool", "complex64", ">i4"])
@@ -159,7 +169,7 @@ with freshcache.Cache(cache_dir={str(tmp_path)!r}) as c:
     c.set("news:espn:1", "x" * 10)
     assert c.get("news:espn:1").decode() == "x" * 10
     assert "numpy" not in sys.modules, "imported early"
-    c.set("news:espn:2", bytes(8192))
+    c.set("news:espn:2", bytes(200_000))
     view = c.get("news:espn:2").value
     assert isinstance(view, memoryview) and view.readonly and "numpy" in sys.modules
 """
