@@ -8,6 +8,7 @@
 //!   every call that can block.
 //! - `hit`: `Hit`, a found value whose bytes numpy can view without a copy.
 //! - `keys`: keys already validated, remembered by their text.
+//! - `recent`: the memory hits `get` handed out lately, handed out again while they stand.
 //! - `clock`: `ManualClock` for tests.
 //! - `errors`: the exception classes and the mapping from the library's errors.
 

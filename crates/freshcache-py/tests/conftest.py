@@ -36,6 +36,24 @@ def wait_for(cond: Callable[[], bool], what: str, deadline_s: float = 10.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def in_forked_child(body: Callable[[], int]) -> int:
+    """Runs `body` in a child made by `os.fork()` and returns its code (1 if it raised)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = body()
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(0)
+    os.close(w)
+    answer = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return answer[0] if answer else 1
+
+
 def type_stat(c: freshcache.Cache, data_type: str, field: str) -> int:
     for row in c.stats()["data_types"]:
         if row["data_type"] == data_type:

@@ -12,7 +12,7 @@ import pytest
 
 import freshcache
 
-from conftest import type_stat, wait_for
+from conftest import in_forked_child, type_stat, wait_for
 
 
 def test_hundred_threads_on_one_missing_key_call_one_loader(cache: freshcache.Cache) -> None:
@@ -160,27 +160,20 @@ def test_four_processes_on_one_directory_never_read_a_corrupt_value(tmp_path: Pa
 def test_after_fork_the_child_gets_a_clear_error_and_can_reopen(tmp_path: Path) -> None:
     c = freshcache.Cache(cache_dir=tmp_path)
     c.set("odds:g1:1", "parent")
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        code = 1
+
+    def child() -> int:
         try:
-            try:
-                c.get("odds:g1:1")
-                code = 2
-            except freshcache.CacheClosed as e:
-                if "fork" in str(e):
-                    with freshcache.Cache(cache_dir=tmp_path) as again:
-                        hit = again.get("odds:g1:1")
-                        again.set("odds:g1:2", "child")
-                        code = 0 if hit is not None and hit.decode() == "parent" else 3
-        finally:
-            os.write(w, bytes([code]))
-            os._exit(0)
-    os.close(w)
-    answer = os.read(r, 1)
-    os.waitpid(pid, 0)
-    assert answer == bytes([0])
+            c.get("odds:g1:1")
+            return 2
+        except freshcache.CacheClosed as e:
+            if "fork" not in str(e):
+                return 1
+            with freshcache.Cache(cache_dir=tmp_path) as again:
+                hit = again.get("odds:g1:1")
+                again.set("odds:g1:2", "child")
+                return 0 if hit is not None and hit.decode() == "parent" else 3
+
+    assert in_forked_child(child) == 0
     # The parent's cache still works and sees the child's write.
     hit = c.get("odds:g1:2")
     assert hit is not None and hit.decode() == "child"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import freshcache
-from conftest import wait_for
+from conftest import in_forked_child, wait_for
 
 KEY = "odds:g42:1700000000"  # odds_data: 60 s
 
@@ -164,20 +164,13 @@ def test_a_forked_child_gets_no_kept_hit(tmp_path: Path) -> None:
     c = freshcache.Cache(cache_dir=tmp_path)
     c.set(KEY, "parent")
     assert c.get(KEY) is not None  # kept
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
+
+    def child() -> int:
         try:
             c.get(KEY)
-            code = 2
+            return 2
         except freshcache.CacheClosed:
-            code = 0
-        finally:
-            os.write(w, bytes([code]))
-            os._exit(0)
-    os.close(w)
-    answer = os.read(r, 1)
-    os.waitpid(pid, 0)
-    assert answer == bytes([0])
+            return 0
+
+    assert in_forked_child(child) == 0
     c.close()

@@ -25,6 +25,27 @@ fn open_behind(dir: &Path, clock: &ManualClock, delay: &str) -> Cache {
     Cache::builder(config).clock(clock.clone()).open().unwrap()
 }
 
+/// A temp dir and manual clock, and on them a write-behind cache (`a`, delay `delay`) and a
+/// plain one (`b()`, opened on demand) sharing the directory.
+struct Pair {
+    root: tempfile::TempDir,
+    clock: ManualClock,
+    a: Cache,
+}
+
+impl Pair {
+    fn new(delay: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let a = open_behind(&root.path().join("cache"), &clock, delay);
+        Self { root, clock, a }
+    }
+
+    fn b(&self) -> Cache {
+        open(&self.root.path().join("cache"), &self.clock)
+    }
+}
+
 fn news(n: u32) -> Key {
     Key::news("espn", format!("a{n}")).unwrap()
 }
@@ -43,11 +64,8 @@ fn value_of(l: Lookup) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn the_writer_reads_its_queued_writes_others_see_them_once_committed() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let dir = root.path().join("cache");
-    let a = open_behind(&dir, &clock, "1s");
-    let b = open(&dir, &clock);
+    let p = Pair::new("1s");
+    let (a, b) = (&p.a, p.b());
     let set_at = Instant::now();
     a.set(&news(1), Value::bytes(big(1))).await.unwrap();
     a.set(&news(1), Value::bytes(big(2))).await.unwrap();
@@ -65,11 +83,8 @@ async fn the_writer_reads_its_queued_writes_others_see_them_once_committed() {
 
 #[tokio::test]
 async fn the_committer_commits_without_being_asked() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let dir = root.path().join("cache");
-    let a = open_behind(&dir, &clock, "2ms");
-    let b = open(&dir, &clock);
+    let p = Pair::new("2ms");
+    let (a, b) = (&p.a, p.b());
     a.set(&news(1), Value::bytes(big(1))).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while value_of(b.get(&news(1)).await.unwrap()).is_none() {
@@ -80,10 +95,8 @@ async fn the_committer_commits_without_being_asked() {
 
 #[tokio::test]
 async fn deletes_and_invalidations_are_not_undone_by_a_queued_write() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
+    let Pair { root, clock, a } = Pair::new("1s");
     let dir = root.path().join("cache");
-    let a = open_behind(&dir, &clock, "1s");
     a.set(&news(1), Value::bytes(big(1))).await.unwrap();
     assert!(a.delete(&news(1)).await.unwrap());
     a.set(&news(2), Value::bytes(big(2))).await.unwrap();
@@ -100,10 +113,8 @@ async fn deletes_and_invalidations_are_not_undone_by_a_queued_write() {
 
 #[tokio::test]
 async fn dropping_the_cache_commits_what_is_queued() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
+    let Pair { root, clock, a } = Pair::new("1s");
     let dir = root.path().join("cache");
-    let a = open_behind(&dir, &clock, "1s");
     for n in 0..50 {
         a.set(&news(n), Value::bytes(big(n as u8))).await.unwrap();
     }
@@ -120,11 +131,8 @@ async fn dropping_the_cache_commits_what_is_queued() {
 
 #[tokio::test]
 async fn a_single_flight_result_is_committed_before_the_lease_is_let_go() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let dir = root.path().join("cache");
-    let a = open_behind(&dir, &clock, "1s");
-    let b = open(&dir, &clock);
+    let p = Pair::new("1s");
+    let (a, b) = (&p.a, p.b());
     let key = news(9);
     let got = a
         .get_or_fetch(&key, || async {
@@ -158,10 +166,8 @@ fn libc_enospc() -> i32 {
 
 #[tokio::test]
 async fn a_failed_background_commit_reaches_the_next_write_and_loses_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
+    let Pair { root, clock, a } = Pair::new("1s");
     let dir = root.path().join("cache");
-    let a = open_behind(&dir, &clock, "1s");
     let faults = Arc::new(Breakable {
         broken: AtomicBool::new(true),
     });
