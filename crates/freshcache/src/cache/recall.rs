@@ -120,7 +120,7 @@ impl Cache {
         }
     }
 
-    /// [`Cache::get_from_memory`], with what [`MemoryRecall::again`] needs to tell later
+    /// [`Cache::get_from_memory`], with what [`MemoryRecall::recall`] needs to tell later
     /// whether the hit still stands.
     ///
     /// # Errors
