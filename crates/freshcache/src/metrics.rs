@@ -280,6 +280,20 @@ fn encode_space(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fm
     )?;
     gauge_family(
         enc,
+        "cache_queued_writes",
+        "Writes queued for the disk tier and not yet committed (cache.disk.write_behind; 0 when off).",
+        "cache_type",
+        [("disk", m.queued_writes as f64)],
+    )?;
+    counter_family(
+        enc,
+        "cache_queue_commit_failures",
+        "Commits of queued disk writes that failed (the writes stay queued and the next write reports the error).",
+        "cache_type",
+        [("disk", m.queue_failures)],
+    )?;
+    gauge_family(
+        enc,
         "cache_footprint_bytes",
         "Bytes the tier takes on its filesystem (allocated blocks: values, index, WAL, reserve, directories); the disk limit bounds this.",
         "cache_type",
@@ -538,6 +552,9 @@ pub struct MetricsSnapshot {
     pub(crate) redis_circuit_open: bool,
     pub(crate) redis_latency: (f64, u64, Vec<(f64, u64)>),
     pub(crate) tag_invalidations: u64,
+    /// Disk writes queued (write-behind) when the snapshot began, and failed commits of them.
+    pub(crate) queued_writes: u64,
+    pub(crate) queue_failures: u64,
 }
 
 #[cfg(test)]

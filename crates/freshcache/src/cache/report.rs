@@ -148,6 +148,8 @@ impl crate::metrics::MetricsSource for Cache {
     /// Everything a metrics scrape reports.
     fn metrics_snapshot(&self) -> MetricsSnapshot {
         let inner = &*self.inner;
+        // Before the reads below, which commit the queue first.
+        let (queued_writes, queue_failures) = inner.disk.write_behind_counts();
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let types = inner.config.data_types.types();
         let mut tiers = Vec::new();
@@ -196,6 +198,8 @@ impl crate::metrics::MetricsSource for Cache {
             disk_limit: inner.disk.size_limit(),
             disk_entries,
             tag_invalidations: ld(&inner.tag_invalidations),
+            queued_writes,
+            queue_failures,
             memory_latency: inner.memory_latency.snapshot(),
             disk_latency: inner.disk_latency.snapshot(),
             cleanup_ok: ld(&inner.upkeep.ok),

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use crate::support::{TestCache, secs};
 
 /// `name{labels}` -> value, for every sample line.
-fn scrape(registry: &Registry) -> HashMap<String, f64> {
+pub(crate) fn scrape(registry: &Registry) -> HashMap<String, f64> {
     let mut text = String::new();
     encode(&mut text, registry).unwrap();
     text.lines()

@@ -11,8 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use freshcache::internals::{BlobStep, FsFaults};
+use freshcache::metrics::register;
 use freshcache::{Cache, Config, Key, KeyPrefix, Lookup, ManualClock, Value};
+use prometheus_client::registry::Registry;
 
+use crate::metrics::scrape;
 use crate::support::*;
 
 /// A cache on `dir` whose writes are committed `delay` after the first queued one. The memory
@@ -172,9 +175,18 @@ async fn a_failed_background_commit_reaches_the_next_write_and_loses_nothing() {
         broken: AtomicBool::new(true),
     });
     assert!(a.inject_fs_faults(faults.clone() as Arc<dyn FsFaults>));
+    let mut registry = Registry::default();
+    register(&mut registry, &a);
     a.set(&news(1), Value::bytes(big(1))).await.unwrap();
+    let m = scrape(&registry);
+    assert_eq!(m["cache_queued_writes{cache_type=\"disk\"}"], 1.0);
     let e = a.flush().unwrap_err();
     assert!(e.is_disk_full(), "{e}");
+    let failures = "cache_queue_commit_failures_total{cache_type=\"disk\"}";
+    assert!(
+        scrape(&registry)[failures] >= 2.0,
+        "the scrape's commit and flush's"
+    );
     // Still queued, still read by its writer.
     assert_eq!(value_of(a.get(&news(1)).await.unwrap()), Some(big(1)));
     // The next write retries the commit first and reports its failure; its own value is

@@ -107,6 +107,8 @@ pub(crate) struct Behind {
     committing: Mutex<()>,
     /// The last background commit's error, until a commit succeeds.
     failed: Mutex<Option<String>>,
+    /// Commits of the queue that failed.
+    failures: std::sync::atomic::AtomicU64,
 }
 
 impl DiskTier {
@@ -207,6 +209,7 @@ impl DiskTier {
         let committed = self.put_many(&items, now);
         COMMITTING.with(|c| c.set(false));
         if let Err(e) = committed {
+            self.behind.failures.fetch_add(1, Ordering::Relaxed);
             *unpoisoned(&self.behind.failed) = Some(e.to_string());
             tracing::warn!(error = %e, queued = batch.len(), "disk tier: queued writes not committed; kept queued");
             return Err(e);
@@ -235,6 +238,16 @@ impl DiskTier {
         {
             let _ = self.flush_behind();
         }
+    }
+
+    /// Writes queued now, and commits of the queue that failed so far.
+    pub(crate) fn write_behind_counts(&self) -> (u64, u64) {
+        let queued = if self.behind.any.load(Ordering::Acquire) {
+            unpoisoned(&self.behind.shared.queue).items.len() as u64
+        } else {
+            0
+        };
+        (queued, self.behind.failures.load(Ordering::Relaxed))
     }
 
     /// What a background committer waits on before it calls [`DiskTier::flush_behind`].
