@@ -16,7 +16,7 @@
 //!   while a cleanup pass sweeps N entries of which half have expired, beside the same load with
 //!   no cleanup running, same run (`--sweep-entries N`).
 //! - W7 bulk fill (`--only bulk`): `--sweep-entries` × 100 B through `set_many` (1 000 a call)
-//!   beside single `set`s.
+//!   beside single `set`s, committed one by one and with `write_behind: 2ms`.
 //! - W8 lineage (`--only lineage`): a memory hit on a value derived from 3 inputs beside a
 //!   plain one, and a `set` declaring 3 inputs beside a plain `set`, same run.
 //! - W3 Redis tier (`--only redis`): hits through freshcache beside raw redis-crate GETs of the
