@@ -269,7 +269,9 @@ impl NativeCache {
             .take();
         if let Some(st) = taken {
             let flushed = py.detach(move || {
-                let r = st.cache.flush();
+                // Also stops the write-behind committer, which could otherwise hold the cache
+                // past this drop.
+                let r = st.cache.shut_down();
                 // The runtime and cache drop here, off the GIL, once no call holds them.
                 drop(st);
                 r

@@ -75,6 +75,10 @@ impl Cache {
         let mut redis_fixed = Vec::with_capacity(prepared.len());
         for (key, entry, ty) in &prepared {
             self.hold_in_memory(key, ty, entry);
+        }
+        // Kept memory hits of these keys stop standing now, not after the Redis copies.
+        self.note_change();
+        for (key, entry, ty) in &prepared {
             redis_fixed.push(self.copy_to_redis(key, ty, entry, now).await);
         }
         for &i in &stripes {

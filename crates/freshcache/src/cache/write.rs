@@ -352,6 +352,30 @@ impl Cache {
     /// kept for the next attempt.
     pub fn flush(&self) -> Result<()> {
         self.inner.disk.flush_behind()?;
+        self.flush_rest()
+    }
+
+    /// Stops the write-behind committer thread (waiting for it), then [`Cache::flush`]es: for
+    /// a caller about to drop its last handle that needs the index closed when that drop
+    /// returns (the committer may otherwise hold the cache for the length of one commit).
+    /// Writes queued afterwards are committed by the next use of the index or by the drop.
+    ///
+    /// # Errors
+    /// As [`Cache::flush`].
+    pub fn shut_down(&self) -> Result<()> {
+        let committer = self
+            .inner
+            .committer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(c) = committer {
+            c.stop();
+        }
+        self.flush()
+    }
+
+    fn flush_rest(&self) -> Result<()> {
         self.inner.disk.flush_touches()?;
         crate::stats::persisted::save(&self.inner.disk, &self.inner.stats)
     }

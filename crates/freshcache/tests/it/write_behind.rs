@@ -203,3 +203,17 @@ async fn a_failed_background_commit_reaches_the_next_write_and_loses_nothing() {
     assert_eq!(value_of(b.get(&news(1)).await.unwrap()), Some(big(1)));
     assert_eq!(value_of(b.get(&news(3)).await.unwrap()), Some(big(3)));
 }
+
+#[tokio::test]
+async fn shutting_down_commits_the_queue_and_later_writes_still_land() {
+    let p = Pair::new("1s");
+    p.a.set(&news(1), Value::bytes(big(1))).await.unwrap();
+    p.a.shut_down().unwrap();
+    let b = p.b();
+    assert_eq!(value_of(b.get(&news(1)).await.unwrap()), Some(big(1)));
+    // No committer any more: a later write is committed by the next use of the index.
+    p.a.set(&news(2), Value::bytes(big(2))).await.unwrap();
+    assert_eq!(value_of(p.a.get(&news(2)).await.unwrap()), Some(big(2)));
+    p.a.flush().unwrap();
+    assert_eq!(value_of(b.get(&news(2)).await.unwrap()), Some(big(2)));
+}

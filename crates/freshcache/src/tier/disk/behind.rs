@@ -23,15 +23,31 @@ use std::time::Duration;
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// Queued writes past which `put_behind` commits them itself before it returns.
+/// Queued writes at which the next `put_behind` commits them itself before it queues.
 const MAX_QUEUED: usize = 1024;
-/// Queued bytes past which `put_behind` commits them itself.
+/// Queued bytes at which the next `put_behind` commits them itself.
 const MAX_QUEUED_BYTES: u64 = 16 * 1024 * 1024;
 
 thread_local! {
     /// True while this thread commits the queue: the index calls made inside must not
     /// commit it again.
     static COMMITTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets [`COMMITTING`] for its lifetime (reset on unwind too).
+struct Committing;
+
+impl Committing {
+    fn set() -> Self {
+        COMMITTING.with(|c| c.set(true));
+        Self
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        COMMITTING.with(|c| c.set(false));
+    }
 }
 
 /// One queued write.
@@ -139,10 +155,16 @@ impl DiskTier {
         if !self.writes_behind() {
             return self.put(key, entry, compress_above, now);
         }
-        if unpoisoned(&self.behind.failed).is_some() {
+        let full_already = {
+            let q = unpoisoned(&self.behind.shared.queue);
+            q.items.len() >= MAX_QUEUED || q.bytes >= MAX_QUEUED_BYTES
+        };
+        // A failed commit is retried, and a full queue committed, before this write joins
+        // the queue: an error then leaves this write out entirely.
+        if full_already || unpoisoned(&self.behind.failed).is_some() {
             self.flush_behind()?;
         }
-        let full = {
+        {
             let mut q = unpoisoned(&self.behind.shared.queue);
             let seq = q.next_seq;
             q.next_seq += 1;
@@ -160,9 +182,8 @@ impl DiskTier {
                 q.signalled = true;
                 self.behind.shared.wake.notify_one();
             }
-            q.items.len() >= MAX_QUEUED || q.bytes >= MAX_QUEUED_BYTES
-        };
-        if full { self.flush_behind() } else { Ok(()) }
+        }
+        Ok(())
     }
 
     /// The queued write of `key`, if any: newer than what the index holds.
@@ -205,9 +226,10 @@ impl DiskTier {
             .map(|(_, e, _, _)| e.meta.stored_at)
             .max()
             .unwrap_or(Timestamp::from_millis(0));
-        COMMITTING.with(|c| c.set(true));
-        let committed = self.put_many(&items, now);
-        COMMITTING.with(|c| c.set(false));
+        let committed = {
+            let _flag = Committing::set();
+            self.put_many(&items, now)
+        };
         if let Err(e) = committed {
             self.behind.failures.fetch_add(1, Ordering::Relaxed);
             *unpoisoned(&self.behind.failed) = Some(e.to_string());
@@ -228,16 +250,19 @@ impl DiskTier {
         Ok(())
     }
 
-    /// Commits the queue before another use of the index (see the module docs); a failure
-    /// is left for the next write or flush to report.
-    pub(super) fn flush_behind_first(&self) {
+    /// Commits the queue before another use of the index (see the module docs).
+    ///
+    /// # Errors
+    /// The commit's: the use must not run ahead of the writes it could not commit.
+    pub(super) fn flush_behind_first(&self) -> Result<()> {
         // Not from inside a turn at the writer: the commit would wait for that turn.
         if self.behind.any.load(Ordering::Acquire)
             && !COMMITTING.with(Cell::get)
             && !conn::holds_turn()
         {
-            let _ = self.flush_behind();
+            return self.flush_behind();
         }
+        Ok(())
     }
 
     /// Writes queued now, and commits of the queue that failed so far.
@@ -253,5 +278,73 @@ impl DiskTier {
     /// What a background committer waits on before it calls [`DiskTier::flush_behind`].
     pub(crate) fn write_behind_signal(&self) -> BehindSignal {
         BehindSignal(Arc::clone(&self.behind.shared))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Codec, Meta, checksum};
+
+    fn entry(value: &[u8]) -> Entry {
+        Entry {
+            meta: Meta {
+                data_type: "news_articles".into(),
+                stored_at: Timestamp::from_millis(1),
+                expires_at: Timestamp::from_millis(10_000_000),
+                as_of: None,
+                codec: Codec::Bytes,
+                etag: None,
+                last_modified: None,
+                checksum: checksum(value),
+                lineage: None,
+                lineage_check: Default::default(),
+            },
+            value: bytes::Bytes::copy_from_slice(value),
+        }
+    }
+
+    /// An eviction with access times pending and a queue whose commit takes the tier over its
+    /// limit: the commit's own eviction writes the access times again. It must not wait for
+    /// the lock the outer eviction holds.
+    #[test]
+    fn eviction_with_access_times_pending_and_writes_queued_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DiskTier::open(dir.path(), &dir.path().join("metadata.db"), 1024).unwrap();
+        t.enable_write_behind();
+        let big = vec![7u8; 2000];
+        let now = Timestamp::from_millis(10_000);
+        for i in 0..20 {
+            t.put(&format!("news:a:{i}"), &entry(&big), 1 << 30, now)
+                .unwrap();
+        }
+        t.set_size_limit(200_000);
+        let later = Timestamp::from_millis(20_000);
+        for i in 0..20 {
+            assert!(t.get(&format!("news:a:{i}"), later).unwrap().is_some());
+        }
+        assert!(!t.touches.lock().is_empty(), "no access time pending");
+        for i in 20..200 {
+            t.put_behind(
+                &format!("news:a:{i}"),
+                &Arc::new(entry(&big)),
+                1 << 30,
+                later,
+            )
+            .unwrap();
+        }
+        assert!(t.write_behind_counts().0 > 0);
+        let t = Arc::new(t);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t2 = Arc::clone(&t);
+        std::thread::spawn(move || {
+            let r = t2.evict(150_000, later, upkeep::Mode::Apply).map(|_| ());
+            let _ = tx.send(r);
+        });
+        let done = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("evict hung");
+        done.unwrap();
+        assert_eq!(t.write_behind_counts().0, 0, "the queue was not committed");
     }
 }

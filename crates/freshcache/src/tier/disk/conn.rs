@@ -209,7 +209,8 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        self.flush_behind_first();
+        // Best effort for reads: a failed commit stays queued, and the next write reports it.
+        let _ = self.flush_behind_first();
         self.read_now(f)
     }
 
@@ -236,7 +237,17 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        self.flush_behind_first();
+        self.flush_behind_first()?;
+        self.write_now(f)
+    }
+
+    /// [`Self::with_writer`] without committing queued writes first: for access times, which
+    /// never conflict with a queued write (and are written while holding the touch queue's
+    /// lock, which a commit's eviction takes too).
+    pub(super) fn write_now<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let turn = self.turns.take();
         let mut conn = unpoisoned(&self.writer);
         let out = f(&mut conn);
@@ -256,7 +267,7 @@ impl DiskTier {
         pace: &mut Pace,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<(T, Duration)> {
-        self.flush_behind_first();
+        self.flush_behind_first()?;
         let turn = self.turns.take();
         // The time the lock was held, not the wait for it.
         let held = crate::clock::Stopwatch::start();

@@ -131,6 +131,6 @@ impl DiskTier {
         if pending.is_empty() {
             return Ok(());
         }
-        self.with_writer(|c| write_touches(c, pending))
+        self.write_now(|c| write_touches(c, pending))
     }
 }
