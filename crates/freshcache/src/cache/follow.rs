@@ -170,19 +170,12 @@ impl Local {
 
     /// [`Cache::forget_prefix`] for a thread outside the async runtime.
     fn forget_prefix(&self, prefix: &str) {
-        let bump = || {
-            for s in self.stripes.iter() {
-                let _g = s.lock.blocking_lock();
-                s.epoch.fetch_add(1, Ordering::AcqRel);
-            }
-            self.changes.fetch_add(1, Ordering::AcqRel);
-        };
-        bump();
+        self.bump_all();
         if prefix.is_empty() {
             self.memory.clear();
         } else {
             self.memory.remove_prefix(prefix);
         }
-        bump();
+        self.bump_all();
     }
 }

@@ -230,6 +230,20 @@ impl Cache {
     }
 }
 
+impl Inner {
+    /// Stops the write-behind committer, if one runs, and waits for it.
+    fn stop_committer(&self) {
+        let committer = self
+            .committer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(c) = committer {
+            c.stop();
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(follower) = self
@@ -240,14 +254,7 @@ impl Drop for Inner {
         {
             follower.stop();
         }
-        if let Some(committer) = self
-            .committer
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            committer.stop();
-        }
+        self.stop_committer();
         // Commits queued writes first (every use of the index does).
         let _ = crate::stats::persisted::save(&self.disk, &self.stats);
     }

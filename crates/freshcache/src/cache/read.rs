@@ -84,26 +84,35 @@ impl Cache {
     /// memory, or `None` (the full lookup then handles expiry, lower tiers and counters).
     #[inline]
     pub(super) fn memory_hit(&self, key: &Key, now: Timestamp) -> Result<Option<Hit>> {
+        let ty = self.inner.config.data_types.resolve(key)?;
+        Ok(self.memory_hit_of(ty, key, now))
+    }
+
+    /// [`Cache::memory_hit`] for a key whose data type is `ty`.
+    #[inline]
+    pub(super) fn memory_hit_of(
+        &self,
+        ty: &DataTypeSpec,
+        key: &Key,
+        now: Timestamp,
+    ) -> Option<Hit> {
         // Timing costs two clock reads and two shared atomic adds, as much as the hit itself:
         // only sampled lookups are timed (hits are still counted exactly, below).
         let started = sample_memory_latency().then(Stopwatch::start);
         let inner = &*self.inner;
-        let ty = inner.config.data_types.resolve(key)?;
         if !self.memory_usable(ty) {
-            return Ok(None);
+            return None;
         }
-        let Some(entry) = inner.memory.get(key.as_str()) else {
-            return Ok(None);
-        };
+        let entry = inner.memory.get(key.as_str())?;
         let Judgement::Fresh { mut until } = judge(&entry.meta, ty, now, Allowance::NONE) else {
-            return Ok(None);
+            return None;
         };
         if entry.meta.lineage.is_some() {
             // A derived value: served from here only on a lineage check that still stands;
             // otherwise the full lookup checks its inputs.
             match self.remembered_lineage(&entry.meta, now) {
                 Some(inputs_until) => until = until.min(inputs_until),
-                None => return Ok(None),
+                None => return None,
             }
         }
         inner
@@ -114,12 +123,12 @@ impl Cache {
         if let Some(started) = started {
             inner.memory_latency.observe(started.elapsed());
         }
-        Ok(Some(Hit {
+        Some(Hit {
             entry,
             source: Source::Tier(TierKind::Memory),
             now,
             deadline: until,
-        }))
+        })
     }
 
     pub(crate) async fn lookup(

@@ -128,10 +128,14 @@ impl Cache {
     pub fn get_from_memory_recallable(&self, key: &Key) -> Result<Option<Recallable>> {
         // Read before the lookup: a change made during it moves the count past this reading.
         let changes = self.inner.changes.load(Ordering::Acquire);
-        let type_id = self.inner.config.data_types.resolve(key)?.id;
-        Ok(self.get_from_memory(key)?.map(|hit| Recallable {
+        let ty = self.inner.config.data_types.resolve(key)?;
+        let now = self.inner.clock.now();
+        Ok(self.memory_hit_of(ty, key, now).map(|hit| Recallable {
             hit,
-            stamp: RecallStamp { changes, type_id },
+            stamp: RecallStamp {
+                changes,
+                type_id: ty.id,
+            },
         }))
     }
 }

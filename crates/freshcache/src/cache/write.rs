@@ -363,15 +363,7 @@ impl Cache {
     /// # Errors
     /// As [`Cache::flush`].
     pub fn shut_down(&self) -> Result<()> {
-        let committer = self
-            .inner
-            .committer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(c) = committer {
-            c.stop();
-        }
+        self.inner.stop_committer();
         self.flush()
     }
 

@@ -284,24 +284,9 @@ impl DiskTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{Codec, Meta, checksum};
 
     fn entry(value: &[u8]) -> Entry {
-        Entry {
-            meta: Meta {
-                data_type: "news_articles".into(),
-                stored_at: Timestamp::from_millis(1),
-                expires_at: Timestamp::from_millis(10_000_000),
-                as_of: None,
-                codec: Codec::Bytes,
-                etag: None,
-                last_modified: None,
-                checksum: checksum(value),
-                lineage: None,
-                lineage_check: Default::default(),
-            },
-            value: bytes::Bytes::copy_from_slice(value),
-        }
+        super::super::tests::entry(value, 10_000_000)
     }
 
     /// An eviction with access times pending and a queue whose commit takes the tier over its

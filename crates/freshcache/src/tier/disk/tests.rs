@@ -5,7 +5,7 @@ use super::*;
 use crate::entry::{Codec, Meta, checksum};
 use bytes::Bytes;
 
-fn entry(value: &[u8], expires_ms: u64) -> Entry {
+pub(super) fn entry(value: &[u8], expires_ms: u64) -> Entry {
     Entry {
         meta: Meta {
             data_type: "news_articles".into(),
