@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -178,7 +179,16 @@ impl NativeCache {
         }
         let out = py.detach(move || {
             let handle = st.runtime.handle().clone();
-            handle.block_on(f(st))
+            // Most calls finish on their first poll (a disk read, a memory hit): polled once
+            // here, in the runtime's context, before paying for a full `block_on`.
+            let entered = handle.enter();
+            let mut fut = std::pin::pin!(f(st));
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return out;
+            }
+            drop(entered);
+            handle.block_on(fut)
         });
         out.map_err(|e| to_py(py, e))
     }

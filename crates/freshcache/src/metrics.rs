@@ -292,6 +292,13 @@ fn encode_space(enc: &mut DescriptorEncoder<'_>, m: &MetricsSnapshot) -> std::fm
         "cache_type",
         [("disk", m.queue_failures)],
     )?;
+    counter_family(
+        enc,
+        "cache_index_skipped_reads",
+        "Disk hits read again from the blob file an earlier read of the key found, without an index lookup (no change to the key since).",
+        "cache_type",
+        [("disk", m.disk_rereads)],
+    )?;
     gauge_family(
         enc,
         "cache_footprint_bytes",
@@ -555,6 +562,8 @@ pub struct MetricsSnapshot {
     /// Disk writes queued (write-behind) when the snapshot began, and failed commits of them.
     pub(crate) queued_writes: u64,
     pub(crate) queue_failures: u64,
+    /// Disk hits read without the index (see `DiskTier::reread`).
+    pub(crate) disk_rereads: u64,
 }
 
 #[cfg(test)]

@@ -180,6 +180,7 @@ impl CacheBuilder {
                 config,
                 memory: Arc::new(memory),
                 disk,
+                locations: super::located::Locations::default(),
                 redis,
                 instance_id: instance_id.clone(),
                 l1_trusted: Arc::new(AtomicBool::new(true)),

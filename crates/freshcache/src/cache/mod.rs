@@ -33,6 +33,7 @@ mod coherence;
 mod fetch;
 mod follow;
 mod lineage;
+mod located;
 mod peek;
 mod pending;
 mod read;
@@ -68,6 +69,8 @@ struct Inner {
     /// Shared with the change follower thread (which holds no handle on the cache).
     memory: Arc<MemoryTier>,
     disk: DiskTier,
+    /// Where recent disk reads found their values, to read them again without the index.
+    locations: located::Locations,
     /// L2, when `redis_url` is set.
     redis: Option<RedisTier>,
     /// Identifies this instance's announcements, so it ignores its own.

@@ -13,14 +13,15 @@ use crate::error::Result;
 use crate::freshness::judge::{Allowance, Judgement, judge};
 use crate::key::Key;
 use crate::tier::TierKind;
+use crate::tier::disk::BlobLocation;
 
 /// One lookup below the memory tier: the key, its type, and the write epoch of its stripe
 /// when the lookup began (a promotion is skipped if a write came in between).
-struct Read<'a> {
-    key: &'a Key,
+pub(super) struct Read<'a> {
+    pub(super) key: &'a Key,
     ty: &'a DataTypeSpec,
     stripe: &'a Stripe,
-    epoch: u64,
+    pub(super) epoch: u64,
 }
 
 /// One in this many memory-tier fast-path lookups per thread is timed into the memory latency
@@ -309,7 +310,7 @@ impl Cache {
                     Judgement::Fresh { until } => {
                         rstats.hits.fetch_add(1, Ordering::Relaxed);
                         let entry = Arc::new(entry);
-                        self.promote_to_memory(read, &entry).await;
+                        self.promote(read, &entry, None).await;
                         return Some(Hit {
                             entry,
                             source: Source::Tier(TierKind::Redis),
@@ -352,7 +353,11 @@ impl Cache {
             return Ok(Lookup::Miss);
         }
         let dstats = inner.stats.tier(TierKind::Disk, ty.id);
-        let Some(entry) = inner.disk.get(k, now)? else {
+        let found = match self.reread_disk(read, now) {
+            Some(found) => Some(found),
+            None => inner.disk.get_located(k, now)?,
+        };
+        let Some((entry, location)) = found else {
             dstats.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(Lookup::Miss);
         };
@@ -363,7 +368,7 @@ impl Cache {
             match judge(&entry.meta, ty, now, Allowance::stale(opts.max_stale)) {
                 Judgement::Fresh { until } => {
                     dstats.hits.fetch_add(1, Ordering::Relaxed);
-                    self.promote_to_memory(read, &entry).await;
+                    self.promote(read, &entry, location).await;
                     self.promote_to_redis(read, &entry, until.duration_since(now));
                     return Ok(Lookup::Fresh(Hit {
                         entry,
@@ -374,6 +379,7 @@ impl Cache {
                 }
                 Judgement::FutureStamped => {
                     dstats.misses.fetch_add(1, Ordering::Relaxed);
+                    inner.locations.forget(k);
                     // A stamp a moment ahead is another process of this host whose clock reads a
                     // hair ahead of this one (each keeps its own offset, and stamps are whole
                     // milliseconds): not served yet, and left for when this clock reaches it —
@@ -398,6 +404,7 @@ impl Cache {
                 Judgement::Stale { until } => (until, true),
                 Judgement::Expired { until } => (until, false),
             };
+        inner.locations.forget(k);
         self.note_expired(ty, TierKind::Disk, &mut seen_expired);
         dstats.misses.fetch_add(1, Ordering::Relaxed);
         if serve_stale {
@@ -435,17 +442,24 @@ impl Cache {
         );
     }
 
-    /// Puts a copy read from a lower tier into memory, with the entry's own expiry. Skipped if
-    /// any write to this stripe happened since the read began: the copy may be outdated.
-    async fn promote_to_memory(&self, read: &Read<'_>, entry: &Arc<Entry>) {
-        if !self.memory_usable(read.ty) {
+    /// Puts a copy read from a lower tier into memory, with the entry's own expiry, and keeps
+    /// the blob file a disk read found it in (see `located`). Skipped if any write to this
+    /// stripe happened since the read began: the copy may be outdated.
+    async fn promote(&self, read: &Read<'_>, entry: &Arc<Entry>, location: Option<BlobLocation>) {
+        let to_memory = self.memory_usable(read.ty);
+        if !to_memory && location.is_none() {
             return;
         }
         let _g = Self::lock(read.stripe).await;
         if read.stripe.epoch.load(Ordering::Acquire) == read.epoch {
-            self.inner
-                .memory
-                .insert(read.key.as_arc().clone(), entry.clone());
+            if to_memory {
+                self.inner
+                    .memory
+                    .insert(read.key.as_arc().clone(), entry.clone());
+            }
+            if let Some(at) = location {
+                self.keep_location(read, at);
+            }
         }
     }
 

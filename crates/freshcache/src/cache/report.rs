@@ -200,6 +200,7 @@ impl crate::metrics::MetricsSource for Cache {
             tag_invalidations: ld(&inner.tag_invalidations),
             queued_writes,
             queue_failures,
+            disk_rereads: inner.disk.reread_count(),
             memory_latency: inner.memory_latency.snapshot(),
             disk_latency: inner.disk_latency.snapshot(),
             cleanup_ok: ld(&inner.upkeep.ok),

@@ -20,6 +20,7 @@ mod integrity;
 mod invalidation;
 mod lineage;
 mod lineage_guard;
+mod located;
 mod maintenance;
 mod metrics;
 mod multiprocess;

@@ -42,6 +42,7 @@ mod delete;
 pub mod fault;
 mod lease;
 mod nofollow;
+mod reread;
 mod reserve;
 mod schema;
 mod space;
@@ -56,6 +57,7 @@ pub use changes::{ChangeFollower, ChangeOp, Poll};
 pub(crate) use conn::i64_of;
 use conn::{WriterTurns, is_busy, unpoisoned};
 use delete::{Deleted, delete_rows};
+pub use reread::{BlobLocation, Reread};
 use schema::{SCHEMA, SCHEMA_VERSION, migrate};
 pub use space::{FreeSpace, StatvfsFreeSpace};
 use touch::{TOUCH_GRANULARITY, TouchQueue};
@@ -114,6 +116,8 @@ pub struct DiskTier {
     /// started (readers then write them themselves).
     flusher: Option<std::thread::JoinHandle<()>>,
     corrupt: AtomicU64,
+    /// Values read again from a known blob file, without the index (see [`DiskTier::reread`]).
+    rereads: AtomicU64,
     max_bytes: AtomicU64,
     evictions: AtomicU64,
     min_free: AtomicU64,
@@ -198,6 +202,7 @@ impl DiskTier {
             touches,
             flusher,
             corrupt: AtomicU64::new(0),
+            rereads: AtomicU64::new(0),
             max_bytes: AtomicU64::new(u64::MAX),
             evictions: AtomicU64::new(0),
             min_free: AtomicU64::new(0),
@@ -235,8 +240,21 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] or [`Error::Io`] when the index or a blob cannot be read at all.
     pub fn get(&self, key: &str, now: Timestamp) -> Result<Option<Entry>> {
+        Ok(self.get_located(key, now)?.map(|(entry, _)| entry))
+    }
+
+    /// [`DiskTier::get`], also saying where the value was found: its blob file (`None` for an
+    /// inline value or a queued write), for reading it again with [`DiskTier::reread`].
+    ///
+    /// # Errors
+    /// As [`DiskTier::get`].
+    pub fn get_located(
+        &self,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<(Entry, Option<BlobLocation>)>> {
         if let Some(queued) = self.queued(key) {
-            return Ok(Some(Entry::clone(&queued)));
+            return Ok(Some((Entry::clone(&queued), None)));
         }
         // A concurrent overwrite can remove the blob a just-read row named; the row then names
         // a new blob. Only a row that still names a missing file is damaged.
@@ -295,11 +313,13 @@ impl DiskTier {
         match codec::decode_bytes(key, bytes.into()) {
             Ok(entry) => {
                 // LRU needs access times to the second, not a write per read.
-                let last = Timestamp::from_millis(access_at.max(0) as u64);
-                if now.duration_since(last) >= TOUCH_GRANULARITY {
+                let mut touched = Timestamp::from_millis(access_at.max(0) as u64);
+                if now.duration_since(touched) >= TOUCH_GRANULARITY {
                     self.touch(key, now);
+                    touched = now;
                 }
-                Ok(Some(entry))
+                let location = file.map(|name| BlobLocation::new(name, touched));
+                Ok(Some((entry, location)))
             }
             Err(e) => {
                 self.drop_damaged(key, file.as_deref(), &e.to_string());

@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// True when `path` is a directory itself, not a symbolic link to one.
@@ -84,16 +84,20 @@ pub(super) fn read_blob(root: &Path, name: &str) -> io::Result<Option<Vec<u8>>> 
 /// find the end). Blobs are never written in place once renamed; a file that changed meanwhile
 /// fails its checksum.
 fn read_regular(file: &File) -> io::Result<Option<Vec<u8>>> {
-    let meta = file.metadata()?;
-    if !meta.is_file() {
+    // `fstat` itself: `File::metadata` asks `statx` for more than is needed here, at a cost.
+    let stat = rustix::fs::fstat(file)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Ok(None);
     }
     // Nothing stored is larger than the largest value plus its envelope: a bigger file (a
     // sparse one planted over a blob, say) is damage, not something to allocate for.
-    if meta.len() > crate::codec::MAX_VALUE_LEN + (1 << 20) {
+    let Ok(size) = u64::try_from(stat.st_size) else {
+        return Ok(None);
+    };
+    if size > crate::codec::MAX_VALUE_LEN + (1 << 20) {
         return Ok(None);
     }
-    let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
+    let len = usize::try_from(size).map_err(io::Error::other)?;
     let mut buf = Vec::with_capacity(len);
     while buf.len() < len {
         match rustix::io::read(file, rustix::buffer::spare_capacity(&mut buf)) {

@@ -1,0 +1,276 @@
+//! Disk hits read again without the index (`cache/located.rs`): the second read of a value
+//! the memory tier cannot hold goes straight to its blob file, and every change to the key —
+//! made here, by another instance on the same directory, by an invalidation, by expiry or by
+//! damage — is seen by the very next read, exactly as a read through the index would see it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use freshcache::metrics::register;
+use freshcache::{Cache, Config, Key, KeyPrefix, Lookup, ManualClock, Value};
+use prometheus_client::registry::Registry;
+
+use crate::metrics::scrape;
+use crate::support::*;
+
+/// A cache on `dir` whose memory tier is too small for the 100 KiB values used here.
+fn open_small(dir: &Path, clock: &ManualClock) -> Cache {
+    let config = Config::from_yaml_str(
+        "cache: {memory: {max_bytes: 64KiB}}",
+        None,
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap()
+    .with_cache_dir(dir);
+    Cache::builder(config).clock(clock.clone()).open().unwrap()
+}
+
+fn news(n: u32) -> Key {
+    Key::news("espn", format!("a{n}")).unwrap()
+}
+
+/// 100 KiB that do not compress (stored in a blob file, never held in memory here).
+fn big(tag: u64) -> Vec<u8> {
+    noise(tag, 100 * 1024)
+}
+
+/// The value of a fresh disk hit, `None` on a miss; panics on a hit from another tier.
+async fn read(cache: &Cache, key: &Key) -> Option<Vec<u8>> {
+    match cache.get(key).await.unwrap() {
+        Lookup::Fresh(h) => {
+            assert_eq!(h.source, DISK, "memory cannot hold a 100 KiB value here");
+            Some(h.value().to_vec())
+        }
+        other => {
+            assert_miss(&other);
+            None
+        }
+    }
+}
+
+/// Disk hits this cache read without the index so far.
+struct Skips(Registry);
+
+impl Skips {
+    fn of(cache: &Cache) -> Self {
+        let mut registry = Registry::default();
+        register(&mut registry, cache);
+        Self(registry)
+    }
+
+    fn count(&self) -> f64 {
+        scrape(&self.0)["cache_index_skipped_reads_total{cache_type=\"disk\"}"]
+    }
+}
+
+struct Two {
+    root: tempfile::TempDir,
+    clock: ManualClock,
+    a: Cache,
+    b: Cache,
+}
+
+impl Two {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let dir = root.path().join("cache");
+        let a = open_small(&dir, &clock);
+        let b = open_small(&dir, &clock);
+        Self { root, clock, a, b }
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        self.root.path().join("cache")
+    }
+}
+
+#[tokio::test]
+async fn a_second_disk_hit_skips_the_index_until_the_key_changes_here() {
+    let t = Two::new();
+    let (a, k) = (&t.a, news(1));
+    let skips = Skips::of(a);
+    a.set(&k, Value::bytes(big(1))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    assert_eq!(skips.count(), 0.0, "the first read looks the key up");
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    assert_eq!(
+        skips.count(),
+        2.0,
+        "later reads go straight to the blob file"
+    );
+
+    // A write here: the next read finds the new value (through the index), then skips again.
+    a.set(&k, Value::bytes(big(2))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(2)));
+    assert_eq!(skips.count(), 2.0);
+    assert_eq!(read(a, &k).await, Some(big(2)));
+    assert_eq!(skips.count(), 3.0);
+
+    // A delete, and a prefix invalidation of another key.
+    a.delete(&k).await.unwrap();
+    assert_eq!(read(a, &k).await, None);
+    let k2 = news(2);
+    a.set(&k2, Value::bytes(big(3))).await.unwrap();
+    assert_eq!(read(a, &k2).await, Some(big(3)));
+    assert_eq!(read(a, &k2).await, Some(big(3)));
+    a.invalidate_prefix(&KeyPrefix::parse("news:espn:").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read(a, &k2).await, None);
+}
+
+#[tokio::test]
+async fn another_instances_write_or_delete_is_seen_by_the_next_read() {
+    let t = Two::new();
+    let (a, b, k) = (&t.a, &t.b, news(1));
+    a.set(&k, Value::bytes(big(1))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    // Straight after `b` returns, whether or not `a` heard of the change yet: the blob `a`
+    // read is gone, so `a` goes back to the index.
+    b.set(&k, Value::bytes(big(2))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(2)));
+    assert_eq!(read(a, &k).await, Some(big(2)));
+    b.delete(&k).await.unwrap();
+    assert_eq!(read(a, &k).await, None);
+    b.set(&k, Value::bytes(big(3))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(3)));
+    assert_eq!(read(a, &k).await, Some(big(3)));
+    b.invalidate_prefix(&KeyPrefix::parse("news:").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read(a, &k).await, None);
+}
+
+#[tokio::test]
+async fn expiry_and_access_times_hold_on_reads_without_the_index() {
+    let t = Two::new();
+    let (a, k) = (&t.a, news(1));
+    let skips = Skips::of(a);
+    a.set(&k, Value::bytes(big(1)).ttl(secs(10))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    let stored_access = a.inspect(&k).unwrap().disk.unwrap().access_at;
+    // Read without the index a few seconds later: the access time still moves on (LRU).
+    t.clock.advance(secs(5));
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    assert!(skips.count() >= 1.0);
+    a.flush().unwrap();
+    let later = a.inspect(&k).unwrap().disk.unwrap().access_at;
+    assert_eq!(
+        later,
+        stored_access.saturating_add(secs(5)),
+        "the access time is recorded"
+    );
+    // Just before the TTL: served; at it: not.
+    t.clock.advance(secs(5) - Duration::from_millis(1));
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    t.clock.advance(Duration::from_millis(1));
+    assert_eq!(read(a, &k).await, None);
+}
+
+#[tokio::test]
+async fn a_damaged_blob_is_a_miss_removed_and_counted_not_a_skip() {
+    let t = Two::new();
+    let (a, k) = (&t.a, news(1));
+    let skips = Skips::of(a);
+    a.set(&k, Value::bytes(big(1))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    let file = a.inspect(&k).unwrap().disk.unwrap().file.unwrap();
+    // Damaged in place (same name, same length).
+    let path = t.dir().join("blobs").join(&file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let before = skips.count();
+    assert_eq!(read(a, &k).await, None);
+    assert_eq!(
+        skips.count(),
+        before,
+        "a blob that fails verification is not served"
+    );
+    assert!(
+        a.inspect(&k).unwrap().disk.is_none(),
+        "the damaged row is removed"
+    );
+    assert_eq!(a.stats().unwrap().corrupt_entries, 1);
+}
+
+/// A random run of writes, deletes, invalidations and clock moves by two instances on one
+/// directory, with reads by both after every step: each read answers what the last change
+/// left, whoever made it.
+#[tokio::test]
+async fn reads_follow_every_change_by_either_instance() {
+    let t = Two::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let keys: Vec<Key> = (0..4).map(news).collect();
+    // (value tag, expires at) per key, as the last change left it.
+    let mut model: Vec<Option<(u64, freshcache::Timestamp)>> = vec![None; keys.len()];
+    let skips = Skips::of(&t.a);
+    for step in 0..400u64 {
+        let who = if rng.bool() { &t.a } else { &t.b };
+        let i = rng.usize(..keys.len());
+        match rng.u8(..10) {
+            0..=4 => {
+                let ttl = secs(rng.u64(1..6));
+                who.set(&keys[i], Value::bytes(big(step)).ttl(ttl))
+                    .await
+                    .unwrap();
+                model[i] = Some((step, t.a.now().saturating_add(ttl)));
+            }
+            5 => {
+                who.delete(&keys[i]).await.unwrap();
+                model[i] = None;
+            }
+            6 => {
+                let prefix = KeyPrefix::parse("news:espn:").unwrap();
+                who.invalidate_prefix(&prefix).await.unwrap();
+                model.iter_mut().for_each(|m| *m = None);
+            }
+            _ => t.clock.advance(Duration::from_millis(rng.u64(1..1500))),
+        }
+        let now = t.a.now();
+        for (j, key) in keys.iter().enumerate() {
+            let want = model[j]
+                .filter(|(_, until)| now < *until)
+                .map(|(v, _)| big(v));
+            for reader in [&t.a, &t.b, &t.a] {
+                assert_eq!(read(reader, key).await, want, "step {step}, key {j}");
+            }
+        }
+    }
+    assert!(skips.count() > 100.0, "reads went without the index");
+}
+
+/// With write-behind, a write queued after a read without the index is what the writer reads
+/// next (the queue is newer than every blob file).
+#[tokio::test]
+async fn a_queued_write_wins_over_a_known_blob() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let config = Config::from_yaml_str(
+        "cache: {memory: {max_bytes: 64KiB}, disk: {write_behind: 1s}}",
+        None,
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap()
+    .with_cache_dir(root.path().join("cache"));
+    let a = Cache::builder(config).clock(clock.clone()).open().unwrap();
+    let skips = Skips::of(&a);
+    let k = news(1);
+    a.set(&k, Value::bytes(big(1))).await.unwrap();
+    a.flush().unwrap();
+    assert_eq!(read(&a, &k).await, Some(big(1)));
+    assert_eq!(read(&a, &k).await, Some(big(1)));
+    assert_eq!(skips.count(), 1.0);
+    a.set(&k, Value::bytes(big(2))).await.unwrap();
+    assert_eq!(
+        read(&a, &k).await,
+        Some(big(2)),
+        "the queued write, not the old blob"
+    );
+    a.flush().unwrap();
+    assert_eq!(read(&a, &k).await, Some(big(2)));
+}
