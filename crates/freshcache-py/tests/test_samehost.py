@@ -73,3 +73,45 @@ def test_an_overwrite_and_a_delete_reach_another_instances_memory(tmp_path: Path
         wait_for(lambda: b_reads(b"v2"), "B to see A's overwrite", deadline_s=5)
         a.delete(KEY)
         wait_for(lambda: b_reads(None), "B to see A's delete", deadline_s=5)
+
+
+def _overwrite_then_delete(
+    cache_dir: str, value: bytes, go_set: Any, go_delete: Any, done: Any
+) -> None:
+    with freshcache.Cache(cache_dir=cache_dir) as c:
+        go_set.wait(30)
+        c.set("news:big:a1", value)
+        done.put("set")
+        go_delete.wait(30)
+        c.delete("news:big:a1")
+        done.put("deleted")
+
+
+def test_a_large_value_read_again_follows_another_process_at_once(tmp_path: Path) -> None:
+    """A value too large for the memory tier is read again from its blob file without the
+    index; another process's overwrite or delete is seen by the very next read, without waiting
+    for the change feed (the process removed the old blob before its call returned)."""
+    ctx = multiprocessing.get_context("spawn")
+    go_set, go_delete, done = ctx.Event(), ctx.Event(), ctx.Queue()
+    cache_dir = str(tmp_path / "cache")
+    # Incompressible, so they are stored in blob files.
+    first, second = os.urandom(100 * 1024), os.urandom(100 * 1024)
+    with freshcache.Cache(cache_dir=cache_dir, memory={"max_bytes": "64KiB"}) as a:
+        a.set("news:big:a1", first)
+        writer = ctx.Process(
+            target=_overwrite_then_delete, args=(cache_dir, second, go_set, go_delete, done)
+        )
+        writer.start()
+        for _ in range(3):
+            hit = a.get("news:big:a1")
+            assert hit is not None and hit.tier == "disk" and hit.to_bytes() == first
+        go_set.set()
+        assert done.get(timeout=60) == "set"
+        for _ in range(3):
+            hit = a.get("news:big:a1")
+            assert hit is not None and hit.to_bytes() == second
+        go_delete.set()
+        assert done.get(timeout=60) == "deleted"
+        assert a.get("news:big:a1") is None
+        writer.join(30)
+        assert writer.exitcode == 0
