@@ -96,12 +96,13 @@ async fn falling_behind_the_change_feed_drops_shared_copies_but_keeps_memory_onl
     a.set(&news(1), "headline").await.unwrap();
     assert_eq!(fresh(a.get(&news(1)).await.unwrap()).source, MEMORY);
     // A hole in the feed, as pruning leaves one for a follower that fell behind: a committed
-    // row removed before anyone read it. The next change shows A the gap.
+    // row removed before anyone read it (pruning removes the oldest rows, never the newest).
     let db = rusqlite::Connection::open(dir.join("metadata.db")).unwrap();
     db.execute_batch(
         "BEGIN IMMEDIATE;
          INSERT INTO changes (op, subject, origin) VALUES ('set', 'news:wire:zz', 'test');
-         DELETE FROM changes WHERE origin = 'test';
+         INSERT INTO changes (op, subject, origin) VALUES ('set', 'news:wire:zy', 'test');
+         DELETE FROM changes WHERE subject = 'news:wire:zz';
          COMMIT;",
     )
     .unwrap();

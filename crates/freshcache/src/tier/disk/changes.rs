@@ -15,8 +15,12 @@ use crate::error::{Error, Result};
 
 /// The feed's table, created with the index.
 pub(super) const SCHEMA: &str = "
+-- `seq` is the rowid: one past the highest row. Not AUTOINCREMENT, which writes its counter
+-- to `sqlite_sequence`, one more page in every commit; pruning keeps the newest row, so
+-- numbers are never reused (an index made by an earlier build keeps AUTOINCREMENT: the same
+-- numbers).
 CREATE TABLE IF NOT EXISTS changes (
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq    INTEGER PRIMARY KEY,
     op     TEXT NOT NULL,
     subject TEXT NOT NULL,
     origin TEXT NOT NULL
@@ -230,10 +234,10 @@ impl ChangeFollower {
         let Some(first) = rows.first() else {
             return Ok(Poll::Changes(Vec::new()));
         };
-        // AUTOINCREMENT numbers committed rows without holes (writes are serialised, so no row
-        // commits before one numbered lower), and only pruning deletes them: a first row past
-        // the next number, or a hole between two rows, means rows this follower never read
-        // are gone.
+        // Rows are numbered one past the highest row without holes (writes are serialised, so
+        // no row commits before one numbered lower), and only pruning deletes them — never the
+        // newest, so a number is never given twice: a first row past the next number, or a hole
+        // between two rows, means rows this follower never read are gone.
         let gap = first.0 > self.last + 1 || rows.windows(2).any(|w| w[1].0 != w[0].0 + 1);
         self.last = rows.last().map_or(self.last, |r| r.0);
         if gap {
@@ -357,5 +361,49 @@ mod tests {
         };
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].subject, "odds:g:9");
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_row_so_numbers_are_never_given_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        let a = DiskTier::open(dir.path(), &db, 8192).unwrap();
+        a.record_changes_as("a");
+        let put = |i: i64| {
+            a.put(
+                &format!("odds:g:{i}"),
+                &entry(b"x"),
+                u64::MAX,
+                Timestamp::from_millis(1),
+            )
+            .unwrap();
+        };
+        let newest = || {
+            a.with_reader(|c| c.query_row("SELECT MAX(seq) FROM changes", [], |r| r.get(0)))
+                .unwrap()
+        };
+        // Over a pruning, which runs every PRUNE_EVERY rows and keeps the newest KEEP.
+        for i in 0..PRUNE_EVERY + 2 {
+            put(i);
+        }
+        let before: i64 = newest();
+        assert_eq!(before, PRUNE_EVERY + 2);
+        // The harshest pruning a writer can do still keeps the row it just wrote.
+        a.with_writer(|c| c.execute("DELETE FROM changes WHERE seq < ?1", [before]))
+            .unwrap();
+        let mut follower = ChangeFollower::open(&db).unwrap();
+        put(99);
+        assert_eq!(
+            newest(),
+            before + 1,
+            "numbering goes on past the highest row"
+        );
+        let Poll::Changes(got) = follower.poll().unwrap() else {
+            panic!("gap");
+        };
+        assert_eq!(
+            (got.len(), got[0].seq),
+            (1, u64::try_from(before + 1).unwrap())
+        );
     }
 }
