@@ -34,6 +34,42 @@ const FLAG_LAST_MODIFIED: u8 = 8;
 pub const MAX_VALUE_LEN: u64 = 1 << 30;
 const ZSTD_LEVEL: i32 = 1;
 
+thread_local! {
+    /// zstd contexts, one per thread and made on first use: making one costs more than
+    /// compressing a 64 KiB value that does not compress.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `value` compressed at [`ZSTD_LEVEL`]; `None` when zstd fails.
+fn compress(value: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut kept = cell.try_borrow_mut().ok()?;
+        if kept.is_none() {
+            *kept = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?);
+        }
+        kept.as_mut()?.compress(value).ok()
+    })
+}
+
+/// `payload` decompressed into at most `cap` bytes.
+fn decompress(payload: &[u8], cap: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let Ok(mut kept) = cell.try_borrow_mut() else {
+            return zstd::bulk::decompress(payload, cap);
+        };
+        if kept.is_none() {
+            *kept = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match kept.as_mut() {
+            Some(d) => d.decompress(payload, cap),
+            None => zstd::bulk::decompress(payload, cap),
+        }
+    })
+}
+
 /// Whether to compress the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -51,9 +87,7 @@ pub fn encode(key: &str, entry: &Entry, compress_above: u64) -> Result<Vec<u8>> 
     let m = &entry.meta;
     let mut flags = 0u8;
     let compressed = if entry.size() > compress_above {
-        zstd::bulk::compress(&entry.value, ZSTD_LEVEL)
-            .ok()
-            .filter(|c| c.len() < entry.value.len())
+        compress(&entry.value).filter(|c| c.len() < entry.value.len())
     } else {
         None
     };
@@ -252,8 +286,7 @@ pub fn decode_bytes(expected_key: &str, owned: Bytes) -> Result<Entry> {
     let value = if flags & FLAG_ZSTD != 0 {
         let cap = usize::try_from(value_len).map_err(|_| Error::corrupt("value length"))?;
         let v = Bytes::from(
-            zstd::bulk::decompress(payload, cap)
-                .map_err(|e| Error::corrupt(format!("zstd: {e}")))?,
+            decompress(payload, cap).map_err(|e| Error::corrupt(format!("zstd: {e}")))?,
         );
         // The trailer vouches for the compressed bytes; this vouches for what came out.
         if checksum(&v) != value_sum {
