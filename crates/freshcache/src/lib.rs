@@ -62,6 +62,7 @@ pub mod freshness;
 pub mod key;
 pub mod maintenance;
 pub mod metrics;
+mod random;
 mod report;
 pub mod stats;
 pub(crate) mod tier;

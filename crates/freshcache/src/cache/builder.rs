@@ -167,7 +167,7 @@ impl CacheBuilder {
                 .collect(),
         );
         let (closing, closed) = watch::channel(());
-        let instance_id = format!("{:016x}", fastrand::u64(..));
+        let instance_id = format!("{:016x}", crate::random::u64());
         // Without Redis, processes sharing the directory hear of each other's changes through
         // the index's change feed (with Redis, through its channel).
         disk.record_changes_as(&instance_id);

@@ -332,7 +332,7 @@ impl Cache {
             })
         };
         let lease_for = self.inner.config.redis.lease;
-        let token = format!("{}-{:016x}", self.inner.instance_id, fastrand::u64(..));
+        let token = format!("{}-{:016x}", self.inner.instance_id, crate::random::u64());
         let started = self.inner.clock.monotonic();
         loop {
             match self.try_lease(key, ty, &token, lease_for).await {

@@ -4,8 +4,17 @@
 //! promotion to memory). A change made by another process removes the old blob before it
 //! returns, so the file is gone and the read goes to the index (see `DiskTier::reread`). This
 //! matters for values the memory tier cannot hold: a row read costs as much as the file read.
+//!
+//! Only where a follower reads the index's change feed (no Redis, the directory shared on this
+//! host) or nobody else writes the directory (exclusive): a writer that dies between committing
+//! its row and removing the old blob leaves that blob behind, and only the feed still tells the
+//! other processes — within the follower's period, as for their memory copies. With Redis, a
+//! writer that dies before its announcement tells no one, so a location could be used until the
+//! value's TTL: disk reads there always go through the index. Not while the follower cannot
+//! follow either (memory copies are bypassed then too).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use quick_cache::sync::Cache as QuickCache;
 
@@ -47,6 +56,9 @@ impl Cache {
         read: &Read<'_>,
         now: Timestamp,
     ) -> Option<(Entry, Option<BlobLocation>)> {
+        if !self.locations_usable() {
+            return None;
+        }
         let locations = &self.inner.locations;
         let k = read.key.as_str();
         let (epoch, at) = locations.map.get(k)?;
@@ -63,9 +75,17 @@ impl Cache {
     /// Keeps where `read` found its value; called under the stripe lock, only when no change to
     /// the stripe came since the read began.
     pub(super) fn keep_location(&self, read: &Read<'_>, at: BlobLocation) {
+        if !self.locations_usable() {
+            return;
+        }
         self.inner
             .locations
             .map
             .insert(read.key.as_arc().clone(), (read.epoch, at));
+    }
+
+    /// Whether kept locations may be used (see the module's documentation).
+    fn locations_usable(&self) -> bool {
+        self.inner.redis.is_none() && self.inner.l1_trusted.load(Ordering::Acquire)
     }
 }

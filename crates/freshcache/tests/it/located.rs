@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use freshcache::metrics::register;
-use freshcache::{Cache, Config, Key, KeyPrefix, Lookup, ManualClock, Value};
+use freshcache::{Cache, Config, Key, KeyPrefix, Lookup, ManualClock, Sharing, Value};
+use freshcache_testkit::RedisServer;
 use prometheus_client::registry::Registry;
 
 use crate::metrics::scrape;
@@ -15,6 +16,10 @@ use crate::support::*;
 
 /// A cache on `dir` whose memory tier is too small for the 100 KiB values used here.
 fn open_small(dir: &Path, clock: &ManualClock) -> Cache {
+    open_sharing(dir, clock, Sharing::Host)
+}
+
+fn open_sharing(dir: &Path, clock: &ManualClock, sharing: Sharing) -> Cache {
     let config = Config::from_yaml_str(
         "cache: {memory: {max_bytes: 64KiB}}",
         None,
@@ -22,7 +27,11 @@ fn open_small(dir: &Path, clock: &ManualClock) -> Cache {
     )
     .unwrap()
     .with_cache_dir(dir);
-    Cache::builder(config).clock(clock.clone()).open().unwrap()
+    Cache::builder(config)
+        .clock(clock.clone())
+        .sharing(sharing)
+        .open()
+        .unwrap()
 }
 
 fn news(n: u32) -> Key {
@@ -124,7 +133,22 @@ async fn a_second_disk_hit_skips_the_index_until_the_key_changes_here() {
 #[tokio::test]
 async fn another_instances_write_or_delete_is_seen_by_the_next_read() {
     let t = Two::new();
-    let (a, b, k) = (&t.a, &t.b, news(1));
+    changes_by_b_are_seen_by_the_next_read_of_a(&t.a, &t.b).await;
+}
+
+/// The same without a follower on the reading side: the removal of the old blob alone sends
+/// the read back to the index.
+#[tokio::test]
+async fn the_removed_blob_alone_sends_the_next_read_to_the_index() {
+    let t = Two::new();
+    let a = open_sharing(&t.dir(), &t.clock, Sharing::Exclusive);
+    let skips = Skips::of(&a);
+    changes_by_b_are_seen_by_the_next_read_of_a(&a, &t.b).await;
+    assert!(skips.count() >= 2.0, "reads went without the index");
+}
+
+async fn changes_by_b_are_seen_by_the_next_read_of_a(a: &Cache, b: &Cache) {
+    let k = news(1);
     a.set(&k, Value::bytes(big(1))).await.unwrap();
     assert_eq!(read(a, &k).await, Some(big(1)));
     assert_eq!(read(a, &k).await, Some(big(1)));
@@ -273,4 +297,65 @@ async fn a_queued_write_wins_over_a_known_blob() {
     );
     a.flush().unwrap();
     assert_eq!(read(&a, &k).await, Some(big(2)));
+}
+
+/// A writer that dies after committing its row, before removing the blob it replaced, leaves
+/// that blob where a reader's kept location finds it whole. The change feed still tells the
+/// reader: it goes back to the index once its follower has read the feed, as its memory copies
+/// would.
+#[tokio::test]
+async fn a_blob_a_dead_writer_left_behind_is_dropped_when_the_feed_tells_of_the_change() {
+    let t = Two::new();
+    let (a, b, k) = (&t.a, &t.b, news(1));
+    a.set(&k, Value::bytes(big(1))).await.unwrap();
+    assert_eq!(read(a, &k).await, Some(big(1)));
+    let file = a.inspect(&k).unwrap().disk.unwrap().file.unwrap();
+    let path = t.dir().join("blobs").join(&file);
+    let old = std::fs::read(&path).unwrap();
+    b.set(&k, Value::bytes(big(2))).await.unwrap();
+    // Put back as the dead writer would have left it.
+    std::fs::write(&path, &old).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = read(a, &k).await.expect("a value stays");
+        if got == big(2) {
+            break;
+        }
+        assert_eq!(got, big(1), "the old value or the new one, nothing else");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never told of the change"
+        );
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..3 {
+        assert_eq!(read(a, &k).await, Some(big(2)));
+    }
+}
+
+/// With Redis, a writer that dies before its announcement tells no one: disk reads there
+/// always go through the index, never to a kept blob file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_disk_reads_go_through_the_index() {
+    let redis = RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "cache:\n  redis_url: \"{}\"\n  memory: {{max_bytes: 64KiB}}\n  data_types:\n    news_articles:\n      placement: memory_and_disk\n",
+        redis.url()
+    );
+    let config = Config::from_yaml_str(&yaml, None, Vec::<(String, String)>::new())
+        .unwrap()
+        .with_cache_dir(root.path());
+    let a = Cache::builder(config)
+        .clock(ManualClock::new(T0))
+        .connect()
+        .await
+        .unwrap();
+    let skips = Skips::of(&a);
+    let k = news(1);
+    a.set(&k, Value::bytes(big(1))).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(read(&a, &k).await, Some(big(1)));
+    }
+    assert_eq!(skips.count(), 0.0);
 }

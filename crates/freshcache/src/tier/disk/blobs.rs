@@ -19,7 +19,7 @@ pub(super) fn valid_blob_name(name: &str) -> bool {
 }
 
 pub(super) fn new_blob_name() -> String {
-    let id = format!("{:032x}", fastrand::u128(..));
+    let id = format!("{:032x}", crate::random::u128());
     format!("{}/{id}.blob", &id[..2])
 }
 
@@ -42,7 +42,8 @@ impl DiskTier {
     }
 
     /// Deletes a blob whose row is gone. Best effort: a leftover file is an orphan that repair
-    /// removes, never a value that could be served.
+    /// removes. No read through the index serves it; a process that kept its location (see
+    /// `DiskTier::reread`) hears of the change that orphaned it through the change feed.
     pub(super) fn remove_blob(&self, name: Option<&str>) {
         if let Some(name) = name.filter(|n| valid_blob_name(n)) {
             // Never through a blob or shard directory replaced by a link (the blob itself may

@@ -186,7 +186,7 @@ impl DiskTier {
         ) {
             let probe = self
                 .tmp
-                .join(format!("probe-{:016x}.tmp", fastrand::u64(..)));
+                .join(format!("probe-{:016x}.tmp", crate::random::u64()));
             match fs::File::create_new(&probe) {
                 Ok(_) => {
                     let _ = fs::remove_file(&probe);

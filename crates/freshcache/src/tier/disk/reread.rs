@@ -5,8 +5,10 @@
 //! replaced it returns — in whichever process made it. So a blob that still opens and verifies
 //! (checksum and the key inside the envelope) is the value its row named when it was read: the
 //! same entry a full read would have returned until that write or delete, whose expiry and
-//! lineage the caller judges as for any disk read. The caller decides how long a location may
-//! be used: `Cache` drops it on any change to the key it makes or learns of.
+//! lineage the caller judges as for any disk read. A process that dies between the commit and
+//! the removal (or a removal that fails) leaves the old blob, so the caller decides how long a
+//! location may be used: `Cache` drops it on any change to the key it makes or learns of, and
+//! keeps locations only where the change feed tells it of every change (`cache/located.rs`).
 
 #[allow(clippy::wildcard_imports)]
 use super::*;

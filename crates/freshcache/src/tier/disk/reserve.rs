@@ -111,7 +111,7 @@ impl Reserve {
         // openers never see a short reserve.
         let tmp = self
             .tmp
-            .join(format!("reserve-{:016x}.tmp", fastrand::u64(..)));
+            .join(format!("reserve-{:016x}.tmp", crate::random::u64()));
         let made = (|| {
             let mut f = fs::File::create_new(&tmp)?;
             let zeros = vec![0u8; 64 << 10];
