@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import random
 import threading
 from pathlib import Path
 from typing import Any
@@ -180,37 +179,3 @@ def test_after_fork_the_child_gets_a_clear_error_and_can_reopen(tmp_path: Path) 
     assert hit is not None and hit.decode() == "child"
     c.close()
 
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_children_forked_from_one_parent_never_write_under_one_name(tmp_path: Path) -> None:
-    """Children forked after the parent opened a cache (and so drew names on this thread) open
-    their own and write large values: every value comes back whole, each in a file of its own
-    (names come from the OS, not from a generator whose state fork copied)."""
-    c = freshcache.Cache(cache_dir=tmp_path)
-    c.set("news:parent:a0", random.Random(-1).randbytes(100 * 1024))
-
-    def value(i: int, j: int) -> bytes:
-        return random.Random(i * 100 + j).randbytes(100 * 1024)
-
-    pids = []
-    for i in range(3):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                with freshcache.Cache(cache_dir=tmp_path) as mine:
-                    for j in range(5):
-                        mine.set(f"news:child{i}:a{j}", value(i, j))
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    for pid in pids:
-        assert os.waitpid(pid, 0)[1] == 0
-    for i in range(3):
-        for j in range(5):
-            hit = c.get(f"news:child{i}:a{j}")
-            assert hit is not None and hit.to_bytes() == value(i, j), (i, j)
-    blobs = [p for p in (tmp_path / "blobs").rglob("*.blob")]
-    assert len(blobs) == 16, f"{len(blobs)} blob files for 16 values"
-    c.close()
