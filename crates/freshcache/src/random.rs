@@ -1,20 +1,13 @@
-//! Random identifiers — blob names, instance ids, lease tokens, temp file names — drawn from
-//! the operating system. A per-thread generator would not do: `fork()` copies its state, so a
-//! parent and the children it forks would draw the same names (two processes writing one blob
-//! file under one name).
+//! Random identifiers — instance ids, lease tokens, temp file names — drawn from the operating
+//! system. A per-thread generator would not do: `fork()` copies its state, so a parent and the
+//! children it forks would draw the same ids (and ignore each other's change-feed rows). Blob
+//! names still come from the per-thread generator, which the crash and link tests seed.
 
 /// 64 random bits.
 pub(crate) fn u64() -> u64 {
     let mut b = [0u8; 8];
     fill(&mut b);
     u64::from_le_bytes(b)
-}
-
-/// 128 random bits.
-pub(crate) fn u128() -> u128 {
-    let mut b = [0u8; 16];
-    fill(&mut b);
-    u128::from_le_bytes(b)
 }
 
 fn fill(dest: &mut [u8]) {

@@ -19,7 +19,7 @@ pub(super) fn valid_blob_name(name: &str) -> bool {
 }
 
 pub(super) fn new_blob_name() -> String {
-    let id = format!("{:032x}", crate::random::u128());
+    let id = format!("{:032x}", fastrand::u128(..));
     format!("{}/{id}.blob", &id[..2])
 }
 
