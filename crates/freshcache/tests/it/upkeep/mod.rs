@@ -431,8 +431,7 @@ fn after_a_failed_sweep_the_index_log_is_still_checkpointed_by_later_writes() {
     // A failed sweep must leave checkpoints running.
     assert!(disk.sweep_expired(clock.now(), Mode::Apply).is_err());
 
-    // 16 MB through the log: with checkpoints it is reused from the start every ~4 MB.
-    for i in 1..=256u64 {
+    let put = |i: u64| {
         disk.put(
             &format!("k:{i:03}"),
             &entry("news_articles", value(i), clock.now(), secs(3600)),
@@ -440,7 +439,9 @@ fn after_a_failed_sweep_the_index_log_is_still_checkpointed_by_later_writes() {
             clock.now(),
         )
         .unwrap();
-    }
+    };
+    // 16 MB through the log: with checkpoints it is reused from the start every ~4 MB.
+    (1..=256u64).for_each(put);
     // The checkpoint thread may lag the writes on a loaded machine: a few more writes, until
     // one starts the log over after a checkpoint (a log never checkpointed only grows).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -454,13 +455,7 @@ fn after_a_failed_sweep_the_index_log_is_still_checkpointed_by_later_writes() {
             "the log grew to {wal} bytes: never checkpointed"
         );
         std::thread::sleep(Duration::from_millis(5));
-        disk.put(
-            &format!("k:{i:03}"),
-            &entry("news_articles", value(i), clock.now(), secs(3600)),
-            u64::MAX,
-            clock.now(),
-        )
-        .unwrap();
+        put(i);
     }
 }
 
