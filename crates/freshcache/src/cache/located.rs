@@ -75,17 +75,15 @@ impl Cache {
     /// Keeps where `read` found its value; called under the stripe lock, only when no change to
     /// the stripe came since the read began.
     pub(super) fn keep_location(&self, read: &Read<'_>, at: BlobLocation) {
-        if !self.locations_usable() {
-            return;
-        }
         self.inner
             .locations
             .map
             .insert(read.key.as_arc().clone(), (read.epoch, at));
     }
 
-    /// Whether kept locations may be used (see the module's documentation).
-    fn locations_usable(&self) -> bool {
+    /// Whether kept locations may be used (see the module's documentation); a read keeps
+    /// none when they may not.
+    pub(super) fn locations_usable(&self) -> bool {
         self.inner.redis.is_none() && self.inner.l1_trusted.load(Ordering::Acquire)
     }
 }

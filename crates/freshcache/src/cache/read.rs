@@ -361,6 +361,7 @@ impl Cache {
             dstats.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(Lookup::Miss);
         };
+        let location = location.filter(|_| self.locations_usable());
         let entry = Arc::new(entry);
         // Judged against the clock after the disk read, not before it.
         let now = inner.clock.now().max(now);
