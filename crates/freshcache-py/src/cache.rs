@@ -3,67 +3,42 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use freshcache::fetch::{FetchOptions, Fetcher};
-use freshcache::{Cache, Codec, Config, Key, KeyPrefix, Lookup, ReadOptions, Value};
+use freshcache::{Codec, Config, Key, KeyPrefix, Lookup, ReadOptions, Value};
 
 use crate::clock::{ManualClock, duration, timestamp};
 use crate::errors::{CacheClosed, LoaderFailed, to_py};
+use crate::fork::{FORKS, Gate, Opening};
 use crate::hit::Hit;
 use crate::keys::KeyMemo;
 use crate::recent::RecentHits;
-
-/// What an open cache holds. Dropped when closed, in the process that opened it only.
-struct Open {
-    cache: Cache,
-    runtime: tokio::runtime::Runtime,
-    fetcher: OnceLock<Fetcher>,
-}
+use crate::shared::{Open, OpenError, Shared};
 
 /// The cache as the Python package sees it.
 #[pyclass(frozen, subclass, module = "freshcache._native", name = "NativeCache")]
 pub struct NativeCache {
-    /// `None` once closed.
-    open: RwLock<Option<Arc<Open>>>,
-    /// The process that opened it: SQLite connections, the runtime's threads and Redis
-    /// connections do not survive `fork()`, so a child gets [`CacheClosed`] instead.
-    pid: u32,
+    shared: Arc<Shared>,
     /// [`FORKS`] when opened: a cheap check on every call (`getpid` is a system call).
     forks: u64,
     /// Keys `get` has already validated.
     keys: KeyMemo,
-    /// Memory hits `get` handed out lately, handed out again while they stand.
-    recent: RecentHits,
-}
-
-/// Forks seen by this process's copy of the module: the package's `os.register_at_fork`
-/// hook bumps it in every child. Calls compare it first and `getpid` only on a change, so
-/// the hot path pays an atomic load, not a system call.
-static FORKS: AtomicU64 = AtomicU64::new(0);
-
-/// Called in a child after `os.fork()` (registered by the Python package).
-#[pyfunction]
-pub fn _after_fork_in_child() {
-    FORKS.fetch_add(1, Ordering::SeqCst);
 }
 
 impl Drop for NativeCache {
     fn drop(&mut self) {
-        if std::process::id() != self.pid {
+        if std::process::id() != self.shared.pid {
             // In a forked child: the runtime's threads and the index's locks belong to the
             // parent. Dropping them here could block or write through the parent's handles.
-            let taken = self
-                .open
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            std::mem::forget(taken);
+            if let Ok(mut open) = self.shared.open.try_write() {
+                std::mem::forget(open.take());
+            }
         }
     }
 }
@@ -115,22 +90,25 @@ fn value(
 }
 
 impl NativeCache {
-    fn state(&self) -> PyResult<Arc<Open>> {
+    /// Refuses a cache inherited over `fork()`.
+    #[inline]
+    fn here(&self) -> PyResult<()> {
         if FORKS.load(Ordering::Relaxed) != self.forks {
             return Err(self.forked());
         }
-        self.open
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| CacheClosed::new_err("the cache is closed"))
+        Ok(())
+    }
+
+    fn state(&self) -> PyResult<Arc<Open>> {
+        self.here()?;
+        self.shared.current().map_err(CacheClosed::new_err)
     }
 
     fn forked(&self) -> PyErr {
         let now = std::process::id();
         CacheClosed::new_err(format!(
             "this cache was opened in process {} and cannot be used after fork() (this is process {now}): open a new Cache in the child",
-            self.pid
+            self.shared.pid
         ))
     }
 
@@ -138,20 +116,20 @@ impl NativeCache {
     /// cost more than the lookup): first among the hits handed out lately, then under the
     /// state lock's read guard, without cloning the state's `Arc` or entering the runtime.
     fn memory_hit<'py>(&self, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, Hit>>> {
-        if FORKS.load(Ordering::Relaxed) != self.forks {
-            return Err(self.forked());
-        }
-        if let Some(hit) = self.recent.find(key) {
+        self.here()?;
+        let shared = &*self.shared;
+        if let Some(hit) = shared.recent.find(key) {
             return Ok(Some(hit));
         }
         let py = key.py();
         let parsed = self.keys.parse(key)?;
         let found = {
-            let guard = self
-                .open
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let guard = shared.open.read().unwrap_or_else(PoisonError::into_inner);
             let Some(st) = guard.as_ref() else {
+                if shared.gate.is_parked() {
+                    // Parked for a fork: the lookup waits for it (in `get`, off the GIL).
+                    return Ok(None);
+                }
                 return Err(CacheClosed::new_err("the cache is closed"));
             };
             st.cache
@@ -160,24 +138,28 @@ impl NativeCache {
         };
         let Some(found) = found else { return Ok(None) };
         let hit = Bound::new(py, Hit::recallable(found, key))?;
-        self.recent.keep(key, &hit);
+        shared.recent.keep(key, &hit);
         Ok(Some(hit))
     }
 
-    /// Runs `f(cache)` to completion on the cache's runtime with the GIL released.
+    /// Runs `f(cache)` to completion on the cache's runtime with the GIL released (waiting
+    /// first while the cache is parked for a fork).
     fn run<T, F, Fut>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
         T: Send,
         F: FnOnce(Arc<Open>) -> Fut + Send,
         Fut: Future<Output = freshcache::Result<T>>,
     {
-        let st = self.state()?;
+        self.here()?;
         // Also for a fork the package's hook did not see (one made from C): every call that
         // reaches the index or Redis checks the pid itself.
-        if std::process::id() != self.pid {
+        if std::process::id() != self.shared.pid {
             return Err(self.forked());
         }
+        let shared = &*self.shared;
         let out = py.detach(move || {
+            let _call = shared.gate.enter();
+            let st = shared.current().map_err(Stop::Closed)?;
             let handle = st.runtime.handle().clone();
             // Most calls finish on their first poll (a disk read, a memory hit): polled once
             // here, in the runtime's context, before paying for a full `block_on`.
@@ -185,13 +167,22 @@ impl NativeCache {
             let mut fut = std::pin::pin!(f(st));
             let mut cx = Context::from_waker(Waker::noop());
             if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                return out;
+                return out.map_err(Stop::Lib);
             }
             drop(entered);
-            handle.block_on(fut)
+            handle.block_on(fut).map_err(Stop::Lib)
         });
-        out.map_err(|e| to_py(py, e))
+        out.map_err(|e| match e {
+            Stop::Closed(why) => CacheClosed::new_err(why),
+            Stop::Lib(e) => to_py(py, e),
+        })
     }
+}
+
+/// Why a call did not reach the library, or the library's error.
+enum Stop {
+    Closed(String),
+    Lib(freshcache::Error),
 }
 
 #[pymethods]
@@ -226,27 +217,12 @@ impl NativeCache {
             None => config,
         };
         let clock = clock.map(|c| c.inner.clone());
+        let (cfg, clk) = (config.clone(), clock.clone());
         let opened = py.detach(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("freshcache-py")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the cache's runtime: {e}"))?;
-            let mut builder = Cache::builder(config);
-            if let Some(c) = clock {
-                builder = builder.clock(c);
-            }
-            let cache = runtime
-                .block_on(builder.connect())
-                .map_err(|e| e.to_string_err())?;
-            Ok::<_, OpenError>(Open {
-                cache,
-                runtime,
-                fetcher: OnceLock::new(),
-            })
+            let opening = Opening::start().map_err(OpenError::Other)?;
+            Open::start(cfg, clk).map(|o| (opening, o))
         });
-        let open = match opened {
+        let (opening, open) = match opened {
             Ok(o) => o,
             Err(OpenError::Lib(e)) => return Err(to_py(py, e)),
             Err(OpenError::Other(s)) => return Err(crate::errors::Error::new_err(s)),
@@ -256,37 +232,43 @@ impl NativeCache {
             open.cache.memory_recall(),
             open.cache.config().memory.max_bytes,
         );
-        Ok(Self {
+        let shared = Arc::new(Shared {
             open: RwLock::new(Some(Arc::new(open))),
+            gate: Gate::default(),
+            recent,
             pid: std::process::id(),
+            config,
+            clock,
+            closed: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            reopen_failed: Mutex::new(None),
+        });
+        opening.register(&shared);
+        Ok(Self {
+            shared,
             forks: FORKS.load(Ordering::SeqCst),
             keys: KeyMemo::new(py),
-            recent,
         })
     }
 
     /// Flushes and closes; later calls raise `CacheClosed`. Idempotent.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        if std::process::id() != self.pid {
+        let shared = &*self.shared;
+        if std::process::id() != shared.pid {
             return Ok(());
         }
+        shared.closed.store(true, Ordering::SeqCst);
         // Before the state goes: a kept hit must not outlive the cache it came from.
-        self.recent.clear(py);
-        let taken = self
+        shared.recent.clear(py);
+        let taken = shared
             .open
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(st) = taken {
-            let flushed = py.detach(move || {
-                // Also stops the write-behind committer, which could otherwise hold the cache
-                // past this drop.
-                let r = st.cache.shut_down();
-                // The runtime and cache drop here, off the GIL, once no call holds them.
-                drop(st);
-                r
-            });
-            flushed.map_err(|e| to_py(py, e))?;
+            // The runtime and cache drop off the GIL, once no call holds them.
+            py.detach(move || st.shut_down())
+                .map_err(|e| to_py(py, e))?;
         }
         Ok(())
     }
@@ -294,12 +276,10 @@ impl NativeCache {
     /// True until closed.
     #[getter]
     fn is_open(&self) -> bool {
-        std::process::id() == self.pid
-            && self
-                .open
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_some()
+        let shared = &*self.shared;
+        std::process::id() == shared.pid
+            && !shared.closed.load(Ordering::SeqCst)
+            && (shared.gate.is_parked() || shared.may_be_open())
     }
 
     /// The value under `key`: fresh, or stale within `max_stale` (seconds or a `timedelta`)
@@ -408,7 +388,7 @@ impl NativeCache {
     #[pyo3(name = "_stats_json")]
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
         // Hits handed out again are counted in the kept hits until now.
-        self.recent.settle_all(py);
+        self.shared.recent.settle_all(py);
         let report = self.run(py, |st| async move { st.cache.stats() })?;
         serde_json::to_string(&report)
             .map_err(|e| crate::errors::Error::new_err(format!("stats: {e}")))
@@ -521,27 +501,5 @@ impl NativeCache {
     /// The redis tier's state name (`closed`, `open`, … or `none` when embedded).
     fn redis_state(&self) -> PyResult<&'static str> {
         Ok(self.state()?.cache.redis_state_name())
-    }
-}
-
-/// Why opening failed.
-enum OpenError {
-    Lib(freshcache::Error),
-    Other(String),
-}
-
-impl From<String> for OpenError {
-    fn from(s: String) -> Self {
-        OpenError::Other(s)
-    }
-}
-
-trait ToOpenError {
-    fn to_string_err(self) -> OpenError;
-}
-
-impl ToOpenError for freshcache::Error {
-    fn to_string_err(self) -> OpenError {
-        OpenError::Lib(self)
     }
 }

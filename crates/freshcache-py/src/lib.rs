@@ -15,9 +15,11 @@
 mod cache;
 mod clock;
 mod errors;
+mod fork;
 mod hit;
 mod keys;
 mod recent;
+mod shared;
 
 use pyo3::prelude::*;
 
@@ -28,7 +30,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hit::Hit>()?;
     m.add_class::<clock::ManualClock>()?;
     m.add_function(wrap_pyfunction!(hit::_register_codecs, m)?)?;
-    m.add_function(wrap_pyfunction!(cache::_after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(fork::_before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(fork::_after_fork_in_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(fork::_after_fork_in_child, m)?)?;
     errors::register(m)?;
     Ok(())
 }

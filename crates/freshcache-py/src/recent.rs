@@ -2,7 +2,7 @@
 //! over, and a hit that still stands (see [`MemoryRecall`]) is handed out again for one dict
 //! probe, two atomic loads and a clock read, instead of a lookup and a new `Hit`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -25,6 +25,10 @@ pub(crate) struct RecentHits {
     /// Bytes kept since the map last started over (an overestimate: replaced hits still count).
     bytes: AtomicU64,
     max_bytes: u64,
+    /// Set when the cache was closed for a fork and opened again: `recall` still checks the
+    /// closed cache's counters, which nothing moves any more, so no hit is kept or served
+    /// again (lookups answer instead).
+    retired: AtomicBool,
 }
 
 impl RecentHits {
@@ -35,6 +39,7 @@ impl RecentHits {
             recall,
             bytes: AtomicU64::new(0),
             max_bytes: (memory_budget / 8).min(MAX_BYTES),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -42,7 +47,7 @@ impl RecentHits {
     /// as a memory hit: in the kept hit until it is replaced, then in the library's counters.
     #[inline]
     pub(crate) fn find<'py>(&self, key: &Bound<'py, PyString>) -> Option<Bound<'py, Hit>> {
-        if !key.is_exact_instance_of::<PyString>() {
+        if !key.is_exact_instance_of::<PyString>() || self.retired.load(Ordering::Relaxed) {
             return None;
         }
         let py = key.py();
@@ -95,7 +100,10 @@ impl RecentHits {
 
     /// Keeps `hit` (a fresh memory hit with its stamp) for `key`.
     pub(crate) fn keep(&self, key: &Bound<'_, PyString>, hit: &Bound<'_, Hit>) {
-        if !key.is_exact_instance_of::<PyString>() || hit.get().stamp.is_none() {
+        if !key.is_exact_instance_of::<PyString>()
+            || hit.get().stamp.is_none()
+            || self.retired.load(Ordering::Relaxed)
+        {
             return;
         }
         let size = hit.get().hit.value().len() as u64 + PER_HIT;
@@ -118,6 +126,13 @@ impl RecentHits {
         // Setting an item on a dict of exact `str` keys fails only on memory exhaustion;
         // a hit not kept is only a lookup more next time.
         let _ = map.set_item(key, hit);
+    }
+
+    /// Counts and forgets every kept hit, and keeps none from now on (the cache is closing
+    /// for a fork, to be opened again).
+    pub(crate) fn retire(&self, py: Python<'_>) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.clear(py);
     }
 
     /// Counts and forgets every kept hit (the cache is closing).

@@ -36,22 +36,40 @@ def wait_for(cond: Callable[[], bool], what: str, deadline_s: float = 10.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def fork_children(bodies: list[Callable[[], int]], deadline_s: float = 60.0) -> list[int]:
+    """Runs each body in a child made by `os.fork()` (all started before any is waited for)
+    and returns their exit codes (1 if one raised). A child still running at the deadline is
+    killed (it is this test's own) and fails the test: a hang is reported, not waited out."""
+    pids = []
+    for body in bodies:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = body()
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    codes: dict[int, int] = {}
+    end = time.monotonic() + deadline_s
+    while len(codes) < len(pids) and time.monotonic() < end:
+        for pid in pids:
+            if pid not in codes:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes[pid] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    hung = [pid for pid in pids if pid not in codes]
+    for pid in hung:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert not hung, f"{len(hung)} of {len(pids)} forked children still running after {deadline_s}s"
+    return [codes[pid] for pid in pids]
+
+
 def in_forked_child(body: Callable[[], int]) -> int:
     """Runs `body` in a child made by `os.fork()` and returns its code (1 if it raised)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = body()
-        finally:
-            os.write(w, bytes([code]))
-            os._exit(0)
-    os.close(w)
-    answer = os.read(r, 1)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return answer[0] if answer else 1
+    return fork_children([body])[0]
 
 
 def type_stat(c: freshcache.Cache, data_type: str, field: str) -> int:

@@ -178,6 +178,13 @@ static OFFSET: AtomicU64 = AtomicU64::new(0);
 static WATCHED: AtomicBool = AtomicBool::new(false);
 static WATCHER: Once = Once::new();
 
+/// In a process forked from one that read the system clock: the watcher thread was not
+/// copied, so `now` goes back to reading both clocks (the offset it kept stays, and never
+/// moves back).
+pub(crate) fn forget_watcher() {
+    WATCHED.store(false, Ordering::Release);
+}
+
 /// `clock` in nanoseconds (0 before its epoch; saturates in the year 2554).
 #[inline]
 fn clock_nanos(clock: ClockId) -> u64 {

@@ -69,6 +69,21 @@ pub(crate) mod tier;
 mod url;
 pub mod warm;
 
+/// Call in a child process right after `fork()`, before it opens a cache (the Python package
+/// does, from `os.register_at_fork`). The child has only the thread that forked: its
+/// per-thread generator, which draws blob names, is reseeded from the operating system, so
+/// children forked from one parent do not draw the same names; and the system clock stops
+/// relying on the parent's wall-clock watcher thread, which the child does not have.
+///
+/// A cache opened before the fork cannot be used in the child (its index connections and
+/// threads belong to the parent); no index connection may be open in the parent at the fork
+/// for the child to open the same directory safely (the Python package closes them before
+/// each fork and opens them again after it).
+pub fn after_fork_in_child() {
+    fastrand::seed(random::u64());
+    clock::forget_watcher();
+}
+
 pub use cache::{
     Cache, CacheBuilder, Hit, InputChecks, Inspection, Lookup, MemoryRecall, ReadOptions,
     RecallStamp, Recallable, Recalled, Sharing, Source, Value,

@@ -1,7 +1,8 @@
 //! Random identifiers — instance ids, lease tokens, temp file names — drawn from the operating
 //! system. A per-thread generator would not do: `fork()` copies its state, so a parent and the
 //! children it forks would draw the same ids (and ignore each other's change-feed rows). Blob
-//! names still come from the per-thread generator, which the crash and link tests seed.
+//! names still come from the per-thread generator, which the link test seeds to predict a
+//! name: [`crate::after_fork_in_child`] reseeds it from here in a forked child.
 
 /// 64 random bits.
 pub(crate) fn u64() -> u64 {

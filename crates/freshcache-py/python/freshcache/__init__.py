@@ -31,9 +31,14 @@ from . import _native as _ext
 import os as _os
 
 if hasattr(_os, "register_at_fork"):
-    # A forked child must not use its parent's caches (SQLite handles, runtime threads):
-    # the extension counts forks and refuses those caches with `CacheClosed`.
-    _os.register_at_fork(after_in_child=_ext._after_fork_in_child)
+    # Before a fork every open cache is closed (calls under way finish, new ones wait), so
+    # the child inherits no index connection and can open caches of its own; after it the
+    # parent opens them again. A child refuses the caches it inherited with `CacheClosed`.
+    _os.register_at_fork(
+        before=_ext._before_fork,
+        after_in_parent=_ext._after_fork_in_parent,
+        after_in_child=_ext._after_fork_in_child,
+    )
 from ._cache import Cache, InferenceRun
 from ._async import AsyncCache, AsyncInferenceRun
 
