@@ -218,7 +218,8 @@ impl Drop for Call<'_> {
         IN_CALL.with(|c| c.set(c.get().saturating_sub(1)));
         let mut s = lock(&self.0.state);
         s.calls -= 1;
-        if s.calls == 0 {
+        // Only a park waits for the count (a notify is a system call, on every call).
+        if s.calls == 0 && s.parked {
             self.0.moved.notify_all();
         }
     }

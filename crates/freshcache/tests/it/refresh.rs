@@ -47,7 +47,7 @@ fn counting_loader(
 
 /// Waits (briefly, in real time) for a background refresh to store a value at `at`.
 async fn wait_refreshed(cache: &Cache, at: freshcache::Timestamp) {
-    freshcache_testkit::Poll::within(Duration::from_secs(2))
+    freshcache_testkit::Poll::within(Duration::from_secs(10))
         .every(Duration::from_millis(1))
         .until_async("background refresh did not finish", async || {
             let ins = cache.inspect(&key()).unwrap();

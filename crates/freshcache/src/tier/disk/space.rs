@@ -67,7 +67,7 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the totals cannot be read.
     pub fn eviction_target(&self) -> Result<u64> {
-        let (stored, cost) = self.with_reader(|c| Ok((stored_total(c)?, value_cost(c)?)))?;
+        let (stored, cost) = self.with_reader(stored_and_cost)?;
         let slack = cost.saturating_sub(stored);
         let room = self.size_limit().saturating_sub(self.footprint()?.fixed());
         let target = room.saturating_sub(slack);
@@ -225,7 +225,7 @@ impl DiskTier {
     /// # Errors
     /// [`Error::Index`] when the totals cannot be read.
     pub fn value_cost(&self) -> Result<u64> {
-        self.with_reader(value_cost)
+        self.with_reader(|c| Ok(stored_and_cost(c)?.1))
     }
 
     /// The footprint's fixed part, measured again when due: every [`FOOTPRINT_EVERY`] of the
@@ -258,20 +258,15 @@ impl DiskTier {
     }
 }
 
-/// Stored bytes of every entry, on `c` (inside a transaction: the totals it has written).
-pub(super) fn stored_total(c: &Connection) -> rusqlite::Result<u64> {
-    c.prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM type_totals")?
-        .query_row([], |r| r.get::<_, i64>(0))
-        .map(|v| v.max(0) as u64)
-}
-
-/// [`DiskTier::value_cost`] on `c` (inside a transaction: the totals it has written).
-pub(super) fn value_cost(c: &Connection) -> rusqlite::Result<u64> {
+/// Stored bytes of every entry and what the values cost on disk (blob files at their
+/// allocated size), on `c` (inside a transaction: the totals it has written); one statement,
+/// run in every write's transaction.
+pub(super) fn stored_and_cost(c: &Connection) -> rusqlite::Result<(u64, u64)> {
     c.prepare_cached(
-        "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM type_totals)
-              - COALESCE((SELECT bytes FROM blob_totals WHERE id = 0), 0)
-              + COALESCE((SELECT allocated FROM blob_totals WHERE id = 0), 0)",
+        "SELECT t.total, t.total - COALESCE(b.bytes, 0) + COALESCE(b.allocated, 0)
+         FROM (SELECT COALESCE(SUM(bytes), 0) AS total FROM type_totals) AS t
+         LEFT JOIN blob_totals AS b ON b.id = 0",
     )?
-    .query_row([], |r| r.get::<_, i64>(0))
-    .map(|v| v.max(0) as u64)
+    .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+    .map(|(t, c)| (t.max(0) as u64, c.max(0) as u64))
 }

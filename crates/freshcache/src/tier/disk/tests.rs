@@ -599,3 +599,39 @@ fn a_version_2_index_is_migrated_so_writes_are_counted_once() {
     let (totals, rows) = totals_and_rows(&t);
     assert_eq!(totals, rows);
 }
+
+#[test]
+fn a_rewrite_records_its_time_as_a_read_does_once_per_touch_granularity() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    let at = |ms: u64| Timestamp::from_millis(ms);
+    let access = |t: &DiskTier| t.row_info("news:a:1").unwrap().unwrap().access_at;
+    t.put("news:a:1", &entry(b"v1", 100_000), 1 << 20, at(10_000))
+        .unwrap();
+    assert_eq!(access(&t), at(10_000));
+    // Within the granularity the access time stays (the access-time index is not rewritten);
+    // the value is the new one all the same.
+    t.put("news:a:1", &entry(b"v2", 100_000), 1 << 20, at(10_900))
+        .unwrap();
+    assert_eq!(access(&t), at(10_000));
+    assert_eq!(
+        t.get("news:a:1", at(10_900)).unwrap().unwrap().value,
+        &b"v2"[..]
+    );
+    // A rewrite a granularity or more later records its time: eviction sees it as recent.
+    t.put("news:a:1", &entry(b"v3", 100_000), 1 << 20, at(11_000))
+        .unwrap();
+    assert_eq!(access(&t), at(11_000));
+    t.put("news:b:1", &entry(b"other", 100_000), 1 << 20, at(11_500))
+        .unwrap();
+    let oldest: String = t
+        .with_reader(|c| {
+            c.query_row(
+                "SELECT key FROM entries ORDER BY access_at LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    assert_eq!(oldest, "news:a:1");
+}

@@ -51,19 +51,21 @@ pub(super) fn upsert(
     Ok(old)
 }
 
-/// The two statements of a row write, prepared once for a whole batch.
+/// The statements of a row write, prepared once for a whole batch.
 pub(super) struct Upsert<'t> {
     old_row: rusqlite::CachedStatement<'t>,
     write: rusqlite::CachedStatement<'t>,
+    touch: rusqlite::CachedStatement<'t>,
 }
 
 impl<'t> Upsert<'t> {
     pub(super) fn prepare(tx: &'t rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             old_row: tx.prepare_cached(
-                "SELECT file, data_type, stored_size FROM entries WHERE key = ?1",
+                "SELECT file, data_type, stored_size, access_at FROM entries WHERE key = ?1",
             )?,
             write: tx.prepare_cached(UPSERT)?,
+            touch: tx.prepare_cached("UPDATE entries SET access_at = ?2 WHERE key = ?1")?,
         })
     }
 
@@ -77,9 +79,9 @@ impl<'t> Upsert<'t> {
         now: Timestamp,
         totals: &mut Totals,
     ) -> rusqlite::Result<Option<String>> {
-        let old: Option<(Option<String>, String, i64)> = self
+        let old: Option<(Option<String>, String, i64, i64)> = self
             .old_row
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
         let m = &entry.meta;
         self.write.execute(params![
@@ -98,7 +100,17 @@ impl<'t> Upsert<'t> {
             staged.file(),
             staged.inline(),
         ])?;
-        let old = old.map(|(file, data_type, size)| {
+        // A rewrite keeps the access time a write less than the touch granularity ago
+        // recorded, as reads do: the access-time index is then left as it is (one page fewer
+        // in the commit; the upsert does not name the column, since naming it rewrites the
+        // index entry even when the value is the same).
+        if let Some((_, _, _, touched)) = &old
+            && now.duration_since(Timestamp::from_millis((*touched).max(0) as u64))
+                >= TOUCH_GRANULARITY
+        {
+            self.touch.execute(params![key, i64_of(now.as_millis())])?;
+        }
+        let old = old.map(|(file, data_type, size, _)| {
             let size = size.max(0) as u64;
             totals.count(&data_type, file.is_some(), size, -1);
             file
@@ -165,7 +177,7 @@ pub(super) const UPSERT: &str = "INSERT INTO entries (key, data_type, stored_at,
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (key) DO UPDATE SET data_type = excluded.data_type,
              stored_at = excluded.stored_at, expires_at = excluded.expires_at,
-             as_of = excluded.as_of, access_at = excluded.access_at, access_count = 0,
+             as_of = excluded.as_of, access_count = 0,
              size = excluded.size, stored_size = excluded.stored_size,
              codec = excluded.codec, checksum = excluded.checksum, etag = excluded.etag,
              last_modified = excluded.last_modified, file = excluded.file,
@@ -182,10 +194,8 @@ pub(super) struct Stored {
 
 impl Stored {
     pub(super) fn read(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            total: space::stored_total(tx)?,
-            cost: space::value_cost(tx)?,
-        })
+        let (total, cost) = space::stored_and_cost(tx)?;
+        Ok(Self { total, cost })
     }
 }
 
