@@ -42,6 +42,10 @@ static FORKING: AtomicBool = AtomicBool::new(false);
 /// Caches being opened; the `before` hook waits until none is (each registers in [`LIVE`]
 /// before it stops counting).
 static OPENING: AtomicUsize = AtomicUsize::new(0);
+/// Set by a `before` hook that stopped waiting for a cache still opening (its connections may
+/// be open at the fork without being in [`LIVE`]); cleared after the fork in the parent. A
+/// child inherits it set, and opens no cache.
+static OPENING_AT_FORK: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// Calls under way on this thread (a loader may fork from inside one).
@@ -70,7 +74,9 @@ pub fn _before_fork(py: Python<'_>) {
     FORKING.store(true, Ordering::SeqCst);
     // A cache still opening registers before it stops counting; one that gives up waiting
     // for this fork stops counting without opening.
-    py.detach(|| wait_until(WAIT, || OPENING.load(Ordering::SeqCst) == 0));
+    if !py.detach(|| wait_until(WAIT, || OPENING.load(Ordering::SeqCst) == 0)) {
+        OPENING_AT_FORK.store(true, Ordering::SeqCst);
+    }
     for shared in live() {
         shared.park(py);
     }
@@ -82,6 +88,7 @@ pub fn _after_fork_in_parent(py: Python<'_>) {
     for shared in live() {
         shared.resume(py);
     }
+    OPENING_AT_FORK.store(false, Ordering::SeqCst);
     FORKING.store(false, Ordering::SeqCst);
 }
 
@@ -118,17 +125,22 @@ impl Opening {
         }
         let opening = Self(());
         let me = std::process::id();
-        if let Some(pid) = live()
+        let parent_busy = live()
             .iter()
             .find(|s| s.pid() != me && s.may_be_open())
-            .map(|s| s.pid())
-        {
+            .map(|s| format!("process {}", s.pid()));
+        let busy = parent_busy.or_else(|| {
+            OPENING_AT_FORK
+                .load(Ordering::SeqCst)
+                .then(|| "its parent".to_owned())
+        });
+        if let Some(parent) = busy {
             return Err(format!(
-                "this process was forked from process {pid} while a cache there was in use \
-                 (a call under way for more than {}s, a fork from inside one of its calls such \
-                 as a loader, or a fork the package's hooks did not see); no cache can be \
-                 opened safely in this process: fork before opening caches, or start workers \
-                 with multiprocessing's 'spawn' or 'forkserver' method",
+                "this process was forked from {parent} while a cache there was in use (a call \
+                 under way for more than {}s, a fork from inside one of its calls such as a \
+                 loader, a cache still opening, or a fork the package's hooks did not see); no \
+                 cache can be opened safely in this process: fork before opening caches, or \
+                 start workers with multiprocessing's 'spawn' or 'forkserver' method",
                 WAIT.as_secs()
             ));
         }
