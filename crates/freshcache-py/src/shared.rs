@@ -124,7 +124,8 @@ impl Shared {
         // Only calls hold the state, and none is under way; still, never fork with it open.
         let st = py.detach(move || {
             if wait_until(WAIT, || Arc::strong_count(&st) == 1) {
-                // A commit failing here fails again when the queue is next written, reported.
+                // As at close: writes queued behind that cannot be committed now (disk full,
+                // read-only) are lost, and the library logs it.
                 let _ = st.shut_down();
                 None
             } else {
