@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -166,4 +167,37 @@ def test_threads_reading_through_a_fork_see_no_error(tmp_path: Path) -> None:
     for t in threads:
         t.join(10)
     assert errors == []
+    c.close()
+
+
+def _pool_worker(args: tuple[str, int]) -> int:
+    """A pool worker: opens the directory the parent has open and writes its values."""
+    root, n = args
+    with freshcache.Cache(cache_dir=root) as mine:
+        for j in range(3):
+            mine.set(f"news:worker{n}:a{j}", big(n, j))
+    return n
+
+
+def test_a_fork_pool_writes_into_the_directory_its_parent_has_open(tmp_path: Path) -> None:
+    """multiprocessing's `fork` start method (os.fork underneath, the package's hooks around
+    each): workers open the parent's directory and write; the parent, reading all along,
+    then reads every value whole."""
+    import multiprocessing
+
+    c = freshcache.Cache(cache_dir=tmp_path)
+    c.set("news:parent:a0", big(-1, 0))
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(3) as pool:
+        done = pool.map_async(_pool_worker, [(str(tmp_path), n) for n in range(6)])
+        deadline = time.monotonic() + 60
+        while not done.ready() and time.monotonic() < deadline:
+            hit = c.get("news:parent:a0")
+            assert hit is not None and hit.to_bytes() == big(-1, 0)
+            done.wait(0.01)
+        assert sorted(done.get(60)) == list(range(6))
+    for n in range(6):
+        for j in range(3):
+            hit = c.get(f"news:worker{n}:a{j}")
+            assert hit is not None and hit.to_bytes() == big(n, j), (n, j)
     c.close()
