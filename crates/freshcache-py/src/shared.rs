@@ -143,6 +143,11 @@ impl Shared {
 
     /// After a fork, in the parent: opens a parked cache again and lets calls through.
     pub(crate) fn resume(&self, py: Python<'_>) {
+        // A cache inherited from a parent (parked there) is never opened here: a child that
+        // forks again must not bring its parent's caches back to life.
+        if self.pid != std::process::id() {
+            return;
+        }
         if self.parked.swap(false, Ordering::SeqCst) {
             let (config, clock) = (self.config.clone(), self.clock.clone());
             let opened = py.detach(move || Open::start(config, clock));
