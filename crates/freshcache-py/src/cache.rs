@@ -260,12 +260,7 @@ impl NativeCache {
         shared.closed.store(true, Ordering::SeqCst);
         // Before the state goes: a kept hit must not outlive the cache it came from.
         shared.recent.clear(py);
-        let taken = shared
-            .open
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(st) = taken {
+        if let Some(st) = shared.take_open() {
             // The runtime and cache drop off the GIL, once no call holds them.
             py.detach(move || st.shut_down())
                 .map_err(|e| to_py(py, e))?;

@@ -127,8 +127,8 @@ impl Opening {
         let me = std::process::id();
         let parent_busy = live()
             .iter()
-            .find(|s| s.pid() != me && s.may_be_open())
-            .map(|s| format!("process {}", s.pid()));
+            .find(|s| s.pid != me && s.may_be_open())
+            .map(|s| format!("process {}", s.pid));
         let busy = parent_busy.or_else(|| {
             OPENING_AT_FORK
                 .load(Ordering::SeqCst)
@@ -164,8 +164,6 @@ impl Drop for Opening {
 pub(crate) struct Gate {
     state: Mutex<GateState>,
     moved: Condvar,
-    /// `state.parked`, readable without the lock.
-    parked: AtomicBool,
 }
 
 #[derive(Default)]
@@ -197,14 +195,12 @@ impl Gate {
         }
         let mut s = lock(&self.state);
         s.parked = true;
-        self.parked.store(true, Ordering::SeqCst);
         let (mut s, _) = self
             .moved
             .wait_timeout_while(s, wait, |s| s.calls > 0)
             .unwrap_or_else(PoisonError::into_inner);
         if s.calls > 0 {
             s.parked = false;
-            self.parked.store(false, Ordering::SeqCst);
             self.moved.notify_all();
             return false;
         }
@@ -215,13 +211,12 @@ impl Gate {
     pub(crate) fn unpark(&self) {
         let mut s = lock(&self.state);
         s.parked = false;
-        self.parked.store(false, Ordering::SeqCst);
         self.moved.notify_all();
     }
 
-    /// True while parked for a fork.
+    /// True while parked for a fork (asked only where the cache has no open state).
     pub(crate) fn is_parked(&self) -> bool {
-        self.parked.load(Ordering::SeqCst)
+        lock(&self.state).parked
     }
 }
 

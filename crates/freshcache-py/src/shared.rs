@@ -78,14 +78,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// False only when known closed (a lock held by a thread the fork did not copy counts as
     /// open).
     pub(crate) fn may_be_open(&self) -> bool {
         self.open.try_read().map_or(true, |o| o.is_some())
+    }
+
+    /// Takes the open state out (closing, or parking for a fork): calls then find none.
+    pub(crate) fn take_open(&self) -> Option<Arc<Open>> {
+        self.open
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// The open cache, or why there is none.
@@ -115,12 +119,7 @@ impl Shared {
             return;
         }
         self.recent.retire(py);
-        let taken = self
-            .open
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(st) = taken else { return };
+        let Some(st) = self.take_open() else { return };
         // Only calls hold the state, and none is under way; still, never fork with it open.
         let st = py.detach(move || {
             if wait_until(WAIT, || Arc::strong_count(&st) == 1) {
