@@ -2,7 +2,8 @@
 //! the next read of the key takes the value straight from that file while the key's stripe
 //! has seen no write, delete or invalidation made here or learnt of (the stripe epoch, as for a
 //! promotion to memory). A change made by another process removes the old blob before it
-//! returns, so the file is gone and the read goes to the index (see `DiskTier::reread`). This
+//! returns and before any later write begins, so the file is gone and the read goes to the
+//! index (see `DiskTier::reread`). This
 //! matters for values the memory tier cannot hold: a row read costs as much as the file read.
 //!
 //! Only where a follower reads the index's change feed (no Redis, the directory shared on this

@@ -359,3 +359,105 @@ async fn with_redis_disk_reads_go_through_the_index() {
     }
     assert_eq!(skips.count(), 0.0);
 }
+
+/// Holds a write of its cache at the point where its row is committed and the blob that row
+/// replaced is not removed yet, until released.
+#[derive(Default)]
+struct HoldAtCommit {
+    /// Arrived, released.
+    state: std::sync::Mutex<(bool, bool)>,
+    moved: std::sync::Condvar,
+}
+
+impl freshcache::internals::FsFaults for HoldAtCommit {
+    fn check(&self, _: freshcache::internals::BlobStep, _: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn reached(&self, point: freshcache::internals::WritePoint) {
+        if point != freshcache::internals::WritePoint::Committed {
+            return;
+        }
+        let mut s = self.state.lock().unwrap();
+        s.0 = true;
+        self.moved.notify_all();
+        while !s.1 {
+            s = self.moved.wait(s).unwrap();
+        }
+    }
+}
+
+impl HoldAtCommit {
+    fn arrived(&self) -> bool {
+        self.state.lock().unwrap().0
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.moved.notify_all();
+    }
+}
+
+/// `cache.set(key, value)` on a thread of its own.
+fn set_on_thread(cache: &Cache, key: &Key, value: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let (cache, key) = (cache.clone(), key.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(cache.set(&key, Value::bytes(value))).unwrap();
+    })
+}
+
+/// Invariant: a write that returns finds every blob an earlier commit retired removed — of
+/// any instance on the directory, even one paused between its commit and the removal. A
+/// reader that kept the location of a value two writes back never reads it after the later
+/// write returned: the later write waits for the directory's writer lock.
+#[test]
+fn a_write_returns_only_after_an_earlier_commits_retired_blob_is_gone() {
+    let t = Two::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // Without a follower: only the blob's removal tells the reader of a change.
+    let reader = open_sharing(&t.dir(), &t.clock, Sharing::Exclusive);
+    let skips = Skips::of(&reader);
+    let k = news(1);
+    rt.block_on(t.a.set(&k, Value::bytes(big(1)))).unwrap();
+    assert_eq!(rt.block_on(read(&reader, &k)), Some(big(1)));
+    assert_eq!(rt.block_on(read(&reader, &k)), Some(big(1)));
+    assert_eq!(skips.count(), 1.0, "the reader kept the blob's location");
+
+    let hold = std::sync::Arc::new(HoldAtCommit::default());
+    assert!(t.a.inject_fs_faults(hold.clone()));
+    let first = set_on_thread(&t.a, &k, big(2));
+    freshcache_testkit::Poll::within(Duration::from_secs(10))
+        .until("a's second write never reached its commit", || {
+            hold.arrived()
+        });
+    let later = set_on_thread(&t.b, &k, big(3));
+    // b's write is free to run now; it must wait for a's removal instead of returning.
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while !later.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let returned_early = later.is_finished();
+    if returned_early {
+        // What a reader then saw: the value two writes back, from the retired blob.
+        let seen = rt.block_on(read(&reader, &k));
+        panic!(
+            "b's write returned before a removed the blob its commit retired; the reader then \
+             read {}",
+            match seen {
+                Some(v) if v == big(1) => "the value two writes back",
+                Some(v) if v == big(3) => "b's value",
+                Some(_) => "a's value",
+                None => "nothing",
+            }
+        );
+    }
+    hold.release();
+    first.join().unwrap();
+    later.join().unwrap();
+    assert_eq!(rt.block_on(read(&reader, &k)), Some(big(3)));
+}

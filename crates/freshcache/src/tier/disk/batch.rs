@@ -64,15 +64,16 @@ impl DiskTier {
             }
             let stored = Stored::read(&tx)?;
             tx.commit()?;
-            Ok((replaced, stored))
+            // Still holding the writer lock (see `hostlock`): every blob a row stopped
+            // pointing to, a key written twice in the batch included (its first blob was
+            // replaced by its second).
+            self.reached(fault::WritePoint::Committed);
+            self.remove_blobs(&replaced);
+            Ok(stored)
         });
         self.note_inline(&staged);
         match committed {
-            Ok((replaced, stored)) => {
-                self.reached(fault::WritePoint::Committed);
-                // Every blob a row stopped pointing to, a key written twice in the batch
-                // included (its first blob was replaced by its second).
-                self.remove_blobs(&replaced);
+            Ok(stored) => {
                 self.settle(stored, staged.iter().map(|s| s.size).sum(), now);
                 Ok(())
             }

@@ -249,12 +249,29 @@ impl DiskTier {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let turn = self.turns.take();
-        let mut conn = unpoisoned(&self.writer);
-        let out = f(&mut conn);
-        drop(conn);
+        let (out, _) = self.holding_writer_lock(f);
         drop(turn);
         self.wal.note_pages(wal::PAGES_PER_COMMIT);
         out.map_err(|e| self.db_err(e))
+    }
+
+    /// Runs `f` on the writer connection holding the directory's writer lock (see
+    /// `hostlock`), with how long the lock was held (not the wait for it); the caller holds a
+    /// turn.
+    fn holding_writer_lock<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> (rusqlite::Result<T>, Duration) {
+        let held = match self.writer_lock.acquire() {
+            Ok(held) => held,
+            Err(e) => return (Err(e), Duration::ZERO),
+        };
+        let since = crate::clock::Stopwatch::start();
+        let mut conn = unpoisoned(&self.writer);
+        let out = f(&mut conn);
+        drop(conn);
+        drop(held);
+        (out, since.elapsed())
     }
 
     /// One batch of maintenance as [`Self::with_writer`]: writers of this process that
@@ -269,12 +286,7 @@ impl DiskTier {
     ) -> Result<(T, Duration)> {
         self.flush_behind_first()?;
         let turn = self.turns.take();
-        // The time the lock was held, not the wait for it.
-        let held = crate::clock::Stopwatch::start();
-        let mut conn = unpoisoned(&self.writer);
-        let out = f(&mut conn);
-        drop(conn);
-        let took = held.elapsed();
+        let (out, took) = self.holding_writer_lock(f);
         drop(turn);
         self.wal.note_pages(wal::PAGES_PER_COMMIT);
         let out = out.map_err(|e| self.db_err(e));

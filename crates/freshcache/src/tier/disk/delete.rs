@@ -98,7 +98,8 @@ impl DiskTier {
     }
 
     /// Runs one `DELETE ... RETURNING file, data_type, stored_size[, key]` in its own
-    /// transaction (see [`delete_rows`]) and removes the blobs after commit.
+    /// transaction (see [`delete_rows`]) and removes the blobs after commit, before the
+    /// directory's writer lock is released.
     pub(super) fn delete_where(
         &self,
         sql: &str,
@@ -123,9 +124,10 @@ impl DiskTier {
                 changes::record(&tx, origin, op, subject)?;
             }
             tx.commit()?;
+            // Still holding the writer lock (see `hostlock`).
+            self.remove_blobs(&d.files);
             Ok(d)
         })?;
-        self.remove_blobs(&d.files);
         Ok(d)
     }
 

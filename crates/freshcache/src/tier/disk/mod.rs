@@ -7,16 +7,17 @@
 //! blobs/ab/ab12…ef.blob  envelopes named by random 128-bit ids, never by key
 //! tmp/                   blobs being written
 //! reserve                headroom for deletes on a full filesystem
+//! writer.lock            held by a writer until the blobs its commit retired are removed
 //! ```
 //!
 //! The size limit bounds all of it (see `space::Footprint`): blob files in whole blocks, the index
 //! with its WAL, the reserve and the directories.
 //!
 //! Write order: envelope written to `tmp/` → renamed into `blobs/` → index row committed →
-//! the replaced blob removed. A crash at any point leaves either the old row (and maybe an
-//! orphan blob that repair deletes) or the new row with its complete blob. Reads verify the
-//! envelope checksum and the key inside it; a bad or missing blob is a miss that removes its
-//! row and is counted.
+//! the replaced blob removed, before the next writer of any process begins (see `hostlock`).
+//! A crash at any point leaves either the old row (and maybe an orphan blob that repair
+//! deletes) or the new row with its complete blob. Reads verify the envelope checksum and the
+//! key inside it; a bad or missing blob is a miss that removes its row and is counted.
 
 use std::collections::HashMap;
 use std::fs;
@@ -40,6 +41,7 @@ mod changes;
 mod conn;
 mod delete;
 pub mod fault;
+mod hostlock;
 mod lease;
 mod nofollow;
 mod reread;
@@ -103,6 +105,9 @@ pub struct DiskTier {
     /// Turns at `writer`, first come first served (a sweep's next batch waits for writers
     /// that asked during the last one).
     turns: Arc<WriterTurns>,
+    /// Taken with a turn: serialises the writers of every process until the blobs their
+    /// commits retired are removed (see `hostlock`).
+    writer_lock: hostlock::WriterLock,
     readers: Mutex<Vec<Connection>>,
     /// Checkpoints and the WAL's size limit, shared with the checkpoint thread.
     wal: Arc<wal::WalUpkeep>,
@@ -195,6 +200,7 @@ impl DiskTier {
             inline_max,
             writer: Mutex::new(writer),
             turns,
+            writer_lock: hostlock::WriterLock::open(dir),
             readers: Mutex::new(Vec::new()),
             wal,
             checkpointer,

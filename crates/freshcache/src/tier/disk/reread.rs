@@ -2,10 +2,11 @@
 //!
 //! A blob file is never written in place and its name (128 random bits) is never reused, and a
 //! row's old blob is removed after the row stops naming it, before the write or delete that
-//! replaced it returns — in whichever process made it. So a blob that still opens and verifies
-//! (checksum and the key inside the envelope) is the value its row named when it was read: the
-//! same entry a full read would have returned until that write or delete, whose expiry and
-//! lineage the caller judges as for any disk read. A process that dies between the commit and
+//! replaced it returns and before any later write of any process begins (the directory's
+//! writer lock, see `hostlock`). So a blob that still opens and verifies (checksum and the key
+//! inside the envelope) is the value its row names, or the value a write or delete still under
+//! way replaced — one a read overlapping that write may return. Its expiry and lineage the
+//! caller judges as for any disk read. A process that dies between the commit and
 //! the removal (or a removal that fails) leaves the old blob, so the caller decides how long a
 //! location may be used: `Cache` drops it on any change to the key it makes or learns of, and
 //! keeps locations only where the change feed tells it of every change (`cache/located.rs`).
@@ -38,7 +39,7 @@ impl DiskTier {
     /// Reads `key`'s value again from the blob file `at`, without the index.
     #[must_use]
     pub fn reread(&self, key: &str, at: &BlobLocation, now: Timestamp) -> Reread {
-        if self.queued(key).is_some() {
+        if self.queued(key).is_some() || !self.writer_lock.works() {
             return Reread::Moved;
         }
         let Ok(Some(bytes)) = self.blob_dir.read(&self.blobs, &at.name) else {

@@ -218,7 +218,7 @@ impl DiskTier {
         loop {
             // One statement per batch: the rows are judged and deleted in the same step, so a
             // row rewritten with a later expiry by another process is never taken.
-            let (Deleted { files, removed, .. }, took) = self.with_batch(&mut pace, |c| {
+            let (Deleted { removed, .. }, took) = self.with_batch(&mut pace, |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let d = delete_rows(
                     &tx,
@@ -229,9 +229,10 @@ impl DiskTier {
                     params![now_ms, batch as i64],
                 )?;
                 tx.commit()?;
+                // Still holding the writer lock (see `hostlock`).
+                self.remove_blobs(&d.files);
                 Ok(d)
             })?;
-            self.remove_blobs(&files);
             total.absorb(removed);
             if removed.entries < batch as u64 {
                 return Ok(total);
@@ -274,7 +275,7 @@ impl DiskTier {
         } else {
             let mut pace = Pace::new(BATCH_TIME);
             while total > target {
-                let (Deleted { files, removed, .. }, _) = self.with_batch(&mut pace, |c| {
+                let (Deleted { removed, .. }, _) = self.with_batch(&mut pace, |c| {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let rows: Vec<(String, i64)> = tx
@@ -296,9 +297,10 @@ impl DiskTier {
                         )?);
                     }
                     tx.commit()?;
+                    // Still holding the writer lock (see `hostlock`).
+                    self.remove_blobs(&batch.files);
                     Ok(batch)
                 })?;
-                self.remove_blobs(&files);
                 if removed.entries == 0 {
                     // Nothing left to evict, or others are evicting the same rows.
                     total = self.total_bytes()?;

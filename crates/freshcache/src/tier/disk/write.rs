@@ -203,8 +203,9 @@ impl DiskTier {
     /// Stores `entry` under `key`, compressing values above `compress_above` bytes.
     ///
     /// Write order: the envelope is written (to a blob file, or kept for the row), then the row
-    /// is committed (with its change-feed row), then the replaced blob is removed, then the
-    /// tier evicts if the write took it over a limit.
+    /// is committed (with its change-feed row), then the replaced blob is removed (before the
+    /// directory's writer lock is released), then the tier evicts if the write took it over a
+    /// limit.
     ///
     /// # Errors
     /// [`Error::Io`] when the blob cannot be written (disk full, read-only) and
@@ -236,13 +237,14 @@ impl DiskTier {
             }
             let stored = Stored::read(&tx)?;
             tx.commit()?;
-            Ok((old, stored))
+            // Still holding the writer lock (see `hostlock`).
+            self.reached(fault::WritePoint::Committed);
+            self.remove_blob(old.as_deref().filter(|o| Some(*o) != staged.file()));
+            Ok(stored)
         });
         self.note_inline(std::slice::from_ref(&staged));
         match committed {
-            Ok((old, stored)) => {
-                self.reached(fault::WritePoint::Committed);
-                self.remove_blob(old.as_deref().filter(|o| Some(*o) != staged.file()));
+            Ok(stored) => {
                 self.settle(stored, staged.size, now);
                 Ok(())
             }
