@@ -36,8 +36,10 @@ impl Drop for NativeCache {
         if std::process::id() != self.shared.pid {
             // In a forked child: the runtime's threads and the index's locks belong to the
             // parent. Dropping them here could block or write through the parent's handles.
-            if let Ok(mut open) = self.shared.open.try_write() {
-                std::mem::forget(open.take());
+            match self.shared.open.try_write() {
+                Ok(mut open) => std::mem::forget(open.take()),
+                // Held by a thread of the parent: whatever it holds stays (never dropped).
+                Err(_) => std::mem::forget(Arc::clone(&self.shared)),
             }
         }
     }
@@ -99,11 +101,6 @@ impl NativeCache {
         Ok(())
     }
 
-    fn state(&self) -> PyResult<Arc<Open>> {
-        self.here()?;
-        self.shared.current().map_err(CacheClosed::new_err)
-    }
-
     fn forked(&self) -> PyErr {
         let now = std::process::id();
         CacheClosed::new_err(format!(
@@ -126,11 +123,13 @@ impl NativeCache {
         let found = {
             let guard = shared.open.read().unwrap_or_else(PoisonError::into_inner);
             let Some(st) = guard.as_ref() else {
-                if shared.gate.is_parked() {
-                    // Parked for a fork: the lookup waits for it (in `get`, off the GIL).
+                if shared.gate.is_parked() || !shared.closed.load(Ordering::SeqCst) {
+                    // Parked for a fork, or not opened again after one: the lookup waits for
+                    // the fork, or tries to open it again, or says why it cannot (in `get`,
+                    // off the GIL).
                     return Ok(None);
                 }
-                return Err(CacheClosed::new_err("the cache is closed"));
+                return Err(CacheClosed::new_err(shared.why_closed()));
             };
             st.cache
                 .get_from_memory_recallable(&parsed.get().0)
@@ -212,10 +211,17 @@ impl NativeCache {
             None => Config::from_yaml_str("", None, vars),
         }
         .map_err(|e| to_py(py, freshcache::Error::Config(e)))?;
-        let config = match cache_dir {
+        let mut config = match cache_dir {
             Some(d) => config.with_cache_dir(d),
             None => config,
         };
+        // Absolute now: a cache opened again after a fork must find the same directory after
+        // a change of the working directory.
+        for path in [&mut config.cache_dir, &mut config.metadata_path] {
+            if let Ok(abs) = std::path::absolute(&*path) {
+                *path = abs;
+            }
+        }
         let clock = clock.map(|c| c.inner.clone());
         let (cfg, clk) = (config.clone(), clock.clone());
         let opened = py.detach(move || {
@@ -260,12 +266,13 @@ impl NativeCache {
         shared.closed.store(true, Ordering::SeqCst);
         // Before the state goes: a kept hit must not outlive the cache it came from.
         shared.recent.clear(py);
-        if let Some(st) = shared.take_open() {
-            // The runtime and cache drop off the GIL, once no call holds them.
-            py.detach(move || st.shut_down())
-                .map_err(|e| to_py(py, e))?;
-        }
-        Ok(())
+        // The runtime and cache drop off the GIL, once no call holds them; as a call, so a
+        // fork waits for the threads it stops and the connections it closes.
+        py.detach(|| {
+            let _call = shared.gate.enter();
+            shared.take_open().map_or(Ok(()), Open::shut_down)
+        })
+        .map_err(|e| to_py(py, e))
     }
 
     /// True until closed.
@@ -494,7 +501,7 @@ impl NativeCache {
     }
 
     /// The redis tier's state name (`closed`, `open`, … or `none` when embedded).
-    fn redis_state(&self) -> PyResult<&'static str> {
-        Ok(self.state()?.cache.redis_state_name())
+    fn redis_state(&self, py: Python<'_>) -> PyResult<&'static str> {
+        self.run(py, |st| async move { Ok(st.cache.redis_state_name()) })
     }
 }

@@ -20,7 +20,7 @@
 //! hooks do not see (one made from C) is caught the same way: the child finds a cache of
 //! another process still open.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -37,7 +37,9 @@ pub(crate) const WAIT: Duration = Duration::from_secs(10);
 pub(crate) static FORKS: AtomicU64 = AtomicU64::new(0);
 /// Every cache opened in this process (dropped ones are pruned as the list is read).
 static LIVE: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
-/// From the `before` hook to the parent's `after` hook: caches about to open wait.
+/// From the `before` hook to the parent's `after` hook: caches about to open wait, and so
+/// does a fork of another thread (its `before` hook), so that one fork's `after` hook never
+/// opens caches again while another fork is about to copy the process.
 static FORKING: AtomicBool = AtomicBool::new(false);
 /// Caches being opened; the `before` hook waits until none is (each registers in [`LIVE`]
 /// before it stops counting).
@@ -48,8 +50,14 @@ static OPENING: AtomicUsize = AtomicUsize::new(0);
 static OPENING_AT_FORK: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    /// Calls under way on this thread (a loader may fork from inside one).
-    static IN_CALL: Cell<u32> = const { Cell::new(0) };
+    /// The gates of the calls under way on this thread, by address (a loader may fork from
+    /// inside one, or call its own cache again).
+    static IN_CALL: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// True while this thread is inside a call of any cache.
+fn in_any_call() -> bool {
+    IN_CALL.with(|c| !c.borrow().is_empty())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,6 +79,15 @@ pub(crate) fn wait_until(wait: Duration, done: impl Fn() -> bool) -> bool {
 /// Called before `os.fork()`: parks every cache of this process.
 #[pyfunction]
 pub fn _before_fork(py: Python<'_>) {
+    // One fork at a time: another thread's fork finishes (its parent-side hook) first. Never
+    // for ever: after twice the wait this fork goes ahead regardless.
+    py.detach(|| {
+        wait_until(2 * WAIT, || {
+            FORKING
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })
+    });
     FORKING.store(true, Ordering::SeqCst);
     // A cache still opening registers before it stops counting; one that gives up waiting
     // for this fork stops counting without opening.
@@ -125,15 +142,16 @@ impl Opening {
         }
         let opening = Self(());
         let me = std::process::id();
-        let parent_busy = live()
-            .iter()
-            .find(|s| s.pid != me && s.may_be_open())
-            .map(|s| format!("process {}", s.pid));
-        let busy = parent_busy.or_else(|| {
-            OPENING_AT_FORK
-                .load(Ordering::SeqCst)
-                .then(|| "its parent".to_owned())
-        });
+        // Asked first: when it is set, the registry's lock may have been held at the fork.
+        let busy = OPENING_AT_FORK
+            .load(Ordering::SeqCst)
+            .then(|| "its parent".to_owned())
+            .or_else(|| {
+                live()
+                    .iter()
+                    .find(|s| s.pid != me && s.may_be_open())
+                    .map(|s| format!("process {}", s.pid))
+            });
         if let Some(parent) = busy {
             return Err(format!(
                 "this process was forked from {parent} while a cache there was in use (a call \
@@ -176,21 +194,26 @@ struct GateState {
 pub(crate) struct Call<'g>(&'g Gate);
 
 impl Gate {
-    /// Waits while the cache is parked, then counts a call.
+    /// Waits while the cache is parked, then counts a call. A call made from inside another
+    /// call of the same cache on this thread (a loader reading its own cache) goes through:
+    /// the park waits for the outer call, which waits for this one.
     pub(crate) fn enter(&self) -> Call<'_> {
+        let me = std::ptr::from_ref(self) as usize;
+        let nested = IN_CALL.with(|c| c.borrow().contains(&me));
         let mut s = lock(&self.state);
-        while s.parked {
+        while s.parked && !nested {
             s = self.moved.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
         s.calls += 1;
-        IN_CALL.with(|c| c.set(c.get() + 1));
+        drop(s);
+        IN_CALL.with(|c| c.borrow_mut().push(me));
         Call(self)
     }
 
     /// Holds new calls and waits for those under way; false (and nothing held) when one is
-    /// still under way after `wait`, or this thread is inside one.
+    /// still under way after `wait`, or this thread is inside one (of any cache).
     pub(crate) fn park(&self, wait: Duration) -> bool {
-        if IN_CALL.with(Cell::get) > 0 {
+        if in_any_call() {
             return false;
         }
         let mut s = lock(&self.state);
@@ -222,7 +245,13 @@ impl Gate {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        IN_CALL.with(|c| c.set(c.get().saturating_sub(1)));
+        let me = std::ptr::from_ref(self.0) as usize;
+        IN_CALL.with(|c| {
+            let mut calls = c.borrow_mut();
+            if let Some(i) = calls.iter().rposition(|g| *g == me) {
+                calls.remove(i);
+            }
+        });
         let mut s = lock(&self.0.state);
         s.calls -= 1;
         // Only a park waits for the count (a notify is a system call, on every call).

@@ -92,7 +92,8 @@ impl Shared {
             .take()
     }
 
-    /// The open cache, or why there is none.
+    /// The open cache, or why there is none. A cache that could not be opened again after a
+    /// fork is tried once more (off the GIL: called inside a call, past the gate).
     pub(crate) fn current(&self) -> Result<Arc<Open>, String> {
         if let Some(st) = self
             .open
@@ -102,14 +103,48 @@ impl Shared {
         {
             return Ok(Arc::clone(st));
         }
+        self.reopen_after_failure().ok_or_else(|| self.why_closed())
+    }
+
+    /// Why calls find no open cache.
+    pub(crate) fn why_closed(&self) -> String {
         let failed = self
             .reopen_failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Err(match failed.as_ref() {
+        match failed.as_ref() {
             Some(why) => format!("the cache could not be opened again after os.fork(): {why}"),
             None => "the cache is closed".to_owned(),
-        })
+        }
+    }
+
+    /// Opens again a cache whose opening after a fork failed (the directory was briefly
+    /// unreachable, say); `None` when it was not such a cache or fails again.
+    fn reopen_after_failure(&self) -> Option<Arc<Open>> {
+        let mut failed = self
+            .reopen_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if failed.is_none() || self.closed.load(Ordering::SeqCst) || self.pid != std::process::id()
+        {
+            return None;
+        }
+        let mut open = self.open.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(st) = open.as_ref() {
+            return Some(Arc::clone(st));
+        }
+        match Open::start(self.config.clone(), self.clock.clone()) {
+            Ok(o) => {
+                let st = Arc::new(o);
+                *open = Some(Arc::clone(&st));
+                *failed = None;
+                Some(st)
+            }
+            Err(e) => {
+                *failed = Some(e.reason());
+                None
+            }
+        }
     }
 
     /// Before a fork: waits for the calls under way and closes the cache, holding new calls
@@ -161,14 +196,10 @@ impl Shared {
                     }
                 }
                 Err(e) => {
-                    let why = match e {
-                        OpenError::Lib(e) => e.to_string(),
-                        OpenError::Other(s) => s,
-                    };
                     *self
                         .reopen_failed
                         .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(why);
+                        .unwrap_or_else(PoisonError::into_inner) = Some(e.reason());
                 }
             }
         }
@@ -180,6 +211,15 @@ impl Shared {
 pub(crate) enum OpenError {
     Lib(freshcache::Error),
     Other(String),
+}
+
+impl OpenError {
+    fn reason(self) -> String {
+        match self {
+            OpenError::Lib(e) => e.to_string(),
+            OpenError::Other(s) => s,
+        }
+    }
 }
 
 impl From<String> for OpenError {

@@ -159,8 +159,18 @@ def test_threads_reading_through_a_fork_see_no_error(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     wait_for(lambda: min(done) > 10, "workers to start")
+
+    def child() -> int:
+        # The parent's threads were reading and writing this directory at the fork.
+        with freshcache.Cache(cache_dir=tmp_path) as mine:
+            hit = mine.get("news:t:a0")
+            mine.set("news:t:child", b"z" * 30_000)
+            back = mine.get("news:t:child")
+            ok = hit is not None and len(hit.to_bytes()) == 20_000
+            return 0 if ok and back is not None and back.to_bytes() == b"z" * 30_000 else 3
+
     for _ in range(3):
-        assert in_forked_child(lambda: 0) == 0
+        assert in_forked_child(child) == 0
     before = list(done)
     wait_for(lambda: all(d > b + 10 for d, b in zip(done, before)), "workers to go on after the forks")
     stop.set()
@@ -201,3 +211,105 @@ def test_a_fork_pool_writes_into_the_directory_its_parent_has_open(tmp_path: Pat
             hit = c.get(f"news:worker{n}:a{j}")
             assert hit is not None and hit.to_bytes() == big(n, j), (n, j)
     c.close()
+
+
+def test_a_relative_cache_dir_stays_the_same_directory_after_a_chdir_and_a_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache opened again after a fork is the directory it was opened on, not one of the
+    same relative name under a new working directory."""
+    monkeypatch.chdir(tmp_path)
+    c = freshcache.Cache(cache_dir="rel")
+    c.set("odds:g1:1", "before")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert in_forked_child(lambda: 0) == 0
+    c.set("odds:g1:1", "after")
+    c.close()
+    assert not (tmp_path / "elsewhere" / "rel").exists()
+    with freshcache.Cache(cache_dir=tmp_path / "rel") as other:
+        hit = other.get("odds:g1:1")
+        assert hit is not None and hit.decode() == "after"
+
+
+def test_a_loader_calling_its_own_cache_while_another_thread_forks_does_not_wait_for_the_fork(
+    tmp_path: Path,
+) -> None:
+    """The fork waits for the loader's call; the loader's own call into the same cache goes
+    through rather than waiting for the fork (which waits for it): no stall."""
+    c = freshcache.Cache(cache_dir=tmp_path)
+    started = threading.Event()
+    release = threading.Event()
+    inner: list[float] = []
+
+    def loader() -> str:
+        started.set()
+        release.wait(10)
+        t0 = time.monotonic()
+        c.set("odds:inner:1", "written from the loader")
+        inner.append(time.monotonic() - t0)
+        return "loaded"
+
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(c.get_or_fetch("news:slow:a1", loader).decode()))
+    t.start()
+    assert started.wait(10)
+    codes: list[int] = []
+    forker = threading.Thread(target=lambda: codes.append(in_forked_child(lambda: 0)))
+    forker.start()
+    # Let the loader go on once the fork's hook is waiting for its call.
+    threading.Timer(0.2, release.set).start()
+    t.join(30)
+    forker.join(30)
+    assert out == ["loaded"] and codes == [0]
+    assert inner and inner[0] < 5, f"the loader's call waited {inner} s for the fork"
+    hit = c.get("odds:inner:1")
+    assert hit is not None and hit.decode() == "written from the loader"
+    c.close()
+
+
+def test_a_child_returning_into_a_call_from_a_loader_that_forked_gets_an_error_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A raw os.fork() inside a loader, the child returning from the loader into the cache's
+    call: the call in the child fails with a clear error instead of writing through the
+    parent's index connections; the parent's call stores its own value."""
+    c = freshcache.Cache(cache_dir=tmp_path)
+    parent = os.getpid()
+    children: list[int] = []
+
+    def loader() -> str:
+        pid = os.fork()
+        if pid == 0:
+            return "from the child"
+        children.append(pid)
+        return "from the parent"
+
+    try:
+        hit = c.get_or_fetch("news:forked:a1", loader)
+    except BaseException as e:  # noqa: BLE001 - the child reports through its exit code
+        if os.getpid() != parent:
+            os._exit(0 if "before fork()" in str(e) else 3)
+        raise
+    if os.getpid() != parent:
+        os._exit(4)  # the child's call went through on the parent's connections
+    assert hit.decode() == "from the parent"
+    (pid,) = children
+    end = time.monotonic() + 30
+    status = None
+    while status is None and time.monotonic() < end:
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(st)
+        else:
+            time.sleep(0.005)
+    if status is None:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert status == 0, f"child ended with {status} (None: hung)"
+    again = c.get("news:forked:a1")
+    assert again is not None and again.decode() == "from the parent"
+    c.close()
+    with freshcache.Cache(cache_dir=tmp_path) as fresh:
+        again = fresh.get("news:forked:a1")
+        assert again is not None and again.decode() == "from the parent"

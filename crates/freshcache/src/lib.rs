@@ -76,12 +76,24 @@ pub mod warm;
 /// relying on the parent's wall-clock watcher thread, which the child does not have.
 ///
 /// A cache opened before the fork cannot be used in the child (its index connections and
-/// threads belong to the parent); no index connection may be open in the parent at the fork
+/// threads belong to the parent): from this call on, its disk tier refuses every read and
+/// write of the index with [`Error::Index`] (a child that returned into a call of such a cache,
+/// from a loader that forked, gets that error rather than writing through the parent's
+/// connections). No index connection may be open in the parent at the fork
 /// for the child to open the same directory safely (the Python package closes them before
 /// each fork and opens them again after it).
 pub fn after_fork_in_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     fastrand::seed(random::u64());
     clock::forget_watcher();
+}
+
+/// Forks this process's copy of the library was told of ([`after_fork_in_child`]): a disk
+/// tier opened at another count belongs to a parent, and refuses to touch its index.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn forks() -> u64 {
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 pub use cache::{

@@ -204,11 +204,29 @@ impl DiskTier {
         }
     }
 
+    /// Refuses the index in a forked child of the process that opened this tier (see
+    /// [`crate::after_fork_in_child`]): before any of the tier's locks is taken, since a
+    /// thread of the parent may have held one at the fork.
+    pub(super) fn in_opening_process(&self) -> Result<()> {
+        if crate::forks() == self.forks {
+            return Ok(());
+        }
+        Err(self.db_err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+            Some(
+                "this cache was opened before fork(): its index connections belong to the \
+                 parent process; open the cache again in the child"
+                    .to_owned(),
+            ),
+        )))
+    }
+
     /// Runs `f` on a reader connection, after committing queued writes (see `behind`).
     pub(crate) fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.in_opening_process()?;
         // Best effort for reads: a failed commit stays queued, and the next write reports it.
         let _ = self.flush_behind_first();
         self.read_now(f)
@@ -220,6 +238,7 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.in_opening_process()?;
         let conn = unpoisoned(&self.readers).pop();
         let conn = match conn {
             Some(c) => c,
@@ -237,6 +256,7 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.in_opening_process()?;
         self.flush_behind_first()?;
         self.write_now(f)
     }
@@ -248,6 +268,7 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.in_opening_process()?;
         let turn = self.turns.take();
         let (out, _) = self.holding_writer_lock(f);
         drop(turn);
@@ -284,6 +305,7 @@ impl DiskTier {
         pace: &mut Pace,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<(T, Duration)> {
+        self.in_opening_process()?;
         self.flush_behind_first()?;
         let turn = self.turns.take();
         let (out, took) = self.holding_writer_lock(f);

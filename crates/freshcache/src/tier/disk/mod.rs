@@ -108,6 +108,9 @@ pub struct DiskTier {
     /// Taken with a turn: serialises the writers of every process until the blobs their
     /// commits retired are removed (see `hostlock`).
     writer_lock: hostlock::WriterLock,
+    /// [`crate::forks`] when opened: another count means this is a forked child, where the
+    /// connections, their locks and the threads belong to the parent.
+    forks: u64,
     readers: Mutex<Vec<Connection>>,
     /// Checkpoints and the WAL's size limit, shared with the checkpoint thread.
     wal: Arc<wal::WalUpkeep>,
@@ -201,6 +204,7 @@ impl DiskTier {
             writer: Mutex::new(writer),
             turns,
             writer_lock: hostlock::WriterLock::open(dir),
+            forks: crate::forks(),
             readers: Mutex::new(Vec::new()),
             wal,
             checkpointer,
@@ -259,6 +263,7 @@ impl DiskTier {
         key: &str,
         now: Timestamp,
     ) -> Result<Option<(Entry, Option<BlobLocation>)>> {
+        self.in_opening_process()?;
         if let Some(queued) = self.queued(key) {
             return Ok(Some((Entry::clone(&queued), None)));
         }
