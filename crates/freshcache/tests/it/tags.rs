@@ -177,7 +177,7 @@ async fn an_index_of_the_previous_version_opens_keeps_its_entries_and_takes_tags
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
     assert_eq!(
         fresh(upgraded.get(&news(1)).await.unwrap()).value(),
         &b"plain"[..]

@@ -21,9 +21,9 @@ CREATE TABLE IF NOT EXISTS entries (
     etag          TEXT,
     last_modified TEXT,
     file          TEXT,
-    inline_value  BLOB
+    inline_value  BLOB,
+    expiry_bucket INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS entries_expires_at ON entries(expires_at);
 CREATE INDEX IF NOT EXISTS entries_access_at ON entries(access_at);
 CREATE INDEX IF NOT EXISTS entries_file ON entries(file) WHERE file IS NOT NULL;
 -- Stored bytes per data type, kept exact in the same transaction as every write, so every
@@ -49,6 +49,7 @@ INSERT OR IGNORE INTO blob_totals (id, files, bytes, allocated)
            COALESCE(SUM((stored_size + 4095) / 4096 * 4096), 0)
     FROM entries WHERE file IS NOT NULL AND NOT EXISTS (SELECT 1 FROM blob_totals);
 CREATE TABLE IF NOT EXISTS schema_info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- A new index starts at version 3 and is brought to the current one by `migrate`.
 INSERT OR IGNORE INTO schema_info VALUES ('version', '3');
 ";
 
@@ -70,14 +71,27 @@ pub(super) fn allocated_for(size: u64) -> u64 {
     size.div_ceil(BLOCK).saturating_mul(BLOCK)
 }
 
+/// The width of an expiry bucket: the sweep finds expired rows through an index of
+/// `expires_at` rounded down to a minute (`expiry_bucket`), not of `expires_at` itself. A
+/// rewrite moves a row's expiry every time, and an index of the exact value put a page of
+/// that index into every rewrite's commit; the bucket changes once a minute at most for a
+/// signal rewritten every few seconds (see [`Upsert::row`]).
+pub(super) const EXPIRY_BUCKET_MS: i64 = 60_000;
+
+/// The expiry bucket of `expires_at` (milliseconds): a lower bound of it, to the minute.
+pub(super) fn expiry_bucket(expires_at_ms: i64) -> i64 {
+    expires_at_ms.div_euclid(EXPIRY_BUCKET_MS)
+}
+
 /// The schema this build writes. Version 1 kept the per-type totals of deletes with a per-row
 /// trigger; version 2 has the deleting statements keep them (see [`delete_rows`]); version 3
 /// has the writing statements keep those of inserts and rewrites too (no trigger on `entries`),
 /// adds the tables of features older builds do not honour (tag invalidation times, the
 /// dependents of derived entries) and marks an index whose entries may carry a lineage
 /// (envelope version 2), which an older build would take for damage and delete: it refuses
-/// the index instead.
-pub(super) const SCHEMA_VERSION: &str = "3";
+/// the index instead. Version 4 indexes expiry buckets instead of expiry times; an older
+/// build would sweep nothing and write rows without a bucket.
+pub(super) const SCHEMA_VERSION: &str = "4";
 
 /// The triggers on `entries` that kept the totals before version 3. Each name is held by a
 /// do-nothing trigger on `schema_info` from version 3 on, so an older build that merely opens
@@ -104,9 +118,27 @@ pub(super) fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
         .optional()
     };
     let found = version()?;
-    if !matches!(found.as_deref(), Some("1" | "2" | "3")) {
+    if !matches!(found.as_deref(), Some("1" | "2" | "3" | "4")) {
         return Ok(found);
     }
+    // Version 4: the expiry bucket column and its index in place of the index of expiry
+    // times (which an older build that merely opened the index may have put back).
+    let has_bucket: i64 = c.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('entries') WHERE name = 'expiry_bucket'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_bucket == 0 {
+        c.execute_batch(&format!(
+            "ALTER TABLE entries ADD COLUMN expiry_bucket INTEGER NOT NULL DEFAULT 0;
+             UPDATE entries SET expiry_bucket = expires_at / {EXPIRY_BUCKET_MS}
+                 - (expires_at < 0 AND expires_at % {EXPIRY_BUCKET_MS} != 0);"
+        ))?;
+    }
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS entries_expiry_bucket ON entries(expiry_bucket);
+         DROP INDEX IF EXISTS entries_expires_at;",
+    )?;
     // A counting trigger on `entries` (an older version's, or one put back some other way) is
     // replaced by its placeholder. Versions 2's insert and update triggers kept the totals
     // exact, so dropping them needs no rebuild; version 1's delete trigger, or one put back
@@ -120,7 +152,8 @@ pub(super) fn migrate(c: &Connection) -> rusqlite::Result<Option<String>> {
             |r| r.get(0),
         )?;
         if counting > 0 {
-            rebuild |= name == "entries_totals_delete" || found.as_deref() == Some("3");
+            rebuild |=
+                name == "entries_totals_delete" || matches!(found.as_deref(), Some("3" | "4"));
             c.execute_batch(&format!("DROP TRIGGER {name};"))?;
         }
         c.execute_batch(&format!(

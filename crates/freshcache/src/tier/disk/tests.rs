@@ -635,3 +635,135 @@ fn a_rewrite_records_its_time_as_a_read_does_once_per_touch_granularity() {
         .unwrap();
     assert_eq!(oldest, "news:a:1");
 }
+
+/// WAL frames in the index's WAL file (each a 24-byte header and a page).
+fn wal_frames(dir: &Path) -> u64 {
+    let len = fs::metadata(dir.join("metadata.db-wal")).map_or(0, |m| m.len());
+    len.saturating_sub(32) / (24 + 4096)
+}
+
+fn bucket_of(t: &DiskTier, key: &str) -> i64 {
+    t.with_reader(|c| {
+        c.query_row(
+            "SELECT expiry_bucket FROM entries WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_rewrite_whose_expiry_stays_in_its_minute_leaves_the_expiry_index_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    let at = |ms: u64| Timestamp::from_millis(ms);
+    // Expiries 10 min 0.1 s and 10 min 0.5 s: the same minute.
+    t.put("news:a:1", &entry(b"v1", 600_100), 1 << 20, at(100))
+        .unwrap();
+    assert_eq!(bucket_of(&t, "news:a:1"), 10);
+    let before = wal_frames(dir.path());
+    t.put("news:a:1", &entry(b"v2", 600_500), 1 << 20, at(500))
+        .unwrap();
+    assert_eq!(
+        wal_frames(dir.path()) - before,
+        1,
+        "only the row's page is written"
+    );
+    assert_eq!(bucket_of(&t, "news:a:1"), 10);
+    // Into the next minute: the bucket follows (its index page is written too).
+    let before = wal_frames(dir.path());
+    t.put("news:a:1", &entry(b"v3", 660_000), 1 << 20, at(900))
+        .unwrap();
+    assert_eq!(wal_frames(dir.path()) - before, 2);
+    assert_eq!(bucket_of(&t, "news:a:1"), 11);
+    // And back to an earlier one (a shorter TTL).
+    t.put("news:a:1", &entry(b"v4", 590_000), 1 << 20, at(950))
+        .unwrap();
+    assert_eq!(bucket_of(&t, "news:a:1"), 9);
+    assert_eq!(
+        t.get("news:a:1", at(950)).unwrap().unwrap().value,
+        &b"v4"[..]
+    );
+}
+
+#[test]
+fn the_sweep_takes_the_expired_rows_of_the_current_minute_and_leaves_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    let at = |ms: u64| Timestamp::from_millis(ms);
+    // All three in the minute [60 s, 120 s), and one in an earlier minute.
+    t.put("news:a:early", &entry(b"e", 30_000), 1 << 20, at(1))
+        .unwrap();
+    t.put("news:a:1", &entry(b"x", 61_000), 1 << 20, at(1))
+        .unwrap();
+    t.put("news:a:2", &entry(b"y", 90_000), 1 << 20, at(1))
+        .unwrap();
+    t.put("news:a:3", &entry(b"z", 90_001), 1 << 20, at(1))
+        .unwrap();
+    let dry = t.sweep_expired(at(90_000), upkeep::Mode::DryRun).unwrap();
+    assert_eq!(dry.entries, 3);
+    let swept = t.sweep_expired(at(90_000), upkeep::Mode::Apply).unwrap();
+    assert_eq!(swept.entries, 3);
+    assert!(t.get("news:a:3", at(90_000)).unwrap().is_some());
+    for k in ["news:a:early", "news:a:1", "news:a:2"] {
+        assert!(t.get(k, at(90_000)).unwrap().is_none(), "{k} left");
+    }
+}
+
+#[test]
+fn an_index_of_version_3_gets_expiry_buckets_and_loses_the_index_of_expiry_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("metadata.db");
+    {
+        let t = open(dir.path());
+        t.put(
+            "news:a:1",
+            &entry(b"x", 125_000),
+            1 << 20,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+        t.put(
+            "news:a:2",
+            &entry(b"y", 600_000),
+            1 << 20,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+    }
+    {
+        // What version 3 looked like.
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "DROP INDEX entries_expiry_bucket;
+             ALTER TABLE entries DROP COLUMN expiry_bucket;
+             CREATE INDEX entries_expires_at ON entries(expires_at);
+             UPDATE schema_info SET value = '3' WHERE name = 'version';",
+        )
+        .unwrap();
+    }
+    let t = open(dir.path());
+    let (version, old_index): (String, i64) = t
+        .with_reader(|c| {
+            c.query_row(
+                "SELECT (SELECT value FROM schema_info WHERE name = 'version'),
+                        (SELECT COUNT(*) FROM sqlite_master WHERE name = 'entries_expires_at')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .unwrap();
+    assert_eq!((version.as_str(), old_index), ("4", 0));
+    assert_eq!(bucket_of(&t, "news:a:1"), 2);
+    assert_eq!(bucket_of(&t, "news:a:2"), 10);
+    let swept = t
+        .sweep_expired(Timestamp::from_millis(125_000), upkeep::Mode::Apply)
+        .unwrap();
+    assert_eq!(swept.entries, 1);
+    assert!(
+        t.get("news:a:2", Timestamp::from_millis(125_000))
+            .unwrap()
+            .is_some()
+    );
+}

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::blobs::valid_blob_name;
 use super::conn::Pace;
-use super::schema::REBUILD_TOTALS;
+use super::schema::{self, REBUILD_TOTALS};
 use super::{Deleted, DiskTier, delete_rows, i64_of};
 use crate::clock::Timestamp;
 use crate::codec;
@@ -194,8 +194,9 @@ impl DiskTier {
         if mode == Mode::DryRun {
             return self.with_reader(|c| {
                 c.query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(stored_size), 0) FROM entries WHERE expires_at <= ?1",
-                    [now_ms],
+                    "SELECT COUNT(*), COALESCE(SUM(stored_size), 0) FROM entries
+                     WHERE expiry_bucket <= ?2 AND expires_at <= ?1",
+                    [now_ms, schema::expiry_bucket(now_ms)],
                     |r| {
                         Ok(Removed {
                             entries: r.get::<_, i64>(0)?.max(0) as u64,
@@ -222,11 +223,14 @@ impl DiskTier {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let d = delete_rows(
                     &tx,
+                    // Every row of an earlier bucket has expired; of the current one, only
+                    // some.
                     "DELETE FROM entries WHERE rowid IN (
-                         SELECT rowid FROM entries WHERE expires_at <= ?1
-                         ORDER BY expires_at LIMIT ?2)
+                         SELECT rowid FROM entries
+                         WHERE expiry_bucket <= ?3 AND expires_at <= ?1
+                         ORDER BY expiry_bucket LIMIT ?2)
                      RETURNING file, data_type, stored_size",
-                    params![now_ms, batch as i64],
+                    params![now_ms, batch as i64, schema::expiry_bucket(now_ms)],
                 )?;
                 tx.commit()?;
                 // Still holding the writer lock (see `hostlock`).

@@ -56,16 +56,19 @@ pub(super) struct Upsert<'t> {
     old_row: rusqlite::CachedStatement<'t>,
     write: rusqlite::CachedStatement<'t>,
     touch: rusqlite::CachedStatement<'t>,
+    rebucket: rusqlite::CachedStatement<'t>,
 }
 
 impl<'t> Upsert<'t> {
     pub(super) fn prepare(tx: &'t rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             old_row: tx.prepare_cached(
-                "SELECT file, data_type, stored_size, access_at FROM entries WHERE key = ?1",
+                "SELECT file, data_type, stored_size, access_at, expiry_bucket
+                 FROM entries WHERE key = ?1",
             )?,
             write: tx.prepare_cached(UPSERT)?,
             touch: tx.prepare_cached("UPDATE entries SET access_at = ?2 WHERE key = ?1")?,
+            rebucket: tx.prepare_cached("UPDATE entries SET expiry_bucket = ?2 WHERE key = ?1")?,
         })
     }
 
@@ -79,16 +82,20 @@ impl<'t> Upsert<'t> {
         now: Timestamp,
         totals: &mut Totals,
     ) -> rusqlite::Result<Option<String>> {
-        let old: Option<(Option<String>, String, i64, i64)> = self
+        let old: Option<(Option<String>, String, i64, i64, i64)> = self
             .old_row
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row([key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .optional()?;
         let m = &entry.meta;
+        let expires_at = i64_of(m.expires_at.as_millis());
+        let bucket = schema::expiry_bucket(expires_at);
         self.write.execute(params![
             key,
             &*m.data_type,
             i64_of(m.stored_at.as_millis()),
-            i64_of(m.expires_at.as_millis()),
+            expires_at,
             m.as_of.map(|t| i64_of(t.as_millis())),
             i64_of(now.as_millis()),
             i64_of(entry.size()),
@@ -99,18 +106,26 @@ impl<'t> Upsert<'t> {
             m.last_modified,
             staged.file(),
             staged.inline(),
+            bucket,
         ])?;
         // A rewrite keeps the access time a write less than the touch granularity ago
         // recorded, as reads do: the access-time index is then left as it is (one page fewer
         // in the commit; the upsert does not name the column, since naming it rewrites the
         // index entry even when the value is the same).
-        if let Some((_, _, _, touched)) = &old
+        if let Some((_, _, _, touched, _)) = &old
             && now.duration_since(Timestamp::from_millis((*touched).max(0) as u64))
                 >= TOUCH_GRANULARITY
         {
             self.touch.execute(params![key, i64_of(now.as_millis())])?;
         }
-        let old = old.map(|(file, data_type, size, _)| {
+        // Likewise the expiry bucket: the index of buckets is left as it is while a rewrite's
+        // expiry stays in the same minute (a new row gets its bucket from the insert).
+        if let Some((_, _, _, _, old_bucket)) = &old
+            && *old_bucket != bucket
+        {
+            self.rebucket.execute(params![key, bucket])?;
+        }
+        let old = old.map(|(file, data_type, size, _, _)| {
             let size = size.max(0) as u64;
             totals.count(&data_type, file.is_some(), size, -1);
             file
@@ -173,8 +188,8 @@ impl Totals {
 /// The row write: an upsert (one statement whether the key is new or not).
 pub(super) const UPSERT: &str = "INSERT INTO entries (key, data_type, stored_at, expires_at, as_of,
              access_at, access_count, size, stored_size, codec, checksum, etag,
-             last_modified, file, inline_value)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             last_modified, file, inline_value, expiry_bucket)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (key) DO UPDATE SET data_type = excluded.data_type,
              stored_at = excluded.stored_at, expires_at = excluded.expires_at,
              as_of = excluded.as_of, access_count = 0,
