@@ -172,7 +172,7 @@ impl CacheBuilder {
         // the index's change feed (with Redis, through its channel).
         disk.record_changes_as(&instance_id);
         let follower = match (&redis, sharing) {
-            (None, Sharing::Host) => Some(ChangeFollower::open(&config.metadata_path)?),
+            (None, Sharing::Host) => Some(ChangeFollower::open_for_tier(&config.metadata_path)?),
             _ => None,
         };
         let cache = Cache {

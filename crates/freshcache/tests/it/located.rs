@@ -461,3 +461,48 @@ fn a_write_returns_only_after_an_earlier_commits_retired_blob_is_gone() {
     later.join().unwrap();
     assert_eq!(rt.block_on(read(&reader, &k)), Some(big(3)));
 }
+
+/// Invariant: a cache alone on its directory leaves its changes out of the change feed, and
+/// one that opens the directory while such a write is under way waits for it (then reads its
+/// value); every later write is recorded, so the newcomer's memory copies follow it.
+#[test]
+fn a_cache_opening_during_a_write_made_alone_waits_for_it_then_hears_of_every_change() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache");
+    let clock = ManualClock::new(T0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let a = open_small(&dir, &clock);
+    let k = news(1);
+    rt.block_on(a.set(&k, Value::bytes(b"v1".to_vec())))
+        .unwrap();
+    let hold = std::sync::Arc::new(HoldAtCommit::default());
+    assert!(a.inject_fs_faults(hold.clone()));
+    let writing = set_on_thread(&a, &k, b"v2".to_vec());
+    freshcache_testkit::Poll::within(Duration::from_secs(10))
+        .until("a's write never reached its commit", || hold.arrived());
+    let opening = std::thread::spawn(move || open_small(&dir, &clock));
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    while !opening.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !opening.is_finished(),
+        "b opened while a's write (made alone, not in the feed) was still under way"
+    );
+    hold.release();
+    writing.join().unwrap();
+    let b = opening.join().unwrap();
+    let value = |c: &Cache| match rt.block_on(c.get(&k)).unwrap() {
+        Lookup::Fresh(h) => h.value().to_vec(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(value(&b), b"v2");
+    assert!(b.inspect(&k).unwrap().in_memory, "b holds a memory copy");
+    // a is no longer alone: its next write reaches b's memory tier through the feed.
+    rt.block_on(a.set(&k, Value::bytes(b"v3".to_vec())))
+        .unwrap();
+    freshcache_testkit::Poll::within(Duration::from_secs(5))
+        .until("b never heard of a's write", || value(&b) == b"v3");
+}

@@ -134,7 +134,12 @@ impl DiskTier {
     }
 
     /// The origin changes are recorded under, when the feed is on.
+    /// The origin the current write records its changes under; `None` when changes are not
+    /// recorded, or the writer found nobody else on the index (see `presence`).
     pub(super) fn change_origin(&self) -> Option<&str> {
+        if self.alone_now.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         self.origin.get().map(String::as_str)
     }
 }
@@ -152,6 +157,8 @@ pub enum Poll {
 /// committed when it was opened.
 pub struct ChangeFollower {
     conn: Connection,
+    /// Writers record their changes while a follower that belongs to no tier is open.
+    _presence: Option<super::presence::Presence>,
     db_path: std::path::PathBuf,
     last: i64,
     /// SQLite's `data_version` at the last read: unchanged means nobody else committed.
@@ -168,11 +175,25 @@ impl std::fmt::Debug for ChangeFollower {
 }
 
 impl ChangeFollower {
-    /// Opens a follower of the feed in the index at `db_path`.
+    /// Opens a follower of the feed in the index at `db_path` that belongs to no tier: from
+    /// now on every writer records its changes.
     ///
     /// # Errors
     /// [`Error::Index`] when the index cannot be opened or read.
+    #[cfg(test)]
     pub fn open(db_path: &Path) -> Result<Self> {
+        let presence = super::presence::Presence::register(db_path);
+        let mut follower = Self::open_for_tier(db_path)?;
+        follower._presence = Some(presence);
+        Ok(follower)
+    }
+
+    /// [`ChangeFollower::open`] for the follower of a tier of this process: it hears of
+    /// other processes' changes only, whose writers know of the tier.
+    ///
+    /// # Errors
+    /// As [`ChangeFollower::open`].
+    pub fn open_for_tier(db_path: &Path) -> Result<Self> {
         let conn = DiskTier::connect(db_path)?;
         let db = |source| Error::Index {
             path: db_path.to_path_buf(),
@@ -185,6 +206,7 @@ impl ChangeFollower {
             .map_err(db)?;
         Ok(Self {
             conn,
+            _presence: None,
             db_path: db_path.to_path_buf(),
             last,
             version: None,
@@ -369,6 +391,8 @@ mod tests {
         let db = dir.path().join("metadata.db");
         let a = DiskTier::open(dir.path(), &db, 8192).unwrap();
         a.record_changes_as("a");
+        // Someone else on the index: changes are recorded.
+        let _present = ChangeFollower::open(&db).unwrap();
         let put = |i: i64| {
             a.put(
                 &format!("odds:g:{i}"),
@@ -405,5 +429,40 @@ mod tests {
             (got.len(), got[0].seq),
             (1, u64::try_from(before + 1).unwrap())
         );
+    }
+
+    #[test]
+    fn a_tier_alone_on_its_index_records_no_changes_until_someone_else_opens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        let a = DiskTier::open(dir.path(), &db, 8192).unwrap();
+        a.record_changes_as("a");
+        let rows = || -> i64 {
+            a.with_reader(|c| c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0)))
+                .unwrap()
+        };
+        let put = |k: &str| {
+            a.put(k, &entry(b"x"), u64::MAX, Timestamp::from_millis(1))
+                .unwrap();
+        };
+        put("odds:g:1");
+        assert_eq!(rows(), 0, "nobody could hear of it");
+        // A second tier of this process on the same index.
+        let b = DiskTier::open(dir.path(), &db, 8192).unwrap();
+        put("odds:g:2");
+        assert_eq!(rows(), 1);
+        drop(b);
+        put("odds:g:3");
+        assert_eq!(rows(), 1, "alone again");
+        // A follower that belongs to no tier.
+        let mut follower = ChangeFollower::open(&db).unwrap();
+        put("odds:g:4");
+        match follower.poll().unwrap() {
+            Poll::Changes(c) => {
+                let keys: Vec<&str> = c.iter().map(|c| c.subject.as_str()).collect();
+                assert_eq!(keys, ["odds:g:4"]);
+            }
+            Poll::Gap => panic!("gap"),
+        }
     }
 }

@@ -287,10 +287,14 @@ impl DiskTier {
             Ok(held) => held,
             Err(e) => return (Err(e), Duration::ZERO),
         };
+        // Only a writer holding the directory's writer lock can know it is alone.
+        let alone = held.is_some() && self.presence.alone();
+        self.alone_now.store(alone, Ordering::Relaxed);
         let since = crate::clock::Stopwatch::start();
         let mut conn = unpoisoned(&self.writer);
         let out = f(&mut conn);
         drop(conn);
+        self.alone_now.store(false, Ordering::Relaxed);
         drop(held);
         (out, since.elapsed())
     }

@@ -8,6 +8,7 @@
 //! tmp/                   blobs being written
 //! reserve                headroom for deletes on a full filesystem
 //! writer.lock            held by a writer until the blobs its commit retired are removed
+//! metadata.db-presence   locked by every process that has the index open
 //! ```
 //!
 //! The size limit bounds all of it (see `space::Footprint`): blob files in whole blocks, the index
@@ -44,6 +45,7 @@ pub mod fault;
 mod hostlock;
 mod lease;
 mod nofollow;
+mod presence;
 mod reread;
 mod reserve;
 mod schema;
@@ -108,6 +110,11 @@ pub struct DiskTier {
     /// Taken with a turn: serialises the writers of every process until the blobs their
     /// commits retired are removed (see `hostlock`).
     writer_lock: hostlock::WriterLock,
+    /// This process's presence on the index (see `presence`).
+    presence: presence::Presence,
+    /// Set while the writer holding the turn found nobody else on the index: its changes
+    /// are not recorded in the feed.
+    alone_now: std::sync::atomic::AtomicBool,
     /// [`crate::forks`] when opened: another count means this is a forked child, where the
     /// connections, their locks and the threads belong to the parent.
     forks: u64,
@@ -196,6 +203,11 @@ impl DiskTier {
         }
         let touches = Arc::new(TouchQueue::default());
         let flusher = TouchQueue::spawn_flusher(&touches, db_path, &wal);
+        // Present before anything is read, then past any write under way that found this
+        // process absent (see `presence`).
+        let writer_lock = hostlock::WriterLock::open(dir);
+        let presence = presence::Presence::register(db_path);
+        drop(writer_lock.acquire());
         Ok(Self {
             db_path: db_path.to_path_buf(),
             blobs,
@@ -203,7 +215,9 @@ impl DiskTier {
             inline_max,
             writer: Mutex::new(writer),
             turns,
-            writer_lock: hostlock::WriterLock::open(dir),
+            writer_lock,
+            presence,
+            alone_now: std::sync::atomic::AtomicBool::new(false),
             forks: crate::forks(),
             readers: Mutex::new(Vec::new()),
             wal,
