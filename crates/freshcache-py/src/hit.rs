@@ -1,7 +1,7 @@
 //! `Hit`: a value found in the cache, its bytes shared with the Rust entry (never copied
 //! until Python asks for a copy).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -52,6 +52,11 @@ pub struct Hit {
     /// Times `get` handed this hit out again, not yet in the library's counters (changed
     /// only with the GIL held; see `recent`).
     pub(crate) served: AtomicU64,
+    /// The clock reading (milliseconds) of the lookup that last returned it, which `age` and
+    /// `remaining` are measured at: the library hit's own, or a later one when `get` moved a
+    /// kept hit nobody else held to a new reading (changed only with the GIL held; see
+    /// `recent`).
+    seen: AtomicU64,
     /// `value` as `bytes`, made on first use (only for values short enough to be copied).
     bytes: PyOnceLock<Py<PyBytes>>,
 }
@@ -59,6 +64,7 @@ pub struct Hit {
 impl Hit {
     pub(crate) fn new(hit: LibHit, key: Py<PyString>, stale: bool) -> Self {
         Self {
+            seen: AtomicU64::new(hit.now.as_millis()),
             hit,
             key,
             stale,
@@ -84,6 +90,17 @@ impl Hit {
             let _ = me.bytes.set(py, b.clone_ref(py));
         }
         me
+    }
+
+    /// The clock reading `age` and `remaining` are measured at.
+    pub(crate) fn seen(&self) -> Timestamp {
+        Timestamp::from_millis(self.seen.load(Ordering::Relaxed))
+    }
+
+    /// Moves this hit to a later reading: only when nothing but the kept-hits map holds it,
+    /// so nobody sees its age change.
+    pub(crate) fn move_to(&self, now: Timestamp) {
+        self.seen.store(now.as_millis(), Ordering::Relaxed);
     }
 
     /// A memory hit read under `stamp`.
@@ -172,13 +189,13 @@ impl Hit {
     /// Age of the signal at lookup time, in seconds (from its `as_of` when known).
     #[getter]
     fn age(&self) -> f64 {
-        secs(self.hit.age())
+        secs(self.hit.meta().age(self.seen()))
     }
 
     /// Lifetime left at lookup time, in seconds (0 for a stale hit).
     #[getter]
     fn remaining(&self) -> f64 {
-        secs(self.hit.remaining())
+        secs(self.hit.deadline.duration_since(self.seen()))
     }
 
     /// The instant (Unix seconds) from which the value is no longer served.

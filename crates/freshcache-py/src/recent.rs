@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use freshcache::{MemoryRecall, Recalled};
+use freshcache::MemoryRecall;
 
 use crate::hit::Hit;
 
@@ -56,28 +56,37 @@ impl RecentHits {
         let hit = found.cast_into::<Hit>().ok()?;
         let h = hit.get();
         let stamp = h.stamp?;
-        match self.recall.recall(&h.hit, stamp) {
-            Recalled::Same => {
-                // Only ever changed with the GIL held: a load and a store, not a locked add.
-                h.served
-                    .store(h.served.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                Some(hit)
+        let seen = h.seen();
+        let Some(now) = self.recall.recall_reading(seen, h.hit.deadline, stamp) else {
+            self.settle(h, 0);
+            let _ = map.del_item(key);
+            return None;
+        };
+        // A later millisecond: the same entry, at the new reading (a Hit's age and remaining
+        // time are those of the lookup that returned it). Held by the map and this lookup
+        // only, the kept hit itself moves to it: nobody can see its age change. (A count read
+        // too high only costs the new Hit below; CPython with the GIL never reads it low.)
+        #[allow(deprecated)]
+        let unshared = hit.get_refcnt() <= 2;
+        if now == seen || unshared {
+            if now != seen {
+                h.move_to(now);
             }
-            // A later millisecond: the same entry, in a new Hit (a Hit's age and remaining
-            // time are those of the lookup that returned it).
-            Recalled::Later(later) => {
-                self.settle(h, 1);
-                let renewed = Bound::new(py, h.renewed(py, later)).ok()?;
-                // Replaces the kept hit: no bytes added.
-                let _ = map.set_item(key, &renewed);
-                Some(renewed)
-            }
-            Recalled::Gone => {
-                self.settle(h, 0);
-                let _ = map.del_item(key);
-                None
-            }
+            // Only ever changed with the GIL held: a load and a store, not a locked add.
+            h.served
+                .store(h.served.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return Some(hit);
         }
+        // Held elsewhere too: a new Hit.
+        self.settle(h, 1);
+        let later = freshcache::Hit {
+            now,
+            ..h.hit.clone()
+        };
+        let renewed = Bound::new(py, h.renewed(py, later)).ok()?;
+        // Replaces the kept hit: no bytes added.
+        let _ = map.set_item(key, &renewed);
+        Some(renewed)
     }
 
     /// Hands `hit`'s uncounted hits (and `extra` more) to the library's counters.

@@ -39,6 +39,29 @@ def test_same_reading_same_object_later_reading_new_age(
     assert later.value == first.value and later.expires_at == first.expires_at
 
 
+def test_a_kept_hit_nobody_holds_any_more_is_served_at_the_later_reading(
+    cache: freshcache.Cache, clock: freshcache.ManualClock
+) -> None:
+    """The kept hit moves to the new reading only while nothing but the cache holds it: its
+    age and remaining time are the later lookup's, and a hit someone holds is never changed."""
+    cache.set(KEY, b"x" * 256)
+    assert cache.get(KEY) is not None  # kept by the cache, dropped here
+    clock.advance(0.25)
+    later = cache.get(KEY)
+    assert later is not None and later.tier == "memory"
+    assert abs(later.age - 0.25) < 1e-6 and abs(later.remaining - 59.75) < 1e-6
+    held = [later]
+    clock.advance(0.25)
+    again = cache.get(KEY)
+    assert again is not None and again is not held[0]
+    assert abs(held[0].age - 0.25) < 1e-6, "a hit someone holds keeps its lookup's age"
+    assert abs(again.age - 0.5) < 1e-6 and abs(again.remaining - 59.5) < 1e-6
+    del held, later, again
+    clock.advance(59.5)
+    assert cache.get(KEY) is None, "never past the TTL"
+    assert memory_hits(cache) == 3
+
+
 def test_never_past_the_ttl(cache: freshcache.Cache, clock: freshcache.ManualClock) -> None:
     cache.set(KEY, "v")
     assert cache.get(KEY) is not None

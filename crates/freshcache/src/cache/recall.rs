@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Cache, CacheClock, Hit};
+use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::key::Key;
 use crate::stats::Stats;
@@ -76,22 +77,35 @@ impl MemoryRecall {
     #[inline]
     #[must_use]
     pub fn recall(&self, hit: &Hit, stamp: RecallStamp) -> Recalled {
+        match self.recall_reading(hit.now, hit.deadline, stamp) {
+            Some(now) if now == hit.now => Recalled::Same,
+            Some(now) => Recalled::Later(Hit { now, ..hit.clone() }),
+            None => Recalled::Gone,
+        }
+    }
+
+    /// [`MemoryRecall::recall`] for a hit last served at the reading `seen` with `deadline`:
+    /// the reading to serve it at now (`seen` itself when the clock still reads it), or
+    /// `None` when it no longer stands. For a binding that moves a kept hit nobody else
+    /// holds to the new reading rather than making a new one.
+    #[inline]
+    #[must_use]
+    pub fn recall_reading(
+        &self,
+        seen: Timestamp,
+        deadline: Timestamp,
+        stamp: RecallStamp,
+    ) -> Option<Timestamp> {
         if self.changes.load(Ordering::Acquire) != stamp.changes
             || !self.trusted.load(Ordering::Acquire)
         {
-            return Recalled::Gone;
+            return None;
         }
         let now = self.clock.now();
-        if now == hit.now {
-            Recalled::Same
-        } else if now > hit.now && now < hit.deadline {
-            // Nothing changed and the deadline (its own, its type's TTL, its inputs') is still
-            // ahead: a lookup would find this entry fresh, with the same deadline.
-            Recalled::Later(Hit { now, ..hit.clone() })
-        } else {
-            // Expired, or the clock went back (a lookup judges that afresh).
-            Recalled::Gone
-        }
+        // Later: nothing changed and the deadline (its own, its type's TTL, its inputs') is
+        // still ahead, so a lookup would find this entry fresh, with the same deadline. An
+        // expired hit, or a clock that went back, is judged afresh by a lookup.
+        (now == seen || (now > seen && now < deadline)).then_some(now)
     }
 
     /// Counts `n` memory hits served again of the type `stamp` was read for, as lookups

@@ -26,6 +26,19 @@ use super::conn::{BUSY_TIMEOUT, busy_wait};
 /// The lock file's name in the cache directory.
 pub(super) const LOCK_FILE: &str = "writer.lock";
 
+/// Opens (creating if needed) a lock file, never through a symbolic link.
+pub(super) fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
+        .open(path)
+}
+
 /// The writer lock of one open tier.
 #[derive(Debug)]
 pub(super) struct WriterLock {
@@ -47,17 +60,8 @@ impl Drop for Held<'_> {
 impl WriterLock {
     /// Opens (creating if needed) the lock file in `dir`; never through a symbolic link.
     pub(super) fn open(dir: &Path) -> Self {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
-            .open(&path);
-        let file = match file {
+        let file = match open_lock_file(&path) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e,

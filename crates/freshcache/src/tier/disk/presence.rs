@@ -67,16 +67,7 @@ impl Presence {
     /// Opens the presence file and takes a shared lock on it (nobody ever takes an exclusive
     /// one: writers only ask).
     fn take(path: &Path) -> Option<File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
-            .open(path);
-        let taken = file.and_then(|f| {
+        let taken = super::hostlock::open_lock_file(path).and_then(|f| {
             rustix::fs::fcntl_lock(&f, FlockOperation::NonBlockingLockShared)?;
             Ok(f)
         });
