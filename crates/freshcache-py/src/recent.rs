@@ -2,7 +2,8 @@
 //! over, and a hit that still stands (see [`MemoryRecall`]) is handed out again for one dict
 //! probe, two atomic loads and a clock read, instead of a lookup and a new `Hit`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -17,26 +18,34 @@ const MAX_HITS: usize = 4096;
 const PER_HIT: u64 = 256;
 /// The most value bytes kept alive by kept hits (their entries may have left the memory tier).
 const MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// Openings of the cache whose hits are kept: the first, then one after each fork (past the
+/// last, lookups answer every `get`).
+const OPENINGS: usize = 16;
 
 /// Kept memory hits by their key's `str` (exact `str` only: a subclass may redefine equality).
 pub(crate) struct RecentHits {
     map: Py<PyDict>,
-    recall: MemoryRecall,
+    /// The check of each opening of the cache (the current one at `opening`): a cache closed
+    /// for a fork and opened again has new counters.
+    recalls: [OnceLock<MemoryRecall>; OPENINGS],
+    opening: AtomicUsize,
     /// Bytes kept since the map last started over (an overestimate: replaced hits still count).
     bytes: AtomicU64,
     max_bytes: u64,
-    /// Set when the cache was closed for a fork and opened again: `recall` still checks the
-    /// closed cache's counters, which nothing moves any more, so no hit is kept or served
-    /// again (lookups answer instead).
+    /// Set while the cache is closed for a fork (and for good when it was opened again more
+    /// than [`OPENINGS`] times): no hit is kept or served again.
     retired: AtomicBool,
 }
 
 impl RecentHits {
     /// Keeps at most an eighth of the memory tier's budget alive, and never more than 32 MiB.
     pub(crate) fn new(py: Python<'_>, recall: MemoryRecall, memory_budget: u64) -> Self {
+        let recalls: [OnceLock<MemoryRecall>; OPENINGS] = Default::default();
+        let _ = recalls[0].set(recall);
         Self {
             map: PyDict::new(py).unbind(),
-            recall,
+            recalls,
+            opening: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             max_bytes: (memory_budget / 8).min(MAX_BYTES),
             retired: AtomicBool::new(false),
@@ -47,9 +56,10 @@ impl RecentHits {
     /// as a memory hit: in the kept hit until it is replaced, then in the library's counters.
     #[inline]
     pub(crate) fn find<'py>(&self, key: &Bound<'py, PyString>) -> Option<Bound<'py, Hit>> {
-        if !key.is_exact_instance_of::<PyString>() || self.retired.load(Ordering::Relaxed) {
+        if !key.is_exact_instance_of::<PyString>() {
             return None;
         }
+        let recall = self.recall()?;
         let py = key.py();
         let map = self.map.bind(py);
         let found = map.get_item(key).ok()??;
@@ -57,7 +67,7 @@ impl RecentHits {
         let h = hit.get();
         let stamp = h.stamp?;
         let seen = h.seen();
-        let Some(now) = self.recall.recall_reading(seen, h.hit.deadline, stamp) else {
+        let Some(now) = recall.recall_reading(seen, h.hit.deadline, stamp) else {
             self.settle(h, 0);
             let _ = map.del_item(key);
             return None;
@@ -89,11 +99,22 @@ impl RecentHits {
         Some(renewed)
     }
 
-    /// Hands `hit`'s uncounted hits (and `extra` more) to the library's counters.
+    /// The check of the current opening; `None` while retired.
+    #[inline]
+    fn recall(&self) -> Option<&MemoryRecall> {
+        if self.retired.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.recalls[self.opening.load(Ordering::SeqCst)].get()
+    }
+
+    /// Hands `hit`'s uncounted hits (and `extra` more) to the library's counters (every kept
+    /// hit is of the current opening: the others went at [`RecentHits::retire`]).
     fn settle(&self, hit: &Hit, extra: u64) {
-        if let Some(stamp) = hit.stamp {
+        let recall = self.recalls[self.opening.load(Ordering::SeqCst)].get();
+        if let (Some(stamp), Some(recall)) = (hit.stamp, recall) {
             let n = hit.served.swap(0, Ordering::Relaxed) + extra;
-            self.recall.count_hits(stamp, n);
+            recall.count_hits(stamp, n);
         }
     }
 
@@ -137,11 +158,21 @@ impl RecentHits {
         let _ = map.set_item(key, hit);
     }
 
-    /// Counts and forgets every kept hit, and keeps none from now on (the cache is closing
-    /// for a fork, to be opened again).
+    /// Counts and forgets every kept hit, and keeps none until [`RecentHits::reopened`] (the
+    /// cache is closing for a fork, to be opened again).
     pub(crate) fn retire(&self, py: Python<'_>) {
-        self.retired.store(true, Ordering::Relaxed);
         self.clear(py);
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// Keeps hits again, checked against the counters of the cache opened again (with the GIL
+    /// held, after [`RecentHits::retire`]). Past [`OPENINGS`] openings, stays retired.
+    pub(crate) fn reopened(&self, recall: MemoryRecall) {
+        let next = self.opening.load(Ordering::SeqCst) + 1;
+        if next < OPENINGS && self.recalls[next].set(recall).is_ok() {
+            self.opening.store(next, Ordering::SeqCst);
+            self.retired.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Counts and forgets every kept hit (the cache is closing).

@@ -135,6 +135,7 @@ impl Shared {
         }
         match Open::start(self.config.clone(), self.clock.clone()) {
             Ok(o) => {
+                self.recent.reopened(o.cache.memory_recall());
                 let st = Arc::new(o);
                 *open = Some(Arc::clone(&st));
                 *failed = None;
@@ -192,6 +193,7 @@ impl Shared {
                         drop(open);
                         let _ = py.detach(move || Arc::new(o).shut_down());
                     } else {
+                        self.recent.reopened(o.cache.memory_recall());
                         *open = Some(Arc::new(o));
                     }
                 }

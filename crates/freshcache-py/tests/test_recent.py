@@ -197,3 +197,29 @@ def test_a_forked_child_gets_no_kept_hit(tmp_path: Path) -> None:
 
     assert in_forked_child(child) == 0
     c.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_the_parent_keeps_hits_again_after_each_fork(
+    tmp_path: Path, clock: freshcache.ManualClock
+) -> None:
+    """The cache opened again after a fork hands kept hits out again, checked against its own
+    counters: a change after the fork is still seen at once."""
+    c = freshcache.Cache(cache_dir=tmp_path, clock=clock)
+    c.set(KEY, b"x" * 256)
+    for n in range(3):
+        assert in_forked_child(lambda: 0) == 0
+        first = c.get(KEY)  # the memory tier starts empty: read from disk, promoted
+        second = c.get(KEY)
+        assert second is not None and second.tier == "memory"
+        assert c.get(KEY) is second, f"after fork {n + 1}: the kept hit is handed out again"
+        c.set(KEY, b"y" * 256)
+        changed = c.get(KEY)
+        assert changed is not None and changed.value == b"y" * 256
+        c.set(KEY, b"x" * 256)
+        del first
+    before = memory_hits(c)
+    c.get(KEY)
+    c.get(KEY)
+    assert memory_hits(c) == before + 2
+    c.close()
