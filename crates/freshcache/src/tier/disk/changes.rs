@@ -182,7 +182,8 @@ impl ChangeFollower {
     /// [`Error::Index`] when the index cannot be opened or read.
     #[cfg(test)]
     pub fn open(db_path: &Path) -> Result<Self> {
-        let presence = super::presence::Presence::register(db_path);
+        let presence =
+            super::presence::Presence::register(db_path).map_err(|e| Error::io(db_path, e))?;
         let mut follower = Self::open_for_tier(db_path)?;
         follower._presence = Some(presence);
         Ok(follower)
@@ -464,5 +465,29 @@ mod tests {
             }
             Poll::Gap => panic!("gap"),
         }
+    }
+
+    #[test]
+    fn two_paths_to_one_index_are_one_presence_and_a_second_tier_there_is_heard() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let a = DiskTier::open(&dir, &dir.join("metadata.db"), 8192).unwrap();
+        a.record_changes_as("a");
+        let b = DiskTier::open(&link, &link.join("metadata.db"), 8192).unwrap();
+        a.put(
+            "odds:g:1",
+            &entry(b"x"),
+            u64::MAX,
+            Timestamp::from_millis(1),
+        )
+        .unwrap();
+        let rows: i64 = a
+            .with_reader(|c| c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(rows, 1, "the tier opened through the link is someone else");
+        drop(b);
     }
 }

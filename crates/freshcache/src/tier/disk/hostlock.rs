@@ -11,8 +11,9 @@
 //! read overlapping it may return).
 //!
 //! Waits as the index's busy handler does (short sleeps, failing after [`BUSY_TIMEOUT`]); the
-//! kernel releases the lock of a process that dies holding it. On a filesystem that refuses
-//! `flock`, writers go on without it and blob locations are not used.
+//! kernel releases the lock of a process that dies holding it (and of a child it forked
+//! without exec, which shares the lock, once that child ends too). On a filesystem that
+//! refuses `flock`, writers go on without it and blob locations are not used.
 
 use std::fs::File;
 use std::path::Path;
@@ -26,23 +27,32 @@ use super::conn::{BUSY_TIMEOUT, busy_wait};
 /// The lock file's name in the cache directory.
 pub(super) const LOCK_FILE: &str = "writer.lock";
 
-/// Opens (creating if needed) a lock file, never through a symbolic link.
+/// Opens (creating if needed) a lock file, never through a symbolic link: for reading and
+/// writing, or for reading only where this user may not write it (a directory shared by a
+/// group); the locks taken on it need no more. Created readable and writable by everyone the
+/// umask lets.
 pub(super) fn open_lock_file(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
-        .open(path)
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .truncate(false)
+            .mode(0o666)
+            .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0))
+            .open(path)
+    };
+    match open(true) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => open(false),
+        other => other,
+    }
 }
 
 /// The writer lock of one open tier.
 #[derive(Debug)]
 pub(super) struct WriterLock {
-    /// `None` when the file could not be opened.
+    /// Always the lock file (an option only for the tier's tests of a tier without one).
     file: Option<File>,
     /// Set once taking the lock failed for a reason other than another holder.
     failed: AtomicBool,
@@ -59,20 +69,17 @@ impl Drop for Held<'_> {
 
 impl WriterLock {
     /// Opens (creating if needed) the lock file in `dir`; never through a symbolic link.
-    pub(super) fn open(dir: &Path) -> Self {
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be opened: a writer going on without it would let the
+    /// other processes' kept blob locations serve values two writes old.
+    pub(super) fn open(dir: &Path) -> crate::error::Result<Self> {
         let path = dir.join(LOCK_FILE);
-        let file = match open_lock_file(&path) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e,
-                    "disk tier: writer lock unavailable; blob locations are not kept");
-                None
-            }
-        };
-        Self {
-            file,
+        let file = open_lock_file(&path).map_err(|e| crate::error::Error::io(&path, e))?;
+        Ok(Self {
+            file: Some(file),
             failed: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Waits for the lock; `None` where it cannot be taken at all (see [`Self::works`]).

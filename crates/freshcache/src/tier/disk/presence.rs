@@ -10,17 +10,21 @@
 //!
 //! A tier opening meanwhile takes its presence lock first and then waits for the writer lock
 //! (see [`DiskTier::open`]), so a write that found it absent has committed before the new tier
-//! reads anything; every later write finds it. Where the lock cannot be taken or asked about,
-//! a writer never believes it is alone.
+//! reads anything; every later write finds it. A tier that cannot take its presence lock is
+//! not opened (the others would believe they are alone); one whose writer cannot ask about
+//! the others never believes it is alone.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rustix::fs::FlockOperation;
 use rustix::process::{Flock, FlockOffsetType, FlockType};
 
-/// This process's open presence file of one index, shared by its tiers there.
+/// This process's open presence file of one index, shared by its tiers there. Its last
+/// holder drops it under [`HELD`]'s lock: closing any descriptor of the file drops every
+/// POSIX lock this process holds on it, so no second descriptor may be opened meanwhile.
 #[derive(Debug)]
 struct Shared {
     file: File,
@@ -28,57 +32,58 @@ struct Shared {
     pid: u32,
 }
 
-/// The presence files this process holds, by index path.
-static HELD: Mutex<Vec<(PathBuf, Weak<Shared>)>> = Mutex::new(Vec::new());
+/// A file's device and inode.
+type FileId = (u64, u64);
+
+/// The presence files this process holds, by the file's identity (two paths to one index are
+/// one entry).
+static HELD: Mutex<Vec<(FileId, Weak<Shared>)>> = Mutex::new(Vec::new());
 
 /// One tier's (or follower's) share of its process's presence on an index.
 #[derive(Debug)]
 pub(super) struct Presence {
-    /// `None` where the lock could not be taken: never alone.
     shared: Option<Arc<Shared>>,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let _held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        self.shared = None;
+    }
 }
 
 impl Presence {
     /// Registers this process as a user of the index at `db_path`.
-    pub(super) fn register(db_path: &Path) -> Self {
+    ///
+    /// # Errors
+    /// The I/O error when the presence file cannot be opened or locked.
+    pub(super) fn register(db_path: &Path) -> std::io::Result<Self> {
         let mut path = db_path.as_os_str().to_owned();
         path.push("-presence");
         let path = PathBuf::from(path);
-        let key = std::fs::canonicalize(db_path).unwrap_or_else(|_| db_path.to_path_buf());
         let me = std::process::id();
         let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
         held.retain(|(_, w)| w.upgrade().is_some_and(|s| s.pid == me));
-        if let Some(shared) = held
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, w)| w.upgrade())
+        // Looked up by the file's identity without opening it (a second descriptor closed
+        // would drop the lock).
+        if let Ok(m) = std::fs::symlink_metadata(&path)
+            && let Some(shared) = held
+                .iter()
+                .find(|(id, _)| *id == (m.dev(), m.ino()))
+                .and_then(|(_, w)| w.upgrade())
         {
-            return Self {
+            return Ok(Self {
                 shared: Some(shared),
-            };
+            });
         }
-        let shared = Self::take(&path).map(|file| Arc::new(Shared { file, pid: me }));
-        if let Some(s) = &shared {
-            held.push((key, Arc::downgrade(s)));
-        }
-        Self { shared }
-    }
-
-    /// Opens the presence file and takes a shared lock on it (nobody ever takes an exclusive
-    /// one: writers only ask).
-    fn take(path: &Path) -> Option<File> {
-        let taken = super::hostlock::open_lock_file(path).and_then(|f| {
-            rustix::fs::fcntl_lock(&f, FlockOperation::NonBlockingLockShared)?;
-            Ok(f)
-        });
-        match taken {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e,
-                    "disk tier: no presence lock; changes are always recorded");
-                None
-            }
-        }
+        let file = super::hostlock::open_lock_file(&path)?;
+        rustix::fs::fcntl_lock(&file, FlockOperation::NonBlockingLockShared)?;
+        let m = file.metadata()?;
+        let shared = Arc::new(Shared { file, pid: me });
+        held.push(((m.dev(), m.ino()), Arc::downgrade(&shared)));
+        Ok(Self {
+            shared: Some(shared),
+        })
     }
 
     /// Whether nothing else — another tier of this process, or any other process — has the
