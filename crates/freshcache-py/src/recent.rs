@@ -105,14 +105,19 @@ impl RecentHits {
         if self.retired.load(Ordering::SeqCst) {
             return None;
         }
+        self.current()
+    }
+
+    /// The check of the current opening, retired or not.
+    #[inline]
+    fn current(&self) -> Option<&MemoryRecall> {
         self.recalls[self.opening.load(Ordering::SeqCst)].get()
     }
 
     /// Hands `hit`'s uncounted hits (and `extra` more) to the library's counters (every kept
     /// hit is of the current opening: the others went at [`RecentHits::retire`]).
     fn settle(&self, hit: &Hit, extra: u64) {
-        let recall = self.recalls[self.opening.load(Ordering::SeqCst)].get();
-        if let (Some(stamp), Some(recall)) = (hit.stamp, recall) {
+        if let (Some(stamp), Some(recall)) = (hit.stamp, self.current()) {
             let n = hit.served.swap(0, Ordering::Relaxed) + extra;
             recall.count_hits(stamp, n);
         }

@@ -255,6 +255,7 @@ impl DiskTier {
     /// # Errors
     /// The commit's: the use must not run ahead of the writes it could not commit.
     pub(super) fn flush_behind_first(&self) -> Result<()> {
+        self.in_opening_process()?;
         // Not from inside a turn at the writer: the commit would wait for that turn.
         if self.behind.any.load(Ordering::Acquire)
             && !COMMITTING.with(Cell::get)

@@ -182,8 +182,7 @@ impl ChangeFollower {
     /// [`Error::Index`] when the index cannot be opened or read.
     #[cfg(test)]
     pub fn open(db_path: &Path) -> Result<Self> {
-        let presence =
-            super::presence::Presence::register(db_path).map_err(|e| Error::io(db_path, e))?;
+        let presence = super::presence::Presence::register(db_path)?;
         let mut follower = Self::open_for_tier(db_path)?;
         follower._presence = Some(presence);
         Ok(follower)
@@ -306,6 +305,18 @@ mod tests {
         }
     }
 
+    /// Writes a small value under `key`.
+    fn put_x(t: &DiskTier, key: &str) {
+        t.put(key, &entry(b"x"), u64::MAX, Timestamp::from_millis(1))
+            .unwrap();
+    }
+
+    /// Rows in the change feed.
+    fn feed_rows(t: &DiskTier) -> i64 {
+        t.with_reader(|c| c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0)))
+            .unwrap()
+    }
+
     #[test]
     fn a_follower_reads_changes_in_order_with_their_origin_and_nothing_twice() {
         let dir = tempfile::tempdir().unwrap();
@@ -313,23 +324,11 @@ mod tests {
         let a = DiskTier::open(dir.path(), &db, 8192).unwrap();
         let mut follower = ChangeFollower::open(&db).unwrap();
         // Not recorded before an origin is set.
-        a.put(
-            "odds:g:0",
-            &entry(b"x"),
-            u64::MAX,
-            Timestamp::from_millis(1),
-        )
-        .unwrap();
+        put_x(&a, "odds:g:0");
         assert_eq!(follower.poll().unwrap(), Poll::Changes(Vec::new()));
         assert!(a.record_changes_as("a"));
         assert!(!a.record_changes_as("b"));
-        a.put(
-            "odds:g:1",
-            &entry(b"x"),
-            u64::MAX,
-            Timestamp::from_millis(1),
-        )
-        .unwrap();
+        put_x(&a, "odds:g:1");
         a.remove("odds:g:1").unwrap();
         a.remove_prefix("odds:", None).unwrap();
         let Poll::Changes(got) = follower.poll().unwrap() else {
@@ -359,26 +358,14 @@ mod tests {
         a.record_changes_as("a");
         let mut follower = ChangeFollower::open(&db).unwrap();
         for i in 0..5 {
-            a.put(
-                &format!("odds:g:{i}"),
-                &entry(b"x"),
-                u64::MAX,
-                Timestamp::from_millis(1),
-            )
-            .unwrap();
+            put_x(&a, &format!("odds:g:{i}"));
         }
         // Pruned before the follower read them, as the writers prune rows over the limit.
         a.with_writer(|c| c.execute("DELETE FROM changes WHERE seq <= 3", []))
             .unwrap();
         assert_eq!(follower.poll().unwrap(), Poll::Gap);
         // Caught up afterwards: later changes are read normally.
-        a.put(
-            "odds:g:9",
-            &entry(b"x"),
-            u64::MAX,
-            Timestamp::from_millis(1),
-        )
-        .unwrap();
+        put_x(&a, "odds:g:9");
         let Poll::Changes(got) = follower.poll().unwrap() else {
             panic!("gap");
         };
@@ -395,13 +382,7 @@ mod tests {
         // Someone else on the index: changes are recorded.
         let _present = ChangeFollower::open(&db).unwrap();
         let put = |i: i64| {
-            a.put(
-                &format!("odds:g:{i}"),
-                &entry(b"x"),
-                u64::MAX,
-                Timestamp::from_millis(1),
-            )
-            .unwrap();
+            put_x(&a, &format!("odds:g:{i}"));
         };
         let newest = || {
             a.with_reader(|c| c.query_row("SELECT MAX(seq) FROM changes", [], |r| r.get(0)))
@@ -438,26 +419,18 @@ mod tests {
         let db = dir.path().join("metadata.db");
         let a = DiskTier::open(dir.path(), &db, 8192).unwrap();
         a.record_changes_as("a");
-        let rows = || -> i64 {
-            a.with_reader(|c| c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0)))
-                .unwrap()
-        };
-        let put = |k: &str| {
-            a.put(k, &entry(b"x"), u64::MAX, Timestamp::from_millis(1))
-                .unwrap();
-        };
-        put("odds:g:1");
-        assert_eq!(rows(), 0, "nobody could hear of it");
+        put_x(&a, "odds:g:1");
+        assert_eq!(feed_rows(&a), 0, "nobody could hear of it");
         // A second tier of this process on the same index.
         let b = DiskTier::open(dir.path(), &db, 8192).unwrap();
-        put("odds:g:2");
-        assert_eq!(rows(), 1);
+        put_x(&a, "odds:g:2");
+        assert_eq!(feed_rows(&a), 1);
         drop(b);
-        put("odds:g:3");
-        assert_eq!(rows(), 1, "alone again");
+        put_x(&a, "odds:g:3");
+        assert_eq!(feed_rows(&a), 1, "alone again");
         // A follower that belongs to no tier.
         let mut follower = ChangeFollower::open(&db).unwrap();
-        put("odds:g:4");
+        put_x(&a, "odds:g:4");
         match follower.poll().unwrap() {
             Poll::Changes(c) => {
                 let keys: Vec<&str> = c.iter().map(|c| c.subject.as_str()).collect();
@@ -477,17 +450,12 @@ mod tests {
         let a = DiskTier::open(&dir, &dir.join("metadata.db"), 8192).unwrap();
         a.record_changes_as("a");
         let b = DiskTier::open(&link, &link.join("metadata.db"), 8192).unwrap();
-        a.put(
-            "odds:g:1",
-            &entry(b"x"),
-            u64::MAX,
-            Timestamp::from_millis(1),
-        )
-        .unwrap();
-        let rows: i64 = a
-            .with_reader(|c| c.query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0)))
-            .unwrap();
-        assert_eq!(rows, 1, "the tier opened through the link is someone else");
+        put_x(&a, "odds:g:1");
+        assert_eq!(
+            feed_rows(&a),
+            1,
+            "the tier opened through the link is someone else"
+        );
         drop(b);
     }
 }

@@ -206,7 +206,9 @@ impl DiskTier {
 
     /// Refuses the index in a forked child of the process that opened this tier (see
     /// [`crate::after_fork_in_child`]): before any of the tier's locks is taken, since a
-    /// thread of the parent may have held one at the fork.
+    /// thread of the parent may have held one at the fork. Asked where the tier first takes
+    /// one: `flush_behind_first` (the write-behind queue), `read_now` and `write_now` (the
+    /// connections), a single-key read (the queue, through `queued`).
     pub(super) fn in_opening_process(&self) -> Result<()> {
         if crate::forks() == self.forks {
             return Ok(());
@@ -226,7 +228,6 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        self.in_opening_process()?;
         // Best effort for reads: a failed commit stays queued, and the next write reports it.
         let _ = self.flush_behind_first();
         self.read_now(f)
@@ -256,7 +257,6 @@ impl DiskTier {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        self.in_opening_process()?;
         self.flush_behind_first()?;
         self.write_now(f)
     }
@@ -309,7 +309,6 @@ impl DiskTier {
         pace: &mut Pace,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<(T, Duration)> {
-        self.in_opening_process()?;
         self.flush_behind_first()?;
         let turn = self.turns.take();
         let (out, took) = self.holding_writer_lock(f);

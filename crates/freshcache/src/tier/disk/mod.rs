@@ -204,14 +204,9 @@ impl DiskTier {
         let touches = Arc::new(TouchQueue::default());
         let flusher = TouchQueue::spawn_flusher(&touches, db_path, &wal);
         // Present before anything is read, then past any write under way that found this
-        // process absent (see `presence`).
+        // process absent (see `presence`): never past it without the lock.
         let writer_lock = hostlock::WriterLock::open(dir)?;
-        let mut presence_path = db_path.as_os_str().to_owned();
-        presence_path.push("-presence");
-        let presence = presence::Presence::register(db_path)
-            .map_err(|e| Error::io(Path::new(&presence_path), e))?;
-        // Never past it without the lock: a write under way may be one that found this
-        // process absent.
+        let presence = presence::Presence::register(db_path)?;
         drop(writer_lock.acquire().map_err(db)?);
         Ok(Self {
             db_path: db_path.to_path_buf(),

@@ -56,8 +56,8 @@ impl Presence {
     /// Registers this process as a user of the index at `db_path`.
     ///
     /// # Errors
-    /// The I/O error when the presence file cannot be opened or locked.
-    pub(super) fn register(db_path: &Path) -> std::io::Result<Self> {
+    /// [`crate::Error::Io`] when the presence file cannot be opened or locked.
+    pub(super) fn register(db_path: &Path) -> crate::error::Result<Self> {
         let mut path = db_path.as_os_str().to_owned();
         path.push("-presence");
         let path = PathBuf::from(path);
@@ -76,9 +76,11 @@ impl Presence {
                 shared: Some(shared),
             });
         }
-        let file = super::hostlock::open_lock_file(&path)?;
-        rustix::fs::fcntl_lock(&file, FlockOperation::NonBlockingLockShared)?;
-        let m = file.metadata()?;
+        let io = |e: std::io::Error| crate::error::Error::io(&path, e);
+        let file = super::hostlock::open_lock_file(&path).map_err(io)?;
+        rustix::fs::fcntl_lock(&file, FlockOperation::NonBlockingLockShared)
+            .map_err(|e| io(e.into()))?;
+        let m = file.metadata().map_err(io)?;
         let shared = Arc::new(Shared { file, pid: me });
         held.push(((m.dev(), m.ino()), Arc::downgrade(&shared)));
         Ok(Self {

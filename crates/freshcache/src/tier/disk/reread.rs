@@ -39,7 +39,10 @@ impl DiskTier {
     /// Reads `key`'s value again from the blob file `at`, without the index.
     #[must_use]
     pub fn reread(&self, key: &str, at: &BlobLocation, now: Timestamp) -> Reread {
-        if self.forks != crate::forks() || self.queued(key).is_some() || !self.writer_lock.works() {
+        if self.in_opening_process().is_err()
+            || self.queued(key).is_some()
+            || !self.writer_lock.works()
+        {
             return Reread::Moved;
         }
         let Ok(Some(bytes)) = self.blob_dir.read(&self.blobs, &at.name) else {

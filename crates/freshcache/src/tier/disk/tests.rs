@@ -636,6 +636,17 @@ fn a_rewrite_records_its_time_as_a_read_does_once_per_touch_granularity() {
     assert_eq!(oldest, "news:a:1");
 }
 
+/// Writes `value` under `key` at `now_ms`, expiring at `expires_ms`.
+fn put_at(t: &DiskTier, key: &str, value: &[u8], expires_ms: u64, now_ms: u64) {
+    t.put(
+        key,
+        &entry(value, expires_ms),
+        1 << 20,
+        Timestamp::from_millis(now_ms),
+    )
+    .unwrap();
+}
+
 /// WAL frames in the index's WAL file (each a 24-byte header and a page).
 fn wal_frames(dir: &Path) -> u64 {
     let len = fs::metadata(dir.join("metadata.db-wal")).map_or(0, |m| m.len());
@@ -659,12 +670,10 @@ fn a_rewrite_whose_expiry_stays_in_its_minute_leaves_the_expiry_index_alone() {
     let t = open(dir.path());
     let at = |ms: u64| Timestamp::from_millis(ms);
     // Expiries 10 min 0.1 s and 10 min 0.5 s: the same minute.
-    t.put("news:a:1", &entry(b"v1", 600_100), 1 << 20, at(100))
-        .unwrap();
+    put_at(&t, "news:a:1", b"v1", 600_100, 100);
     assert_eq!(bucket_of(&t, "news:a:1"), 10);
     let before = wal_frames(dir.path());
-    t.put("news:a:1", &entry(b"v2", 600_500), 1 << 20, at(500))
-        .unwrap();
+    put_at(&t, "news:a:1", b"v2", 600_500, 500);
     assert_eq!(
         wal_frames(dir.path()) - before,
         1,
@@ -673,13 +682,11 @@ fn a_rewrite_whose_expiry_stays_in_its_minute_leaves_the_expiry_index_alone() {
     assert_eq!(bucket_of(&t, "news:a:1"), 10);
     // Into the next minute: the bucket follows (its index page is written too).
     let before = wal_frames(dir.path());
-    t.put("news:a:1", &entry(b"v3", 660_000), 1 << 20, at(900))
-        .unwrap();
+    put_at(&t, "news:a:1", b"v3", 660_000, 900);
     assert_eq!(wal_frames(dir.path()) - before, 2);
     assert_eq!(bucket_of(&t, "news:a:1"), 11);
     // And back to an earlier one (a shorter TTL).
-    t.put("news:a:1", &entry(b"v4", 590_000), 1 << 20, at(950))
-        .unwrap();
+    put_at(&t, "news:a:1", b"v4", 590_000, 950);
     assert_eq!(bucket_of(&t, "news:a:1"), 9);
     assert_eq!(
         t.get("news:a:1", at(950)).unwrap().unwrap().value,
@@ -693,14 +700,10 @@ fn the_sweep_takes_the_expired_rows_of_the_current_minute_and_leaves_the_others(
     let t = open(dir.path());
     let at = |ms: u64| Timestamp::from_millis(ms);
     // All three in the minute [60 s, 120 s), and one in an earlier minute.
-    t.put("news:a:early", &entry(b"e", 30_000), 1 << 20, at(1))
-        .unwrap();
-    t.put("news:a:1", &entry(b"x", 61_000), 1 << 20, at(1))
-        .unwrap();
-    t.put("news:a:2", &entry(b"y", 90_000), 1 << 20, at(1))
-        .unwrap();
-    t.put("news:a:3", &entry(b"z", 90_001), 1 << 20, at(1))
-        .unwrap();
+    put_at(&t, "news:a:early", b"e", 30_000, 1);
+    put_at(&t, "news:a:1", b"x", 61_000, 1);
+    put_at(&t, "news:a:2", b"y", 90_000, 1);
+    put_at(&t, "news:a:3", b"z", 90_001, 1);
     let dry = t.sweep_expired(at(90_000), upkeep::Mode::DryRun).unwrap();
     assert_eq!(dry.entries, 3);
     let swept = t.sweep_expired(at(90_000), upkeep::Mode::Apply).unwrap();
